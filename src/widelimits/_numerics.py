@@ -1,0 +1,51 @@
+"""Numerically safe building blocks for the dual activation maps.
+
+The closed forms involve sqrt(k11 k22 - k12^2) and arccos(rho), whose derivatives blow up at
+correlation rho = +-1 (the same input twice).  `safe_sqrt` returns the symmetric subgradient 0 at 0,
+so kernels keep finite gradients there: near rho = 1 the angle behaves like |epsilon| in any input
+perturbation epsilon, whose symmetric subgradient is 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+class _SafeSqrt(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        y = torch.sqrt(torch.clamp(x, min=0))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        positive = y > 0
+        return torch.where(positive, grad / (2 * torch.where(positive, y, 1)), 0)
+
+
+def safe_sqrt(x: Tensor) -> Tensor:
+    """sqrt(max(x, 0)) with gradient 0 (instead of inf) where x <= 0."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SafeSqrt.apply(x)
+    return torch.sqrt(torch.clamp(x, min=0))
+
+
+def correlation(k11: Tensor, k22: Tensor, k12: Tensor) -> tuple[Tensor, Tensor]:
+    """``(rho, sqrt(k11 k22))`` with rho = k12 / sqrt(k11 k22) clamped into [-1, 1]."""
+    prod = safe_sqrt(k11 * k22)
+    rho = torch.clamp(k12 / prod, -1.0, 1.0)
+    return rho, prod
+
+
+def angle(rho: Tensor) -> Tensor:
+    """theta = arccos(rho) in [0, pi], computed as atan2(sqrt(1 - rho^2), rho) so that its
+    gradient stays finite at rho = +-1."""
+    return torch.atan2(safe_sqrt((1 - rho) * (1 + rho)), rho)
+
+
+INV_PI = 1.0 / math.pi

@@ -1,0 +1,183 @@
+"""The `Layer` interface shared by every building block.
+
+A layer has two sides, kept next to each other in one class:
+
+- infinite width: ``kernel_fn(k)`` maps the input `Kernel` state to the output state;
+- finite width: ``build_module(in_features, ctx)`` returns a ``torch.nn.Module`` and its number of
+  output features.  As the hidden widths grow, the module's outputs at initialisation become the
+  Gaussian process with the NNGP kernel, and its empirical NTK tends to the analytic NTK.
+
+Branching layers (`FanOut`, `Parallel`, `FanIn*`) take or return tuples of states / tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..kernel import Kernel
+
+__all__ = ["Layer", "BuildContext"]
+
+State = Kernel | tuple  # a kernel state, or a tuple of them between FanOut and FanIn
+Features = int | tuple  # number of features, or a tuple of them between FanOut and FanIn
+
+
+@dataclass
+class BuildContext:
+    """What `build` needs while it walks the description: hidden widths, seed, overrides."""
+
+    widths: Iterator[int]
+    generator: torch.Generator
+    parametrization: str | None = None
+    dtype: torch.dtype = torch.float32
+    hidden_widths_used: list[int] = field(default_factory=list)
+
+    @classmethod
+    def make(
+        cls,
+        width: int | Sequence[int],
+        parametrization: str | None,
+        seed: int | None,
+        dtype: torch.dtype,
+    ) -> BuildContext:
+        if isinstance(width, int):
+            if width < 1:
+                raise ValueError(f"width must be a positive integer, got {width}")
+
+            def repeat() -> Iterator[int]:
+                while True:
+                    yield width
+
+            widths = repeat()
+        else:
+            widths_list = [int(w) for w in width]
+            if any(w < 1 for w in widths_list):
+                raise ValueError(f"every hidden width must be positive, got {widths_list}")
+            widths = iter(widths_list)
+        generator = torch.Generator()
+        generator.manual_seed(seed if seed is not None else torch.seed())
+        return cls(widths, generator, parametrization, dtype)
+
+    def next_width(self) -> int:
+        try:
+            w = next(self.widths)
+        except StopIteration:
+            raise ValueError(
+                "build() got fewer hidden widths than the network has hidden layers "
+                f"(used {len(self.hidden_widths_used)}); pass one width per hidden Dense layer "
+                "or a single integer"
+            ) from None
+        self.hidden_widths_used.append(w)
+        return w
+
+    def randn(self, *shape: int) -> Tensor:
+        return torch.randn(*shape, generator=self.generator, dtype=self.dtype)
+
+
+class Layer:
+    """Base class of all layers.  Subclasses override `kernel_fn` and `build_module`."""
+
+    has_parameters: bool = False
+    """Whether the finite module has trainable parameters (i.e. contributes to the NTK)."""
+
+    def kernel_fn(self, k: State) -> State:
+        raise NotImplementedError
+
+    def build_module(self, in_features: Features, ctx: BuildContext) -> tuple[nn.Module, Features]:
+        raise NotImplementedError
+
+    def children(self) -> Sequence[Layer]:
+        """Sub-layers of a combinator (empty for a leaf layer)."""
+        return ()
+
+    def any_parameters(self) -> bool:
+        return self.has_parameters or any(c.any_parameters() for c in self.children())
+
+    def hyperparameter_tensors(self) -> list[Tensor]:
+        """Tensors among this layer's hyperparameters (e.g. a ``W_std`` requiring grad)."""
+        own = [v for v in vars(self).values() if isinstance(v, Tensor)]
+        return own + [t for c in self.children() for t in c.hyperparameter_tensors()]
+
+    def kernel(
+        self,
+        x1,
+        x2=None,
+        get: str | Sequence[str] = ("nngp", "ntk"),
+        *,
+        diagonal: bool = False,
+        tile_size: int | None = None,
+        memory_budget: int | None = None,
+        progress: bool | None = None,
+    ) -> Kernel | Tensor:
+        """Closed-form infinite-width kernels between the rows of ``x1`` and ``x2``.
+
+        Args:
+            x1: inputs of shape (N1, features), a torch tensor or numpy array (float32 or
+                float64; the result has the same dtype and device).
+            x2: inputs (N2, features), or ``None`` for ``x1`` against itself (only the upper
+                triangle of tiles is computed).
+            get: ``"nngp"``, ``"ntk"`` or a tuple of both.  A single name returns that tensor.
+            diagonal: return only k(x, x) for each row of ``x1`` (shape (N1,)).
+            tile_size: edge of the square tiles the kernel is computed in (default: 512 on CPU,
+                8192 on CUDA, smaller if ``memory_budget`` requires).
+            memory_budget: bytes the working tiles may use (default: a quarter of the memory
+                available now).  The (N1, N2) result itself must fit in memory.
+            progress: show a progress bar (default: for kernels of 2**26 entries or more).
+
+        Returns:
+            A `Kernel` whose ``.nngp`` and ``.ntk`` are (N1, N2) tensors (the per-output kernels
+            of a readout), or the single tensor asked for.
+        """
+        from .._compute import compute_kernel
+
+        return compute_kernel(
+            self, x1, x2, get, diagonal=diagonal, tile_size=tile_size,
+            memory_budget=memory_budget, progress=progress,
+        )  # fmt: skip
+
+    def build(
+        self,
+        in_features: int,
+        width: int | Sequence[int],
+        parametrization: str | None = None,
+        seed: int | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> nn.Module:
+        """The finite ``torch.nn.Module`` of this description.
+
+        Args:
+            in_features: number of input features.
+            width: width of every hidden layer (``Dense(out=None)``), or one width per hidden
+                layer in order.
+            parametrization: overrides every Dense layer's parametrization (``"ntk"`` or
+                ``"standard"``).
+            seed: seed of the weight initialisation (random when ``None``).
+            dtype: parameter dtype.
+
+        As the widths grow, the outputs at initialisation tend to a Gaussian process with this
+        description's NNGP kernel, and the empirical NTK to its analytic NTK.
+        """
+        if parametrization not in (None, "ntk", "standard"):
+            raise ValueError(f"parametrization must be 'ntk' or 'standard', got {parametrization!r}")
+        if not isinstance(in_features, int) or in_features < 1:
+            raise ValueError(f"in_features must be a positive integer, got {in_features!r}")
+        ctx = BuildContext.make(width, parametrization, seed, dtype)
+        module, out = self.build_module(in_features, ctx)
+        if isinstance(out, tuple):
+            raise ValueError("the network ends with unmerged branches; end it with a FanIn layer")
+        if not isinstance(width, int) and next(ctx.widths, None) is not None:
+            raise ValueError(
+                f"build() got more widths than the network's {len(ctx.hidden_widths_used)} "
+                "hidden layers"
+            )
+        return module
+
+    def __repr__(self) -> str:
+        args = ", ".join(
+            f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "layers"
+        )
+        return f"{type(self).__name__}({args})"

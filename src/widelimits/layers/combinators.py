@@ -1,0 +1,256 @@
+"""Combinators: chains, branches and merges of layers.
+
+Branches carry tuples of kernel states (infinite side) or of tensors (finite side).  Merging by
+sum assumes the branches are uncorrelated, which holds exactly when all but at most one branch
+end in a layer with fresh zero-mean weights (Dense, Conv) — as in residual blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..kernel import Kernel
+from .base import BuildContext, Layer
+
+__all__ = ["Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat", "FanInProd", "Residual"]
+
+
+def _as_layers(layers: Sequence) -> tuple[Layer, ...]:
+    for layer in layers:
+        if not isinstance(layer, Layer):
+            hint = " (did you forget the parentheses, e.g. ReLU()?)" if isinstance(layer, type) else ""
+            raise TypeError(f"expected widelimits layers, got {layer!r}{hint}")
+    return tuple(layers)
+
+
+def _branches(k, name: str) -> tuple:
+    if not isinstance(k, tuple) or len(k) < 2:
+        raise TypeError(f"{name} merges branches: put FanOut(n) (and Parallel) before it")
+    return k
+
+
+class Serial(Layer):
+    """Layers applied one after another: the kernel map is the composition of theirs."""
+
+    def __init__(self, *layers: Layer) -> None:
+        self.layers = _as_layers(layers)
+
+    def children(self):
+        return self.layers
+
+    def kernel_fn(self, k):
+        for layer in self.layers:
+            k = layer.kernel_fn(k)
+        return k
+
+    def build_module(self, in_features, ctx: BuildContext):
+        modules = []
+        for layer in self.layers:
+            module, in_features = layer.build_module(in_features, ctx)
+            modules.append(module)
+        return nn.Sequential(*modules), in_features
+
+    def __repr__(self) -> str:
+        return f"Serial({', '.join(map(repr, self.layers))})"
+
+
+class Parallel(Layer):
+    """Applies layer i to branch i of a tuple of inputs (after `FanOut`)."""
+
+    def __init__(self, *layers: Layer) -> None:
+        self.layers = _as_layers(layers)
+
+    def children(self):
+        return self.layers
+
+    def _check(self, k) -> None:
+        if not isinstance(k, tuple) or len(k) != len(self.layers):
+            got = len(k) if isinstance(k, tuple) else 1
+            raise TypeError(
+                f"Parallel with {len(self.layers)} layers got {got} branch(es); "
+                f"put FanOut({len(self.layers)}) before it"
+            )
+
+    def kernel_fn(self, k):
+        self._check(k)
+        return tuple(layer.kernel_fn(ki) for layer, ki in zip(self.layers, k, strict=True))
+
+    def build_module(self, in_features, ctx: BuildContext):
+        self._check(in_features)
+        built = [layer.build_module(f, ctx) for layer, f in zip(self.layers, in_features, strict=True)]
+        return ParallelModule([m for m, _ in built]), tuple(f for _, f in built)
+
+    def __repr__(self) -> str:
+        return f"Parallel({', '.join(map(repr, self.layers))})"
+
+
+class ParallelModule(nn.Module):
+    def __init__(self, modules: list[nn.Module]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(modules)
+
+    def forward(self, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return tuple(m(x) for m, x in zip(self.branches, xs, strict=True))
+
+
+class FanOut(Layer):
+    """Copies its input into ``n`` identical branches."""
+
+    def __init__(self, n: int) -> None:
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"FanOut(n) needs a positive integer, got {n!r}")
+        self.n = n
+
+    def kernel_fn(self, k):
+        if not isinstance(k, Kernel):
+            raise TypeError("FanOut got several branches already; merge them first")
+        return (k,) * self.n
+
+    def build_module(self, in_features, ctx: BuildContext):
+        return FanOutModule(self.n), (in_features,) * self.n
+
+
+class FanOutModule(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return (x,) * self.n
+
+
+def _merge_flags(ks: tuple[Kernel, ...], **changes) -> Kernel:
+    return ks[0].replace(is_gaussian=all(k.is_gaussian for k in ks), **changes)
+
+
+def _sum_ntk(ks: tuple[Kernel, ...], weights: Sequence[float]):
+    if ks[0].ntk is None:
+        return None
+    return sum(w * k.ntk for w, k in zip(weights, ks, strict=True))
+
+
+def _weighted(ks: tuple[Kernel, ...], weights: Sequence[float], **changes) -> Kernel:
+    def combine(field: str) -> Tensor:
+        return sum(w * getattr(k, field) for w, k in zip(weights, ks, strict=True))
+
+    cov2 = None if ks[0].cov2 is ks[0].cov1 else combine("cov2")
+    cov1 = combine("cov1")
+    return _merge_flags(
+        ks,
+        nngp=combine("nngp"),
+        ntk=_sum_ntk(ks, weights),
+        cov1=cov1,
+        cov2=cov1 if cov2 is None else cov2,
+        **changes,
+    )
+
+
+class FanInSum(Layer):
+    """Sums branches: kernels add (branches are assumed uncorrelated, see the module docstring)."""
+
+    def kernel_fn(self, k):
+        ks = _branches(k, "FanInSum")
+        widths = {ki.width for ki in ks}
+        if len(widths) > 1:
+            raise ValueError(f"FanInSum branches have different widths {sorted(map(str, widths))}")
+        return _weighted(ks, [1.0] * len(ks))
+
+    def build_module(self, in_features, ctx: BuildContext):
+        _branches(in_features, "FanInSum")
+        if len(set(in_features)) > 1:
+            raise ValueError(f"FanInSum branches have different widths {in_features}")
+        return FanInSumModule(), in_features[0]
+
+
+class FanInSumModule(nn.Module):
+    def forward(self, xs: tuple[Tensor, ...]) -> Tensor:
+        return sum(xs[1:], xs[0])
+
+
+class FanInConcat(Layer):
+    """Concatenates branches along the feature axis.
+
+    Each feature of the result comes from one branch, so the per-feature kernel is the average of
+    the branches' kernels weighted by their share of the features: equal weights for infinite
+    hidden branches (built with the same width), proportional to ``out`` for finite ones.
+    """
+
+    def kernel_fn(self, k):
+        ks = _branches(k, "FanInConcat")
+        widths = [ki.width for ki in ks]
+        if all(w is None for w in widths):
+            weights = [1.0 / len(ks)] * len(ks)
+            width = None
+        elif all(w is not None for w in widths):
+            weights = [w / sum(widths) for w in widths]
+            width = sum(widths)
+        else:
+            raise ValueError(
+                "FanInConcat cannot mix infinite hidden branches with fixed-width branches "
+                f"(widths {widths}): their shares of the features are undefined"
+            )
+        return _weighted(ks, weights, width=width)
+
+    def build_module(self, in_features, ctx: BuildContext):
+        _branches(in_features, "FanInConcat")
+        return FanInConcatModule(), sum(in_features)
+
+
+class FanInConcatModule(nn.Module):
+    def forward(self, xs: tuple[Tensor, ...]) -> Tensor:
+        return torch.cat(xs, dim=1)
+
+
+class FanInProd(Layer):
+    r"""Elementwise product of independent branches.
+
+    K = prod_b K_b,   Theta = sum_b Theta_b prod_{c != b} K_c.  The result is not Gaussian.
+    """
+
+    def kernel_fn(self, k):
+        ks = _branches(k, "FanInProd")
+
+        def prod(field: str, skip: int = -1) -> Tensor:
+            out = None
+            for i, ki in enumerate(ks):
+                if i != skip:
+                    out = getattr(ki, field) if out is None else out * getattr(ki, field)
+            return out
+
+        ntk = None
+        if ks[0].ntk is not None:
+            ntk = sum(ki.ntk * prod("nngp", skip=i) for i, ki in enumerate(ks))
+        cov1 = prod("cov1")
+        cov2 = cov1 if ks[0].cov2 is ks[0].cov1 else prod("cov2")
+        out = _merge_flags(ks, nngp=prod("nngp"), ntk=ntk, cov1=cov1, cov2=cov2)
+        return out.replace(is_gaussian=False)
+
+    def build_module(self, in_features, ctx: BuildContext):
+        _branches(in_features, "FanInProd")
+        if len(set(in_features)) > 1:
+            raise ValueError(f"FanInProd branches have different widths {in_features}")
+        return FanInProdModule(), in_features[0]
+
+
+class FanInProdModule(nn.Module):
+    def forward(self, xs: tuple[Tensor, ...]) -> Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
+def Residual(*block: Layer, shortcut: Layer | None = None) -> Serial:
+    """``x -> block(x) + shortcut(x)`` (shortcut: identity by default).
+
+    Built from ``FanOut(2)``, ``Parallel`` and ``FanInSum``; end the block in a Dense layer so the
+    two summands are uncorrelated and the kernels add.
+    """
+    from .activations import Identity
+
+    return Serial(
+        FanOut(2), Parallel(Serial(*block), shortcut or Identity()), FanInSum()
+    )

@@ -1,0 +1,95 @@
+"""Layer normalisation and dropout."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..kernel import Kernel
+from .base import BuildContext, Layer
+
+__all__ = ["LayerNorm", "Dropout"]
+
+
+class LayerNorm(Layer):
+    r"""Normalises each example over its (infinitely many) features: x / sqrt(mean_i x_i^2 + eps).
+
+    The mean over features of a centred Gaussian field vanishes at infinite width and the squared
+    norm concentrates on K(x, x), so::
+
+        K'(x, x')     = K(x, x') / sqrt((K(x, x) + eps) (K(x', x') + eps))
+        Theta'(x, x') = Theta(x, x') / sqrt((K(x, x) + eps) (K(x', x') + eps))
+
+    The input must be Gaussian (after Dense or a sum of such branches); after an activation the
+    finite layer's centring would change the kernel, so that placement raises an error.
+    The finite side is ``torch.nn.LayerNorm`` without affine parameters.
+    """
+
+    def __init__(self, eps: float = 1e-12) -> None:
+        if not eps >= 0:
+            raise ValueError(f"eps must be non-negative, got {eps}")
+        self.eps = float(eps)
+
+    def kernel_fn(self, k: Kernel) -> Kernel:
+        if not isinstance(k, Kernel):
+            raise TypeError("LayerNorm got several branches; merge them first")
+        if not k.is_gaussian:
+            raise ValueError(
+                "LayerNorm is supported on Gaussian (pre-activation) inputs only: place it right "
+                "after a Dense layer or after a FanInSum of such branches"
+            )
+        k11, k22 = k.variances()
+        scale = ((k11 + self.eps) * (k22 + self.eps)).rsqrt()
+        ntk = None if k.ntk is None else k.ntk * scale
+        cov1 = k.cov1 / (k.cov1 + self.eps)
+        cov2 = cov1 if k.cov2 is k.cov1 else k.cov2 / (k.cov2 + self.eps)
+        return k.replace(nngp=k.nngp * scale, ntk=ntk, cov1=cov1, cov2=cov2)
+
+    def build_module(self, in_features: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        return FeatureLayerNorm(self.eps), in_features
+
+
+class FeatureLayerNorm(nn.Module):
+    """Layer norm over the feature axis 1 (works for (N, C) and (N, C, ...)), no affine part."""
+
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        centred = x - x.mean(dim=1, keepdim=True)
+        return centred * (centred.pow(2).mean(dim=1, keepdim=True) + self.eps).rsqrt()
+
+
+class Dropout(Layer):
+    r"""Dropout with drop probability ``p`` (kept units scaled by 1 / (1 - p)), in training mode.
+
+    Masks are independent across examples, so only an example paired with itself changes::
+
+        K'(x, x') = K(x, x') / (1 - p) if x and x' are the same example, else K(x, x')
+
+    and the same for Theta.  The output is not Gaussian: follow it by a Dense layer.  The finite
+    side is ``torch.nn.Dropout(p)``; it is active while the module is in training mode.
+    """
+
+    def __init__(self, p: float) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout(p) needs a drop probability 0 <= p < 1, got {p}")
+        self.p = float(p)
+
+    def kernel_fn(self, k: Kernel) -> Kernel:
+        if not isinstance(k, Kernel):
+            raise TypeError("Dropout got several branches; merge them first")
+        factor = 1.0 / (1.0 - self.p)
+        mask = k.same_example_mask()
+
+        def scale(t: Tensor) -> Tensor:
+            return t if mask is None else t.where(~mask, t * factor)
+
+        cov1 = k.cov1 * factor
+        cov2 = cov1 if k.cov2 is k.cov1 else k.cov2 * factor
+        ntk = None if k.ntk is None else scale(k.ntk)
+        out = k.replace(nngp=scale(k.nngp), ntk=ntk, cov1=cov1, cov2=cov2)
+        return out.replace(is_gaussian=False) if self.p > 0 else out
+
+    def build_module(self, in_features: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        return nn.Dropout(self.p), in_features
