@@ -9,24 +9,36 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .kernel import Kernel
 from .layers import (
+    GELU,
+    RBF,
     ABReLU,
     Abs,
     Activation,
+    Cos,
     Dense,
     Dropout,
+    Elementwise,
     Erf,
+    Exp,
     FanInConcat,
     FanInProd,
     FanInSum,
     FanOut,
+    Gaussian,
+    Hermite,
     Identity,
     Layer,
     LayerNorm,
     LeakyReLU,
+    Monomial,
     Parallel,
+    Polynomial,
+    RectifiedMonomial,
     ReLU,
     Residual,
     Serial,
+    Sign,
+    Sin,
 )
 
 try:
@@ -35,7 +47,8 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
 __all__ = [
-    "ABReLU", "Abs", "Activation", "Dense", "Dropout", "Erf", "FanInConcat", "FanInProd",
-    "FanInSum", "FanOut", "Identity", "Kernel", "Layer", "LayerNorm", "LeakyReLU", "Parallel",
-    "ReLU", "Residual", "Serial", "__version__",
+    "ABReLU", "Abs", "Activation", "Cos", "Dense", "Dropout", "Elementwise", "Erf", "Exp",
+    "FanInConcat", "FanInProd", "FanInSum", "FanOut", "GELU", "Gaussian", "Hermite", "Identity",
+    "Kernel", "Layer", "LayerNorm", "LeakyReLU", "Monomial", "Parallel", "Polynomial", "RBF",
+    "ReLU", "RectifiedMonomial", "Residual", "Serial", "Sign", "Sin", "__version__",
 ]  # fmt: skip

@@ -42,7 +42,8 @@ def as_input(x, name: str) -> Tensor:
         )
     if x.dtype in (torch.float16, torch.bfloat16):
         raise TypeError(
-            f"{name} has dtype {x.dtype}, too imprecise for kernel recursions; use float32 or float64"
+            f"{name} has dtype {x.dtype}, too imprecise for kernel recursions; "
+            "use float32 or float64"
         )
     if x.ndim != 2:
         raise ValueError(
@@ -50,7 +51,9 @@ def as_input(x, name: str) -> Tensor:
             "with x.reshape(len(x), -1) for fully connected networks"
         )
     if x.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}): pass at least one example")
+        raise ValueError(
+            f"{name} is an empty batch (shape {tuple(x.shape)}): pass at least one example"
+        )
     if x.shape[1] == 0:
         raise ValueError(f"{name} has zero features (shape {tuple(x.shape)})")
     bad = (~torch.isfinite(x)).sum().item()
@@ -204,9 +207,7 @@ def _tiled(layer, x1, x2, need_ntk, tile_size, memory_budget, progress) -> Kerne
         )
     edge = _tile_edge(tile_size, memory_budget, x1.device, itemsize)
     rows, cols = _blocks(n1, edge), _blocks(n2, edge)
-    tiles = [
-        (i, j) for i in range(len(rows)) for j in range(len(cols)) if not symmetric or j >= i
-    ]
+    tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not symmetric or j >= i]
     show = progress if progress is not None else n1 * n2 >= PROGRESS_MIN_ENTRIES
     from tqdm.auto import tqdm
 

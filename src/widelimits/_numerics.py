@@ -36,9 +36,12 @@ def safe_sqrt(x: Tensor) -> Tensor:
 
 
 def correlation(k11: Tensor, k22: Tensor, k12: Tensor) -> tuple[Tensor, Tensor]:
-    """``(rho, sqrt(k11 k22))`` with rho = k12 / sqrt(k11 k22) clamped into [-1, 1]."""
+    """``(rho, sqrt(k11 k22))`` with rho = k12 / sqrt(k11 k22) clamped into [-1, 1] (0 where a
+    variance is 0)."""
     prod = safe_sqrt(k11 * k22)
-    rho = torch.clamp(k12 / prod, -1.0, 1.0)
+    # A zero-variance input (e.g. a zero row and no bias) has k12 = 0 too: its correlation is
+    # immaterial, and 0 keeps 0/0 from turning into NaN.
+    rho = torch.clamp(k12 / torch.where(prod > 0, prod, 1.0), -1.0, 1.0)
     return rho, prod
 
 

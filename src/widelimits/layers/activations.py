@@ -11,6 +11,7 @@ A new activation is one subclass with ``fn`` (the finite side) and ``dual`` (the
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +20,10 @@ from .._numerics import angle, correlation, safe_sqrt
 from ..kernel import Kernel
 from .base import BuildContext, Layer
 
-__all__ = ["Activation", "ABReLU", "ReLU", "LeakyReLU", "Abs", "Erf", "Identity"]
+__all__ = [
+    "Activation", "ABReLU", "ReLU", "LeakyReLU", "Abs", "Erf", "Identity", "GELU", "Sin", "Cos",
+    "Sign", "Exp", "Gaussian", "RBF", "Monomial", "RectifiedMonomial", "Polynomial", "Hermite",
+]  # fmt: skip
 
 
 class Activation(Layer):
@@ -80,8 +84,8 @@ class ABReLU(Activation):
 
     With theta = arccos(k12 / sqrt(k11 k22))::
 
-        T    = (a - b)^2 / (2 pi) sqrt(k11 k22 - k12^2) + [(a^2 + b^2)/2 - (a - b)^2 theta / (2 pi)] k12
         Tdot = (a^2 + b^2)/2 - (a - b)^2 theta / (2 pi)
+        T    = (a - b)^2 / (2 pi) sqrt(k11 k22 - k12^2) + Tdot k12
     """
 
     def __init__(self, a: float, b: float) -> None:
@@ -171,3 +175,511 @@ class Identity(Activation):
 
     def __repr__(self) -> str:
         return "Identity()"
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers for the closed forms below.
+
+
+def _real(name: str, value) -> float:
+    """``value`` as a finite float, or a clear ValueError."""
+    try:
+        if isinstance(value, str | bytes | bool):
+            raise TypeError
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+def _degree(value) -> int:
+    """``value`` as a non-negative int (Python or numpy integers, or integral floats)."""
+    n = None
+    if not isinstance(value, bool):
+        try:
+            n = operator.index(value)
+        except TypeError:
+            if isinstance(value, float) and value.is_integer():
+                n = int(value)
+    if n is None or n < 0:
+        raise ValueError(f"degree must be a non-negative integer, got {value!r}")
+    return n
+
+
+def _broadcast_zero(k11: Tensor, k22: Tensor, k12: Tensor) -> Tensor:
+    """Zeros of the broadcast shape (and promoted dtype) of the three inputs."""
+    return torch.zeros_like(k11 + k22 + k12)
+
+
+def _double_factorial(n: int) -> int:
+    """n!! with (-1)!! = 0!! = 1."""
+    return math.prod(range(n, 0, -2)) if n > 0 else 1
+
+
+def _horner(coefs: list[float], x: Tensor) -> Tensor:
+    """sum_m coefs[m] x^m."""
+    out = torch.zeros_like(x) + coefs[-1]
+    for c in reversed(coefs[:-1]):
+        out = out * x + c
+    return out
+
+
+def _hermite_series(
+    table: list[list[float]], shift: float, scale: float, k11: Tensor, k22: Tensor, k12: Tensor
+) -> Tensor:
+    r"""``scale * sum_p p! B_p(k11) B_p(k22) k12^p``, ``B_p(k) = sum_m table[p][m] (k - shift)^m``.
+
+    This is E[phi(u) phi(v)] for a polynomial phi written in the Hermite basis of the standardised
+    inputs: if phi(sqrt(k) z) = sum_p k^{p/2} B_p(k) He_p(z) (up to sqrt(scale)), Mehler's
+    orthogonality E[He_p(z1) He_q(z2)] = delta_pq p! rho^p gives the sum, and
+    (k11 k22)^{p/2} rho^p = k12^p.  The result is a polynomial in (k11, k22, k12): exact, smooth
+    and free of square roots, so gradients are finite everywhere, including rho = +-1.
+    """
+    zero = _broadcast_zero(k11, k22, k12)
+    out = zero
+    for p in reversed(range(len(table))):
+        out = out * k12
+        if any(c != 0 for c in table[p]):
+            term = _horner(table[p], k11 - shift) * _horner(table[p], k22 - shift)
+            out = out + math.factorial(p) * term
+    return scale * out + zero
+
+
+def _monomial_table(coef: list[float]) -> list[list[float]]:
+    r"""Table for `_hermite_series` (shift 0) of phi(x) = sum_i coef[i] x^i.
+
+    From x^i = sum_m i! / (m! 2^m (i - 2m)!) He_{i-2m}(x) (Isserlis / the Hermite expansion of a
+    monomial), x = sqrt(k) z gives, for p = i - 2m, B_p(k) = sum_m coef[p + 2m] c(p, m) k^m with
+    the integer c(p, m) = (p + 2m)! / (p! m! 2^m) = binom(p + 2m, 2m) (2m - 1)!!.
+    """
+    n = len(coef)
+    return [
+        [coef[p + 2 * m] * (math.comb(p + 2 * m, 2 * m) * _double_factorial(2 * m - 1))
+         for m in range((n - 1 - p) // 2 + 1)]
+        for p in range(n)
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Smooth closed forms.
+
+
+class GELU(Activation):
+    r"""phi(x) = x Phi(x), the exact Gaussian error linear unit (Phi: the standard normal CDF).
+
+    With s_i = 1 + k_ii, D = s_1 s_2 - k12^2 (> 0 always) and beta = arctan2(k12, sqrt(D))
+    = arcsin(k12 / sqrt(s_1 s_2))::
+
+        T    = k12 / 4 + k12 beta / (2 pi) + (k11 k22 D + k12^2) / (2 pi s_1 s_2 sqrt(D))
+        Tdot = 1/4 + beta / (2 pi) + k12 / (2 pi sqrt(D)) [1 / D + (2 + k11 + k22) / (s_1 s_2)]
+
+    Derived by writing Phi(u) = P(w_1 <= u) with an independent w_1 ~ N(0, 1), so that
+    T = E[u v 1{u - w_1 >= 0} 1{v - w_2 >= 0}], and Gaussian integration by parts (Stein's
+    lemma); Tdot = dT/dk12 (Price's theorem).  The same kernel as neural-tangents' ``Gelu``.
+
+    Args:
+        approximate: only ``False`` (the exact GELU) has a closed form; for the tanh
+            approximation use ``Elementwise(lambda x: F.gelu(x, approximate="tanh"))``.
+    """
+
+    def __init__(self, approximate: bool = False) -> None:
+        if approximate:
+            raise ValueError(
+                "GELU(approximate=True) has no closed-form kernel; use "
+                "Elementwise(lambda x: torch.nn.functional.gelu(x, approximate='tanh')) for a "
+                "quadrature kernel of the tanh approximation"
+            )
+        self.approximate = False
+
+    def fn(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.gelu(x)
+
+    def dual(self, k11, k22, k12, need_dot):
+        s = (1 + k11) * (1 + k22)
+        d = s - k12**2
+        sd = torch.sqrt(d)
+        beta = torch.atan2(k12, sd)
+        t = k12 / 4 + k12 * beta / (2 * math.pi) + (k11 * k22 * d + k12**2) / (2 * math.pi * s * sd)
+        if not need_dot:
+            return t, None
+        tdot = 0.25 + beta / (2 * math.pi)
+        tdot = tdot + k12 / (2 * math.pi * sd) * (1 / d + (2 + k11 + k22) / s)
+        return t, tdot
+
+    def __repr__(self) -> str:
+        return "GELU()"
+
+
+class Sin(Activation):
+    r"""phi(x) = a sin(b x + c).
+
+    From sin(x) sin(y) = [cos(x - y) - cos(x + y)] / 2 and E[cos(w + c)] = cos(c) exp(-Var(w)/2),
+    with E_- = exp(-b^2 (k11 + k22 - 2 k12) / 2) and E_+ = exp(-b^2 (k11 + k22 + 2 k12) / 2)::
+
+        T    = a^2 / 2 [E_- - cos(2c) E_+]
+        Tdot = a^2 b^2 / 2 [E_- + cos(2c) E_+]
+
+    Args:
+        a: output scale.
+        b: input scale.
+        c: input phase shift.
+    """
+
+    def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0) -> None:
+        self.a, self.b, self.c = _real("a", a), _real("b", b), _real("c", c)
+        self._cos2c = math.cos(2 * self.c)
+
+    def fn(self, x: Tensor) -> Tensor:
+        return self.a * torch.sin(self.b * x + self.c)
+
+    def dual(self, k11, k22, k12, need_dot):
+        half_b2 = self.b**2 / 2
+        minus = torch.exp(-half_b2 * (k11 + k22 - 2 * k12))
+        plus = self._cos2c * torch.exp(-half_b2 * (k11 + k22 + 2 * k12))
+        t = self.a**2 / 2 * (minus - plus)
+        return t, (self.a**2 * half_b2 * (minus + plus) if need_dot else None)
+
+
+class Cos(Sin):
+    r"""phi(x) = a cos(b x + c) = a sin(b x + c + pi/2): `Sin` with cos(2c) replaced by -cos(2c).
+
+    With E_- = exp(-b^2 (k11 + k22 - 2 k12) / 2) and E_+ = exp(-b^2 (k11 + k22 + 2 k12) / 2)::
+
+        T    = a^2 / 2 [E_- + cos(2c) E_+]
+        Tdot = a^2 b^2 / 2 [E_- - cos(2c) E_+]
+
+    Args:
+        a: output scale.
+        b: input scale.
+        c: input phase shift.
+    """
+
+    def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0) -> None:
+        super().__init__(a, b, c)
+        self._cos2c = -math.cos(2 * self.c)  # cos(2 (c + pi/2)) = -cos(2c), without rounding
+
+    def fn(self, x: Tensor) -> Tensor:
+        return self.a * torch.cos(self.b * x + self.c)
+
+
+class RBF(Activation):
+    r"""phi(x) = sqrt(2) sin(sqrt(2 gamma) x + pi/4): its NNGP is the RBF kernel of the inputs.
+
+    `Sin` with a = sqrt(2), b = sqrt(2 gamma), c = pi/4 (so cos(2c) = 0)::
+
+        T    = exp(-gamma (k11 + k22 - 2 k12))      (= exp(-gamma ||x - x'||^2 / d) after Dense)
+        Tdot = 2 gamma T
+
+    Args:
+        gamma: inverse squared length scale, gamma = 1 / (2 l^2); must be >= 0.
+    """
+
+    def __init__(self, gamma: float = 1.0) -> None:
+        self.gamma = _real("gamma", gamma)
+        if self.gamma < 0:
+            raise ValueError(f"gamma must be non-negative, got {self.gamma}")
+
+    def fn(self, x: Tensor) -> Tensor:
+        return math.sqrt(2) * torch.sin(math.sqrt(2 * self.gamma) * x + math.pi / 4)
+
+    def dual(self, k11, k22, k12, need_dot):
+        t = torch.exp(-self.gamma * (k11 + k22 - 2 * k12))
+        return t, (2 * self.gamma * t if need_dot else None)
+
+
+class Exp(Activation):
+    r"""phi(x) = a exp(b x).
+
+    u + v is Gaussian with variance k11 + k22 + 2 k12, and E[exp(w)] = exp(Var(w) / 2)::
+
+        T    = a^2 exp(b^2 (k11 + k22 + 2 k12) / 2)
+        Tdot = b^2 T
+
+    Args:
+        a: output scale.
+        b: input scale.
+    """
+
+    def __init__(self, a: float = 1.0, b: float = 1.0) -> None:
+        self.a, self.b = _real("a", a), _real("b", b)
+
+    def fn(self, x: Tensor) -> Tensor:
+        return self.a * torch.exp(self.b * x)
+
+    def dual(self, k11, k22, k12, need_dot):
+        t = self.a**2 * torch.exp(self.b**2 / 2 * (k11 + k22 + 2 * k12))
+        return t, (self.b**2 * t if need_dot else None)
+
+
+class Gaussian(Activation):
+    r"""phi(x) = a exp(b x^2).
+
+    With M = det(I - 2 b Sigma) = (1 - 2b k11)(1 - 2b k22) - 4 b^2 k12^2, completing the square in
+    the Gaussian integral gives E[exp(b u^2 + b v^2)] = 1 / sqrt(M) and
+    E[u v exp(b u^2 + b v^2)] = k12 / M^{3/2}, hence (phi'(x) = 2ab x exp(b x^2))::
+
+        T    = a^2 / sqrt(M)
+        Tdot = 4 a^2 b^2 k12 / M^{3/2}
+
+    For b <= 0 this is always finite.  For b > 0 the expectations exist only while I - 2b Sigma
+    is positive definite; elsewhere the result is ``inf``.
+
+    Args:
+        a: output scale.
+        b: coefficient of x^2 in the exponent (negative for a bump).
+    """
+
+    def __init__(self, a: float = 1.0, b: float = -1.0) -> None:
+        self.a, self.b = _real("a", a), _real("b", b)
+
+    def fn(self, x: Tensor) -> Tensor:
+        return self.a * torch.exp(self.b * x**2)
+
+    def dual(self, k11, k22, k12, need_dot):
+        b = self.b
+        d1, d2 = 1 - 2 * b * k11, 1 - 2 * b * k22
+        m = d1 * d2 - 4 * b**2 * k12**2
+        if b > 0:
+            valid = (d1 > 0) & (m > 0)
+            m = torch.where(valid, m, 1.0)
+        root = torch.sqrt(m)
+        t = self.a**2 / root
+        tdot = 4 * self.a**2 * b**2 * k12 / (m * root) if need_dot else None
+        if b > 0:
+            inf = torch.tensor(math.inf, dtype=t.dtype, device=t.device)
+            t = torch.where(valid, t, inf)
+            tdot = None if tdot is None else torch.where(valid, tdot, inf)
+        return t, tdot
+
+
+# --------------------------------------------------------------------------------------------
+# Non-smooth closed forms.
+
+
+class Sign(Activation):
+    r"""phi(x) = sign(x) (0 at 0).
+
+    E[sign(u) sign(v)] = 1 - 2 P(sign u != sign v) = 1 - 2 theta / pi, theta = arccos(rho)::
+
+        T    = 1 - 2 theta / pi  (= (2 / pi) arcsin(rho))
+        Tdot = 0
+
+    Tdot uses the derivative of sign almost everywhere (0), which is what autograd gives the finite
+    network (``torch.sign`` has zero gradient), so its empirical NTK has no contribution through
+    this layer either; neural-tangents makes the same choice.  (The distributional derivative
+    2 delta(x) would give 2 / (pi sqrt(k11 k22 - k12^2)), infinite on the diagonal.)
+    """
+
+    def fn(self, x: Tensor) -> Tensor:
+        return torch.sign(x)
+
+    def dual(self, k11, k22, k12, need_dot):
+        rho, _ = correlation(k11, k22, k12)
+        t = 1 - (2 / math.pi) * angle(rho)
+        return t, (torch.zeros_like(t) if need_dot else None)
+
+    def __repr__(self) -> str:
+        return "Sign()"
+
+
+class RectifiedMonomial(Activation):
+    r"""phi(x) = max(x, 0)^n (for n = 0 the step 1{x >= 0}): the arc-cosine kernel of degree n.
+
+    With theta = arccos(k12 / sqrt(k11 k22)) and det = k11 k22 - k12^2,
+    T_n = (k11 k22)^{n/2} J_n(theta) / (2 pi) (Cho & Saul, 2009).  Instead of their n-fold
+    derivative formula this uses the three-term recursion on K_n = (k11 k22)^{n/2} J_n::
+
+        K_0 = pi - theta
+        K_1 = sqrt(det) + (pi - theta) k12
+        K_{j+1} = (2j + 1) k12 K_j + j^2 det K_{j-1}
+        T    = K_n / (2 pi)
+        Tdot = n^2 T_{n-1}       (T_{n-1}: T of degree n - 1; Tdot = 0 for n = 0, the step's
+                                  derivative almost everywhere)
+
+    The recursion follows from J_{j+1} = (2j + 1) cos(theta) J_j - sin(theta) J_j' (one more
+    application of Cho & Saul's operator) and Price's theorem dJ_j/d(cos theta) = j^2 J_{j-1}.
+    n = 1 is `ReLU`.
+
+    Args:
+        degree: the power n, a non-negative integer.
+    """
+
+    def __init__(self, degree: int) -> None:
+        self.degree = _degree(degree)
+
+    def fn(self, x: Tensor) -> Tensor:
+        if self.degree == 0:
+            return (x >= 0).to(x.dtype)
+        return torch.clamp(x, min=0) ** self.degree
+
+    def _t(self, n: int, rho: Tensor, prod: Tensor, k12: Tensor, zero: Tensor) -> Tensor:
+        pi_minus_theta = math.pi - angle(rho)
+        k_prev, k_cur = None, pi_minus_theta + zero
+        if n >= 1:
+            det = prod**2 * ((1 - rho) * (1 + rho))
+            k_prev, k_cur = k_cur, prod * safe_sqrt((1 - rho) * (1 + rho)) + pi_minus_theta * k12
+            for j in range(1, n):
+                k_prev, k_cur = k_cur, (2 * j + 1) * k12 * k_cur + j**2 * det * k_prev
+        return k_cur / (2 * math.pi)
+
+    def dual(self, k11, k22, k12, need_dot):
+        rho, prod = correlation(k11, k22, k12)
+        zero = _broadcast_zero(k11, k22, k12)
+        n = self.degree
+        t = self._t(n, rho, prod, k12, zero)
+        if not need_dot:
+            return t, None
+        tdot = zero if n == 0 else n**2 * self._t(n - 1, rho, prod, k12, zero)
+        return t, tdot
+
+
+# --------------------------------------------------------------------------------------------
+# Polynomials: exact Gaussian moments through Hermite expansions.
+
+
+class Polynomial(Activation):
+    r"""phi(x) = coef[0] + coef[1] x + ... + coef[n] x^n (numpy.polynomial order).
+
+    Expanding each x^i = sum_m i! / (m! 2^m (i - 2m)!) He_{i-2m}(x) in Hermite polynomials of the
+    standardised input (Isserlis' theorem in another guise) and using Mehler's orthogonality
+    E[He_p(z1) He_q(z2)] = delta_pq p! rho^p::
+
+        T    = sum_p p! B_p(k11) B_p(k22) k12^p,
+        B_p(k) = sum_m coef[p + 2m] (p + 2m)! / (p! m! 2^m) k^m,
+
+    and Tdot is the same sum for phi' (coefficients (i + 1) coef[i + 1]).  The kernel is a
+    polynomial in (k11, k22, k12): exact in float64 up to rounding, with finite gradients
+    everywhere.
+
+    Args:
+        coef: the coefficients, lowest degree first (a non-empty sequence of finite reals).
+    """
+
+    def __init__(self, coef) -> None:
+        if isinstance(coef, Tensor):
+            coef = coef.detach().cpu().tolist()
+        try:
+            if isinstance(coef, str | bytes):
+                raise TypeError
+            values = list(coef)
+        except TypeError:
+            raise ValueError(f"coef must be a sequence of numbers, got {coef!r}") from None
+        if not values:
+            raise ValueError("coef must have at least one coefficient")
+        self.coef = tuple(_real(f"coef[{i}]", c) for i, c in enumerate(values))
+        self._table = _monomial_table(list(self.coef))
+        deriv = [i * c for i, c in enumerate(self.coef)][1:]
+        self._dtable = _monomial_table(deriv) if deriv else None
+
+    def fn(self, x: Tensor) -> Tensor:
+        return _horner(list(self.coef), x)
+
+    def dual(self, k11, k22, k12, need_dot):
+        t = _hermite_series(self._table, 0.0, 1.0, k11, k22, k12)
+        if not need_dot:
+            return t, None
+        if self._dtable is None:
+            return t, torch.zeros_like(t)
+        return t, _hermite_series(self._dtable, 0.0, 1.0, k11, k22, k12)
+
+
+class Monomial(Activation):
+    r"""phi(x) = x^n.
+
+    From x^n = sum_m n! / (m! 2^m (n - 2m)!) He_{n-2m}(x) and Mehler's orthogonality
+    (see `Polynomial`)::
+
+        T    = sum_{m <= n/2} (n!)^2 / ((m!)^2 4^m (n - 2m)!) (k11 k22)^m k12^{n - 2m}
+        Tdot = n^2 T_{n-1}       (T_{n-1}: T of degree n - 1)
+
+    e.g. T = k12 (n = 1), 2 k12^2 + k11 k22 (n = 2), 6 k12^3 + 9 k11 k22 k12 (n = 3).
+
+    Args:
+        degree: the power n, a non-negative integer (x^0 = 1).
+    """
+
+    def __init__(self, degree: int) -> None:
+        self.degree = _degree(degree)
+
+    def fn(self, x: Tensor) -> Tensor:
+        return x**self.degree
+
+    @staticmethod
+    def _t(n: int, k11: Tensor, k22: Tensor, k12: Tensor) -> Tensor:
+        prod = k11 * k22
+        out = _broadcast_zero(k11, k22, k12)
+        for m in range(n // 2 + 1):
+            c = math.factorial(n) ** 2 // (
+                math.factorial(m) ** 2 * 4**m * math.factorial(n - 2 * m)
+            )
+            out = out + c * prod**m * k12 ** (n - 2 * m)
+        return out
+
+    def dual(self, k11, k22, k12, need_dot):
+        n = self.degree
+        t = self._t(n, k11, k22, k12)
+        if not need_dot:
+            return t, None
+        return t, (torch.zeros_like(t) if n == 0 else n**2 * self._t(n - 1, k11, k22, k12))
+
+
+class Hermite(Activation):
+    r"""phi(x) = He_n(x) / sqrt(n!): the probabilists' Hermite polynomial, normalised so that
+    E[phi(z)^2] = 1 for z ~ N(0, 1).
+
+    The scaling identity He_n(s z) = sum_m n! / (m! (n-2m)! 2^m) s^{n-2m} (s^2 - 1)^m He_{n-2m}(z)
+    and Mehler's orthogonality give, with p = n - 2m::
+
+        T    = sum_{m <= n/2} n! / (p! (m!)^2 4^m) ((k11 - 1)(k22 - 1))^m k12^p
+        Tdot = n T_{n-1}          (He_n' = n He_{n-1}; T_{n-1}: T of degree n - 1)
+
+    For unit variances (k11 = k22 = 1) this is T = rho^n: the Hermite polynomials are
+    orthonormal.
+
+    Args:
+        degree: n, a non-negative integer.
+        assume_unit_variance: use T = k12^n, Tdot = n k12^{n-1}, the formula of neural-tangents'
+            ``Hermite``, which assumes k11 = k22 = 1 (e.g. after `LayerNorm`) and is wrong
+            otherwise.  Only for reproducing neural-tangents; the default is exact for every
+            variance (and agrees with it when the variances are 1).
+    """
+
+    def __init__(self, degree: int, assume_unit_variance: bool = False) -> None:
+        self.degree = _degree(degree)
+        self.assume_unit_variance = bool(assume_unit_variance)
+
+    def fn(self, x: Tensor) -> Tensor:
+        n = self.degree
+        coefs = [0.0] * (n + 1)  # He_n(x) = sum_m (-1)^m n! / (m! (n - 2m)! 2^m) x^(n - 2m)
+        for m in range(n // 2 + 1):
+            coefs[n - 2 * m] = (
+                (-1) ** m
+                * math.factorial(n)
+                // (math.factorial(m) * math.factorial(n - 2 * m) * 2**m)
+            )
+        return _horner(coefs, x) / math.sqrt(math.factorial(n))
+
+    @staticmethod
+    def _t(n: int, k11: Tensor, k22: Tensor, k12: Tensor) -> Tensor:
+        table = [[] for _ in range(n + 1)]
+        for p in range(n + 1):
+            m, odd = divmod(n - p, 2)
+            row = [0.0] * (m + 1)
+            if not odd:  # B_p(k) = n! / (p! m! 2^m) (k - 1)^m, scaled by 1 / n! overall
+                row[m] = math.factorial(n) // (math.factorial(p) * math.factorial(m) * 2**m)
+            table[p] = row
+        return _hermite_series(table, 1.0, 1.0 / math.factorial(n), k11, k22, k12)
+
+    def dual(self, k11, k22, k12, need_dot):
+        n = self.degree
+        if self.assume_unit_variance:
+            zero = _broadcast_zero(k11, k22, k12)
+            t = k12**n + zero
+            tdot = (zero if n == 0 else n * k12 ** (n - 1) + zero) if need_dot else None
+            return t, tdot
+        t = self._t(n, k11, k22, k12)
+        if not need_dot:
+            return t, None
+        return t, (torch.zeros_like(t) if n == 0 else n * self._t(n - 1, k11, k22, k12))

@@ -162,7 +162,9 @@ class Layer:
         description's NNGP kernel, and the empirical NTK to its analytic NTK.
         """
         if parametrization not in (None, "ntk", "standard"):
-            raise ValueError(f"parametrization must be 'ntk' or 'standard', got {parametrization!r}")
+            raise ValueError(
+                f"parametrization must be 'ntk' or 'standard', got {parametrization!r}"
+            )
         if not isinstance(in_features, int) or in_features < 1:
             raise ValueError(f"in_features must be a positive integer, got {in_features!r}")
         ctx = BuildContext.make(width, parametrization, seed, dtype)

@@ -21,7 +21,9 @@ __all__ = ["Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat", "FanInProd
 def _as_layers(layers: Sequence) -> tuple[Layer, ...]:
     for layer in layers:
         if not isinstance(layer, Layer):
-            hint = " (did you forget the parentheses, e.g. ReLU()?)" if isinstance(layer, type) else ""
+            hint = (
+                " (did you forget the parentheses, e.g. ReLU()?)" if isinstance(layer, type) else ""
+            )
             raise TypeError(f"expected widelimits layers, got {layer!r}{hint}")
     return tuple(layers)
 
@@ -80,7 +82,9 @@ class Parallel(Layer):
 
     def build_module(self, in_features, ctx: BuildContext):
         self._check(in_features)
-        built = [layer.build_module(f, ctx) for layer, f in zip(self.layers, in_features, strict=True)]
+        built = [
+            layer.build_module(f, ctx) for layer, f in zip(self.layers, in_features, strict=True)
+        ]
         return ParallelModule([m for m, _ in built]), tuple(f for _, f in built)
 
     def __repr__(self) -> str:
@@ -251,6 +255,4 @@ def Residual(*block: Layer, shortcut: Layer | None = None) -> Serial:
     """
     from .activations import Identity
 
-    return Serial(
-        FanOut(2), Parallel(Serial(*block), shortcut or Identity()), FanInSum()
-    )
+    return Serial(FanOut(2), Parallel(Serial(*block), shortcut or Identity()), FanInSum())

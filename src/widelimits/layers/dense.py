@@ -130,9 +130,11 @@ class DenseModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim > 2:  # spatial inputs (N, C, ...): act on the channel axis
-            return self.forward(x.movedim(1, -1).reshape(-1, x.shape[1])).reshape(
-                *x.movedim(1, -1).shape[:-1], self.out_features
-            ).movedim(-1, 1)
+            return (
+                self.forward(x.movedim(1, -1).reshape(-1, x.shape[1]))
+                .reshape(*x.movedim(1, -1).shape[:-1], self.out_features)
+                .movedim(-1, 1)
+            )
         if self.parametrization == "standard":
             return torch.nn.functional.linear(x, self.weight, self.bias)
         y = torch.nn.functional.linear(x, self.weight) * (self.W_std / math.sqrt(self.in_features))

@@ -40,8 +40,10 @@ class LayerNorm(Layer):
         k11, k22 = k.variances()
         scale = ((k11 + self.eps) * (k22 + self.eps)).rsqrt()
         ntk = None if k.ntk is None else k.ntk * scale
-        cov1 = k.cov1 / (k.cov1 + self.eps)
-        cov2 = cov1 if k.cov2 is k.cov1 else k.cov2 / (k.cov2 + self.eps)
+        # The variances go through the same rsqrt as the kernel, so that an example paired with
+        # itself keeps a correlation of exactly 1 (arccos would magnify a rounding difference).
+        cov1 = k.cov1 * ((k.cov1 + self.eps) * (k.cov1 + self.eps)).rsqrt()
+        cov2 = cov1 if k.cov2 is k.cov1 else k.cov2 * ((k.cov2 + self.eps) ** 2).rsqrt()
         return k.replace(nngp=k.nngp * scale, ntk=ntk, cov1=cov1, cov2=cov2)
 
     def build_module(self, in_features: int, ctx: BuildContext) -> tuple[nn.Module, int]:

@@ -1,0 +1,130 @@
+"""Benchmark: NNGP + NTK of a fully connected ReLU network on 4000 x 3072 inputs.
+
+Prints, for float32 and float64 and depths 2 and 10, the time of ``net.kernel(x)`` against two
+baselines measured in the same run:
+
+- the Gram floor: the (N, N, d) product ``x @ x.T`` alone in torch;
+- neural-tangents 0.6.5 (jit, best of 3 after compilation) when ``.nt-venv`` exists
+  (see bench/README.md).
+
+It also prints the peak extra memory (resident set growth in a fresh process, in units of
+N^2 elements of the dtype) and the fraction of the machine's GEMM rate achieved.
+
+    python bench/bench_fc_kernel.py [--n 4000] [--d 3072] [--repeats 3] [--no-nt]
+
+Targets (issue 2): <= 1.3x the Gram floor and <= 0.7x neural-tangents at depth 2, <= 0.5x
+neural-tangents at depth 10, peak extra memory at depth 10 <= 3 N^2 elements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import widelimits as wl
+
+ROOT = Path(__file__).resolve().parents[1]
+NT_PYTHON = ROOT / ".nt-venv" / "bin" / "python"
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def relu_net(depth: int) -> wl.Serial:
+    layers = []
+    for _ in range(depth):
+        layers += [wl.Dense(512), wl.ReLU()]
+    return wl.Serial(*layers, wl.Dense(1))
+
+
+def inputs(n: int, d: int, dtype: str) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(0)).to(DTYPES[dtype])
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def gemm_rate(dtype: str, repeats: int) -> float:
+    """FLOP/s of a square 4096 matrix product: the machine's practical GEMM peak."""
+    a = torch.randn(4096, 4096).to(DTYPES[dtype])
+    return 2 * 4096**3 / best_time(lambda: a @ a, repeats)
+
+
+def peak_memory_child(n: int, d: int, dtype: str, depth: int) -> None:
+    """Run in a fresh process: print the resident-set growth of one kernel call in bytes."""
+    x = inputs(n, d, dtype)
+    net = relu_net(depth)
+    net.kernel(x[:64])  # load code paths before taking the baseline
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    k = net.kernel(x)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    del k
+    print(json.dumps({"extra_bytes": after - before}))
+
+
+def peak_memory(n: int, d: int, dtype: str, depth: int) -> float:
+    cmd = [sys.executable, __file__, "--child-memory", str(depth), "--n", str(n), "--d", str(d)]
+    out = subprocess.run(cmd + ["--dtypes", dtype], capture_output=True, text=True, check=True)
+    extra = json.loads(out.stdout.strip().splitlines()[-1])["extra_bytes"]
+    return extra / (n * n * torch.tensor([], dtype=DTYPES[dtype]).element_size())
+
+
+def nt_time(n: int, d: int, dtype: str, depth: int) -> float | None:
+    if not NT_PYTHON.exists():
+        return None
+    cmd = [str(NT_PYTHON), str(ROOT / "bench" / "nt_side.py"), "fc", "--n", str(n), "--d", str(d)]
+    cmd += ["--depth", str(depth), "--dtype", dtype]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["best_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=4000)
+    parser.add_argument("--d", type=int, default=3072)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--depths", type=int, nargs="+", default=[2, 10])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    parser.add_argument("--no-nt", action="store_true", help="skip neural-tangents")
+    parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_memory is not None:
+        return peak_memory_child(args.n, args.d, args.dtypes[0], args.child_memory)
+
+    n, d = args.n, args.d
+    print(f"NNGP+NTK of [Dense(512), ReLU] x depth + Dense(1) on {n} x {d} inputs, x2=None")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    header = "dtype    depth  gram_s  widelimits_s  /gram  nt_s    /nt    GEMM%  extra_mem/N^2"
+    print(header)
+    for dtype in args.dtypes:
+        x = inputs(n, d, dtype)
+        gram = best_time(lambda x=x: x @ x.T, args.repeats)
+        rate = gemm_rate(dtype, args.repeats)
+        for depth in args.depths:
+            net = relu_net(depth)
+            ours = best_time(lambda net=net, x=x: net.kernel(x), args.repeats)
+            nt = None if args.no_nt else nt_time(n, d, dtype, depth)
+            mem = peak_memory(n, d, dtype, depth)
+            useful = n * n * d  # flops of the symmetric Gram product (half of 2 N^2 d)
+            nt_s = f"{nt:6.3f}  {ours / nt:5.2f}" if nt else "   -      -  "
+            print(
+                f"{dtype:8s} {depth:5d}  {gram:6.3f}  {ours:12.3f}  {ours / gram:5.2f}  {nt_s}  "
+                f"{100 * useful / ours / rate:5.1f}  {mem:6.2f}"
+            )
+    print("\nratios < 1 are faster than the baseline; GEMM% = N^2 d flops / time / GEMM peak")
+
+
+if __name__ == "__main__":
+    main()

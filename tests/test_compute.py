@@ -1,0 +1,219 @@
+"""Kernel computation: tiling, symmetry, dtypes and devices, and errors for bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+import widelimits as wl
+
+
+def relu_net(depth: int = 2, **dense):
+    layers = []
+    for _ in range(depth):
+        layers += [wl.Dense(**dense), wl.ReLU()]
+    return wl.Serial(*layers, wl.Dense(1, **dense))
+
+
+@pytest.fixture
+def x():
+    return torch.randn(70, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+@pytest.fixture
+def y():
+    return torch.randn(45, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("tile", [1, 7, 16, 64])
+def test_tiled_equals_one_shot(x, y, tile):
+    net = relu_net(3, W_std=1.3, b_std=0.1)
+    one = net.kernel(x, y, tile_size=1000)
+    tiled = net.kernel(x, y, tile_size=tile)
+    torch.testing.assert_close(tiled.nngp, one.nngp, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(tiled.ntk, one.ntk, rtol=1e-13, atol=1e-14)
+    sym_one = net.kernel(x, tile_size=1000)
+    sym_tiled = net.kernel(x, tile_size=tile)
+    torch.testing.assert_close(sym_tiled.nngp, sym_one.nngp, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(sym_tiled.ntk, sym_one.ntk, rtol=1e-13, atol=1e-14)
+
+
+def test_symmetric_matches_explicit_x2(x):
+    net = relu_net(2, b_std=0.2)
+    sym = net.kernel(x, tile_size=16)
+    full = net.kernel(x, x.clone(), tile_size=16)
+    # With an explicit copy, k12 of a self-pair comes from the Gram product and k11 from a sum of
+    # squares; their rounding (~eps) puts the correlation at 1 - O(eps), and arccos turns that into
+    # an angle of O(sqrt(eps)) ~ 1e-8: the NTK (through Tdot, linear in the angle) inherits it.
+    # x2=None pairs an example with itself exactly, which is why it is the preferred call.
+    torch.testing.assert_close(sym.nngp, full.nngp, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(sym.ntk, full.ntk, rtol=5e-8, atol=0)
+    assert torch.equal(sym.nngp, sym.nngp.T) and torch.equal(sym.ntk, sym.ntk.T)
+
+
+def test_diagonal_matches_full(x):
+    net = relu_net(3, b_std=0.1)
+    full = net.kernel(x)
+    diag = net.kernel(x, diagonal=True)
+    assert diag.nngp.shape == (len(x),)
+    torch.testing.assert_close(diag.nngp, full.nngp.diagonal(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(diag.ntk, full.ntk.diagonal(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(full.cov1, full.nngp.diagonal(), rtol=1e-13, atol=0)
+
+
+def test_get_single_and_subset(x, y):
+    net = relu_net()
+    k = net.kernel(x, y)
+    torch.testing.assert_close(net.kernel(x, y, get="ntk"), k.ntk)
+    only = net.kernel(x, y, get=("nngp",))
+    assert only.ntk is None
+    torch.testing.assert_close(only.nngp, k.nngp)
+
+
+def test_float32_close_to_float64_and_dtype_follows(x, y):
+    net = relu_net(3, b_std=0.1)
+    k64 = net.kernel(x, y)
+    k32 = net.kernel(x.float(), y.float())
+    assert k32.nngp.dtype == torch.float32 and k64.nngp.dtype == torch.float64
+    torch.testing.assert_close(k32.nngp.double(), k64.nngp, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(k32.ntk.double(), k64.ntk, rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_input(x, y):
+    net = relu_net()
+    k_np = net.kernel(x.numpy(), y.numpy())
+    k_t = net.kernel(x, y)
+    assert isinstance(k_np.nngp, torch.Tensor) and k_np.nngp.dtype == torch.float64
+    torch.testing.assert_close(k_np.ntk, k_t.ntk)
+
+
+def test_mixed_dtypes_promote(x, y):
+    k = relu_net().kernel(x.float(), y)
+    assert k.nngp.dtype == torch.float64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_follows_input(x, y):
+    net = relu_net(3, b_std=0.1)
+    kc = net.kernel(x.cuda(), y.cuda())
+    assert kc.nngp.is_cuda
+    torch.testing.assert_close(kc.ntk.cpu(), net.kernel(x, y).ntk, rtol=1e-10, atol=1e-12)
+
+
+def test_progress_bar_runs(x, capsys):
+    k = relu_net().kernel(x, tile_size=8, progress=True)
+    assert "kernel tiles" in capsys.readouterr().err
+    torch.testing.assert_close(k.nngp, relu_net().kernel(x).nngp)
+
+
+def test_memory_budget_sets_tile(x):
+    net = relu_net()
+    small = net.kernel(x, memory_budget=8 * 16 * 20**2)  # room for 20 x 20 tiles
+    torch.testing.assert_close(small.ntk, net.kernel(x).ntk, rtol=1e-13, atol=0)
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("x1", "x2", "error", "match"),
+    [
+        (torch.randn(3, 4), torch.randn(2, 5), ValueError, "same number of features"),
+        (torch.tensor([[1.0, float("nan")]]), None, ValueError, "NaN or infinite"),
+        (torch.tensor([[1.0, float("inf")]]), None, ValueError, "NaN or infinite"),
+        (torch.randn(3, 4), torch.tensor([[0.0, 1, 2, float("nan")]]), ValueError, "x2 contains"),
+        (torch.zeros(0, 4), None, ValueError, "empty batch"),
+        (torch.ones(3, 4, dtype=torch.int64), None, TypeError, "floating"),
+        (torch.randn(3, 4).half(), None, TypeError, "float32 or float64"),
+        (torch.randn(3), None, ValueError, "examples, features"),
+        (torch.randn(3, 0), None, ValueError, "zero features"),
+        ("abc", None, TypeError, "x1"),
+    ],
+)
+def test_bad_inputs(x1, x2, error, match):
+    with pytest.raises(error, match=match):
+        relu_net().kernel(x1, x2)
+
+
+def test_activation_after_activation_raises():
+    net = wl.Serial(wl.Dense(), wl.ReLU(), wl.ReLU(), wl.Dense(1))
+    with pytest.raises(ValueError, match="Gaussian pre-activations"):
+        net.kernel(torch.randn(3, 4))
+
+
+def test_activation_on_raw_inputs_raises():
+    with pytest.raises(ValueError, match="put a Dense layer before it"):
+        wl.Serial(wl.ReLU(), wl.Dense(1)).kernel(torch.randn(3, 4))
+
+
+def test_no_parameters_has_no_ntk():
+    net = wl.Serial(wl.Identity())
+    with pytest.raises(ValueError, match="no trainable layer"):
+        net.kernel(torch.randn(3, 4))
+    k = net.kernel(torch.randn(3, 4, dtype=torch.float64), get="nngp")
+    assert k.shape == (3, 3)
+
+
+def test_bad_get_and_diagonal_with_x2():
+    with pytest.raises(ValueError, match="get must name"):
+        relu_net().kernel(torch.randn(3, 4), get="nngpp")
+    with pytest.raises(ValueError, match="x2=None"):
+        relu_net().kernel(torch.randn(3, 4), torch.randn(2, 4), diagonal=True)
+
+
+def test_standard_parametrization_needs_finite_width():
+    net = wl.Serial(
+        wl.Dense(parametrization="standard"), wl.ReLU(), wl.Dense(1, parametrization="standard")
+    )
+    with pytest.raises(ValueError, match="finite width"):
+        net.kernel(torch.randn(3, 4))
+    assert net.kernel(torch.randn(3, 4), get="nngp").shape == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: wl.Dense(out=0), "positive int"),
+        (lambda: wl.Dense(W_std=-1.0), "non-negative"),
+        (lambda: wl.Dense(b_std=float("nan")), "finite"),
+        (lambda: wl.Dense(parametrization="mup"), "parametrization"),
+        (lambda: wl.Dropout(1.0), "drop probability"),
+        (lambda: wl.FanOut(0), "positive integer"),
+        (lambda: wl.Serial(wl.Dense(), wl.ReLU), "parentheses"),
+    ],
+)
+def test_impossible_architectures(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
+
+
+def test_overflow_is_reported():
+    net = wl.Serial(*[wl.Dense(W_std=1e30) for _ in range(12)], wl.Dense(1))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        net.kernel(torch.randn(3, 4))
+
+
+def test_memory_error_for_impossible_output():
+    net = relu_net()
+    x = torch.randn(1, 3).expand(10**6, 3)  # a (1e6, 1e6) kernel: 16 TB, no real allocation
+    with pytest.raises(MemoryError, match="row blocks"):
+        net.kernel(x, x)
+
+
+def test_reference_inputs_shape_independent_of_numpy_order():
+    x = np.random.default_rng(0).standard_normal((4, 16))
+    k1 = relu_net().kernel(x)
+    k2 = relu_net().kernel(np.ascontiguousarray(x[::-1]))
+    torch.testing.assert_close(k1.nngp.flip(0, 1), k2.nngp)
+
+
+@pytest.mark.parametrize("act", [wl.ReLU(), wl.Sign(), wl.Abs(), wl.RectifiedMonomial(2), wl.Erf()])
+def test_zero_input_row_gives_zero_kernel_row(act):
+    # A zero input without bias has variance 0 at every layer: its kernel row is exactly 0, and
+    # the 0/0 correlation must not produce NaN.  The other rows match a batch without it.
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x[1] = 0
+    net = wl.Serial(wl.Dense(), act, wl.Dense(), act, wl.Dense(1))
+    k = net.kernel(x)
+    assert torch.equal(k.nngp[1], torch.zeros(4, dtype=x.dtype))
+    rest = net.kernel(x[[0, 2, 3]])
+    torch.testing.assert_close(k.ntk[[0, 2, 3]][:, [0, 2, 3]], rest.ntk, rtol=1e-14, atol=0)
