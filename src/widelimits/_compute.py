@@ -56,8 +56,8 @@ def as_input(x, name: str) -> Tensor:
         )
     if x.shape[1] == 0:
         raise ValueError(f"{name} has zero features (shape {tuple(x.shape)})")
-    bad = (~torch.isfinite(x)).sum().item()
-    if bad:
+    # The sum is a cheap first test (NaN and inf propagate); count exactly only if it fails.
+    if not bool(torch.isfinite(x.sum())) and (bad := int((~torch.isfinite(x)).sum())):
         raise ValueError(
             f"{name} contains {bad} NaN or infinite value(s); clean or impute them before "
             "computing kernels"
@@ -96,21 +96,39 @@ def _blocks(n: int, edge: int) -> list[tuple[int, int]]:
     return [(i, min(i + edge, n)) for i in range(0, n, edge)]
 
 
-def _input_state(a: Tensor, b: Tensor | None, need_ntk: bool, batch_diagonal: bool) -> Kernel:
+def _variances(x: Tensor) -> Tensor:
+    """K0(x, x) = |x|^2 / d for each row."""
+    return (x * x).sum(1) / x.shape[1]
+
+
+def _input_state(
+    a: Tensor, b: Tensor | None, var_a: Tensor, var_b: Tensor | None, need_ntk: bool
+) -> Kernel:
     """The kernel of the raw inputs: K0(x, x') = x . x' / d, with Theta0 = 0.
 
     ``b=None`` marks a tile of a symmetric kernel on the diagonal: the same examples on both
-    sides, whose self-pairs get exactly the variances (correlation exactly 1).
+    sides, whose self-pairs get exactly their variances (correlation exactly 1).
+    ``var_b=None`` (with ``b=None``) asks for the batch diagonal k(x, x) only.
     """
     d = a.shape[1]
-    cov1 = (a * a).sum(1) / d
     ntk = torch.zeros((), dtype=a.dtype, device=a.device) if need_ntk else None
-    if batch_diagonal:
-        return Kernel(cov1, ntk, cov1, cov1, width=d, batch_diagonal=True)
+    if b is None and var_b is None:
+        return Kernel(var_a, ntk, var_a, var_a, width=d, batch_diagonal=True)
     if b is None:
-        nngp = (a @ a.T / d).diagonal_scatter(cov1)
-        return Kernel(nngp, ntk, cov1, cov1, width=d, same_example_diagonal=True)
-    return Kernel(a @ b.T / d, ntk, cov1, (b * b).sum(1) / d, width=d)
+        nngp = torch.mm(a, a.T).div_(d)
+        nngp.diagonal().copy_(var_a)
+        return Kernel(nngp, ntk, var_a, var_a, width=d, same_example_diagonal=True)
+    return Kernel(torch.mm(a, b.T).div_(d), ntk, var_a, var_b, width=d)
+
+
+def _check_finite(name: str, t: Tensor) -> None:
+    # A sum is cheaper than an elementwise test and propagates NaN and inf; only a sum that
+    # overflows without any bad entry needs the full test.
+    if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
+        raise FloatingPointError(
+            f"the {name} kernel has non-finite values (overflow in a deep or wide-variance "
+            "network?); use float64 inputs, smaller W_std, or fewer layers"
+        )
 
 
 def _run(layer, state: Kernel) -> Kernel:
@@ -121,12 +139,8 @@ def _run(layer, state: Kernel) -> Kernel:
             "FanInConcat or FanInProd"
         )
     for name in ("nngp", "ntk"):
-        t = getattr(out, name)
-        if t is not None and not bool(torch.isfinite(t).all()):
-            raise FloatingPointError(
-                f"the {name} kernel has non-finite values (overflow in a deep or wide-variance "
-                "network?); use float64 inputs, smaller W_std, or fewer layers"
-            )
+        if getattr(out, name) is not None:
+            _check_finite(name, getattr(out, name))
     if out.ntk is not None and out.ntk.shape != out.nngp.shape:
         out = out.replace(ntk=out.ntk.expand(out.nngp.shape))
     return out
@@ -182,7 +196,7 @@ def compute_kernel(
         if diagonal:
             if x2 is not None:
                 raise ValueError("diagonal=True computes k(x, x) for x in x1: pass x2=None")
-            out = _run(layer, _input_state(x1, None, need_ntk, batch_diagonal=True))
+            out = _run(layer, _input_state(x1, None, _variances(x1), None, need_ntk))
         else:
             out = _tiled(layer, x1, x2, need_ntk, tile_size, memory_budget, progress)
     if not need_ntk:
@@ -213,12 +227,15 @@ def _tiled(layer, x1, x2, need_ntk, tile_size, memory_budget, progress) -> Kerne
 
     nngp = torch.empty(n1, n2, dtype=x1.dtype, device=x1.device)
     ntk = torch.empty_like(nngp) if need_ntk else None
+    var1 = _variances(x1)
+    var2 = var1 if symmetric else _variances(xb)
     cov1, cov2 = [None] * len(rows), [None] * len(cols)
     last = None
     for i, j in tqdm(tiles, desc="kernel tiles", unit="tile", disable=not show, leave=False):
         (r0, r1), (c0, c1) = rows[i], cols[j]
         on_diagonal = symmetric and i == j
-        state = _input_state(x1[r0:r1], None if on_diagonal else xb[c0:c1], need_ntk, False)
+        b = None if on_diagonal else xb[c0:c1]
+        state = _input_state(x1[r0:r1], b, var1[r0:r1], var2[c0:c1], need_ntk)
         last = out = _run(layer, state)
         cov1[i], cov2[j] = out.cov1, out.cov2
         for target, tile in ((nngp, out.nngp), (ntk, out.ntk)):

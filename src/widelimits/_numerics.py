@@ -8,8 +8,6 @@ perturbation epsilon, whose symmetric subgradient is 0.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -32,23 +30,29 @@ def safe_sqrt(x: Tensor) -> Tensor:
     """sqrt(max(x, 0)) with gradient 0 (instead of inf) where x <= 0."""
     if torch.is_grad_enabled() and x.requires_grad:
         return _SafeSqrt.apply(x)
-    return torch.sqrt(torch.clamp(x, min=0))
+    return torch.clamp(x, min=0).sqrt_()
 
 
 def correlation(k11: Tensor, k22: Tensor, k12: Tensor) -> tuple[Tensor, Tensor]:
     """``(rho, sqrt(k11 k22))`` with rho = k12 / sqrt(k11 k22) clamped into [-1, 1] (0 where a
-    variance is 0)."""
+    variance is 0).
+
+    sqrt(k11 k22) rather than sqrt(k11) sqrt(k22): for an example paired with itself
+    (k11 = k22 = k12 = c) it gives exactly c, so rho is exactly 1.
+    """
     prod = safe_sqrt(k11 * k22)
     # A zero-variance input (e.g. a zero row and no bias) has k12 = 0 too: its correlation is
-    # immaterial, and 0 keeps 0/0 from turning into NaN.
-    rho = torch.clamp(k12 / torch.where(prod > 0, prod, 1.0), -1.0, 1.0)
+    # immaterial, and the floor on the denominator keeps 0/0 from turning into NaN.
+    rho = (k12 / prod.clamp(min=torch.finfo(prod.dtype).tiny)).clamp_(-1.0, 1.0)
     return rho, prod
 
 
-def angle(rho: Tensor) -> Tensor:
-    """theta = arccos(rho) in [0, pi], computed as atan2(sqrt(1 - rho^2), rho) so that its
-    gradient stays finite at rho = +-1."""
-    return torch.atan2(safe_sqrt((1 - rho) * (1 + rho)), rho)
+def sine(rho: Tensor) -> Tensor:
+    """sin(theta) = sqrt(1 - rho^2) for theta = arccos(rho), finite gradient at rho = +-1."""
+    return safe_sqrt((1 - rho) * (1 + rho))
 
 
-INV_PI = 1.0 / math.pi
+def angle(rho: Tensor, sin: Tensor | None = None) -> Tensor:
+    """theta = arccos(rho) in [0, pi], computed as atan2(sin theta, rho) so that its gradient stays
+    finite at rho = +-1.  Pass ``sin = sine(rho)`` when it is already computed."""
+    return torch.atan2(sine(rho) if sin is None else sin, rho)

@@ -58,9 +58,10 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes (under 30 s), for tests")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and networks (default 0)")
     p.add_argument(
-        "--threads", type=int, default=1, metavar="N",
-        help="torch threads for the networks of width >= 2048 (default 1; everything else "
-        "runs on one thread, which is faster for small matrices and on a busy machine)",
+        "--threads", type=int, default=None, metavar="N",
+        help="torch threads for the networks of width >= 2048 (default: torch's setting; "
+        "everything else runs on one thread, faster for small matrices; use 1 on a busy "
+        "machine)",
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     p.set_defaults(func=_run_demo)

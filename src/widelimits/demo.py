@@ -524,7 +524,7 @@ def run_demo(
     seed: int = 0,
     *,
     progress: bool = True,
-    threads: int | None = 1,
+    threads: int | None = None,
     config: DemoConfig | None = None,
 ) -> dict:
     """Run the whole demo and write ``demo.png``, ``report.md`` and ``results.json``.

@@ -16,7 +16,7 @@ import operator
 import torch
 from torch import Tensor, nn
 
-from .._numerics import angle, correlation, safe_sqrt
+from .._numerics import angle, correlation, sine
 from ..kernel import Kernel
 from .base import BuildContext, Layer
 
@@ -96,10 +96,10 @@ class ABReLU(Activation):
 
     def dual(self, k11, k22, k12, need_dot):
         rho, prod = correlation(k11, k22, k12)
-        theta = angle(rho)
+        sin = sine(rho)
         c = (self.a - self.b) ** 2 / (2 * math.pi)
-        tdot = (self.a**2 + self.b**2) / 2 - c * theta
-        t = c * prod * safe_sqrt((1 - rho) * (1 + rho)) + tdot * k12
+        tdot = (angle(rho, sin) * -c).add_((self.a**2 + self.b**2) / 2)
+        t = torch.addcmul(tdot * k12, prod, sin, value=c)
         return t, tdot
 
 
@@ -519,7 +519,7 @@ class RectifiedMonomial(Activation):
         k_prev, k_cur = None, pi_minus_theta + zero
         if n >= 1:
             det = prod**2 * ((1 - rho) * (1 + rho))
-            k_prev, k_cur = k_cur, prod * safe_sqrt((1 - rho) * (1 + rho)) + pi_minus_theta * k12
+            k_prev, k_cur = k_cur, prod * sine(rho) + pi_minus_theta * k12
             for j in range(1, n):
                 k_prev, k_cur = k_cur, (2 * j + 1) * k12 * k_cur + j**2 * det * k_prev
         return k_cur / (2 * math.pi)

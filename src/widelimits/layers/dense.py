@@ -77,11 +77,18 @@ class Dense(Layer):
             )
         w2 = self.W_std**2
         b2 = 0.0 if self.b_std is None else self.b_std**2
-        out = k.map_all(lambda t: w2 * t + b2).replace(is_gaussian=True, width=self.out)
+        unit_w = not isinstance(w2, Tensor) and w2 == 1.0
+        no_b = not isinstance(b2, Tensor) and b2 == 0.0
+
+        def affine(t: Tensor) -> Tensor:  # skips the no-op multiply and add (a pass each)
+            t = t if unit_w else w2 * t
+            return t if no_b else t + b2
+
+        out = k.map_all(affine).replace(is_gaussian=True, width=self.out)
         if k.ntk is None:
             return out
         if self.parametrization == "ntk":
-            ntk = out.nngp + w2 * k.ntk
+            ntk = out.nngp + (k.ntk if unit_w else w2 * k.ntk)
         else:
             if k.width is None:
                 raise ValueError(
