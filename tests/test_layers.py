@@ -18,31 +18,7 @@ import torch
 import widelimits as wl
 from widelimits.finite import empirical_ntk
 from widelimits.layers.dense import DenseModule
-from widelimits.testing import KernelContract, KernelContractTests, single_thread
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: intra-op threads cost more than they save (see testing.single_thread)
-    with single_thread():
-        yield
-
-
-def _cls(name: str):
-    """A layer class by name, wherever the package exports it (None if it does not exist yet)."""
-    import widelimits.layers
-
-    for module in (wl, widelimits.layers):
-        if hasattr(module, name):
-            return getattr(module, name)
-    for sub in ("activations", "elementwise"):
-        try:
-            mod = __import__(f"widelimits.layers.{sub}", fromlist=[name])
-        except ImportError:
-            continue
-        if hasattr(mod, name):
-            return getattr(mod, name)
-    return None
+from widelimits.testing import KernelContract, KernelContractTests
 
 
 @dataclass
@@ -52,15 +28,12 @@ class Case:
     id: str
     make: Callable
     options: dict = field(default_factory=dict)
-    needs: tuple[str, ...] = ()  # layer classes that must exist in widelimits
 
     def contract(self) -> KernelContract:
         return KernelContract(self.make, **self.options)
 
     def param(self):
-        missing = [n for n in self.needs if _cls(n) is None]
-        marks = pytest.mark.skip(reason=f"{missing} not in widelimits yet") if missing else ()
-        return pytest.param(self, id=self.id, marks=marks)
+        return pytest.param(self, id=self.id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,20 +50,20 @@ ACTIVATIONS = [
     ("Erf", lambda: wl.Erf(), {}),
     ("Erf", lambda: wl.Erf(a=1.4, b=0.6, c=0.3), {"id": "Erf-abc"}),
     ("Identity", lambda: wl.Identity(), {}),
-    ("GELU", lambda: _cls("GELU")(), {}),
-    ("Sin", lambda: _cls("Sin")(), {}),
-    ("Cos", lambda: _cls("Cos")(), {}),
-    ("Sign", lambda: _cls("Sign")(), {}),
-    ("Exp", lambda: _cls("Exp")(), {"w": 0.5}),
-    ("Gaussian", lambda: _cls("Gaussian")(), {}),
-    ("RBF", lambda: _cls("RBF")(), {}),
-    ("Monomial", lambda: _cls("Monomial")(2), {"w": 0.7}),
-    ("RectifiedMonomial", lambda: _cls("RectifiedMonomial")(2), {"w": 0.7}),
-    ("Polynomial", lambda: _cls("Polynomial")([0.1, 0.6, 0.3]), {"w": 0.7}),
-    ("Hermite", lambda: _cls("Hermite")(3), {"w": 0.7}),
+    ("GELU", lambda: wl.GELU(), {}),
+    ("Sin", lambda: wl.Sin(), {}),
+    ("Cos", lambda: wl.Cos(), {}),
+    ("Sign", lambda: wl.Sign(), {}),
+    ("Exp", lambda: wl.Exp(), {"w": 0.5}),
+    ("Gaussian", lambda: wl.Gaussian(), {}),
+    ("RBF", lambda: wl.RBF(), {}),
+    ("Monomial", lambda: wl.Monomial(2), {"w": 0.7}),
+    ("RectifiedMonomial", lambda: wl.RectifiedMonomial(2), {"w": 0.7}),
+    ("Polynomial", lambda: wl.Polynomial([0.1, 0.6, 0.3]), {"w": 0.7}),
+    ("Hermite", lambda: wl.Hermite(3), {"w": 0.7}),
     # quadrature: keep the pre-activation variances <= 2, where it is accurate to ~1e-6 (see
     # test_elementwise_quadrature_vs_closed_form), so the contract tests the layer, not the rule
-    ("Elementwise", lambda: _cls("Elementwise")(torch.tanh), {"id": "tanh", "w": 0.6}),
+    ("Elementwise", lambda: wl.Elementwise(torch.tanh), {"id": "tanh", "w": 0.6}),
 ]
 
 
@@ -104,7 +77,7 @@ def _activation_case(name, make_act, opts) -> Case:
             wl.Dense(W_std=1.4 * w, b_std=0.3 * w), make_act(), wl.Dense(out, W_std=1.2, b_std=0.2)
         )
 
-    return Case(case_id, make, opts, needs=(name,))
+    return Case(case_id, make, opts)
 
 
 ACTIVATION_CASES = [_activation_case(*a) for a in ACTIVATIONS]
@@ -407,7 +380,6 @@ def _inputs_with_variances(vmax: float, n: int = 8, d: int = 5) -> torch.Tensor:
 ELEMENTWISE_ERF_ACCURACY = [(1.0, 3e-13, 9e-12), (2.0, 3e-8, 1e-6), (5.0, 2e-4, 4e-3)]
 
 
-@pytest.mark.skipif(_cls("Elementwise") is None, reason="Elementwise not in widelimits yet")
 @pytest.mark.parametrize("vmax, tol_t, tol_tdot", ELEMENTWISE_ERF_ACCURACY)
 def test_elementwise_quadrature_vs_closed_form(vmax, tol_t, tol_tdot):
     """Elementwise(torch.erf) by Gauss-Hermite quadrature against the closed-form Erf, through a
@@ -416,7 +388,7 @@ def test_elementwise_quadrature_vs_closed_form(vmax, tol_t, tol_tdot):
     little: 3.3e-8 against 3e-8 was seen)."""
     x = _inputs_with_variances(vmax)
     closed = wl.Serial(wl.Dense(), wl.Erf(), wl.Dense(1)).kernel(x)
-    numeric = wl.Serial(wl.Dense(), _cls("Elementwise")(torch.erf), wl.Dense(1)).kernel(x)
+    numeric = wl.Serial(wl.Dense(), wl.Elementwise(torch.erf), wl.Dense(1)).kernel(x)
     for name, tol in (("nngp", tol_t), ("ntk", max(tol_t, tol_tdot))):
         a, b = getattr(closed, name), getattr(numeric, name)
         scale = torch.sqrt(a.diagonal()[:, None] * a.diagonal()[None, :])

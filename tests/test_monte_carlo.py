@@ -12,21 +12,14 @@ import pytest
 import torch
 
 import widelimits as wl
-from widelimits.finite import empirical_ntk, monte_carlo_kernel
+from widelimits.finite import empirical_ntk, monte_carlo_kernel, relative_error
 from widelimits.testing import (
     BIAS_COEFFICIENT,
     KernelContract,
     assert_matches_monte_carlo,
     count_finite_width_layers,
-    single_thread,
     student_t_quantile,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def _inputs():
@@ -225,10 +218,6 @@ def test_dropout_cross_kernel_uses_independent_masks():
 # Convergence with width
 
 
-def _relative_error(a, b):
-    return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
-
-
 @pytest.mark.slow
 def test_empirical_ntk_converges_with_width():
     """The relative (Frobenius) error of one network's empirical NTK to the analytic NTK falls
@@ -245,7 +234,7 @@ def test_empirical_ntk_converges_with_width():
     errors = []
     for width in widths:
         errs = [
-            _relative_error(
+            relative_error(
                 empirical_ntk(net.build(x1.shape[1], width, seed=s, dtype=torch.float64), x1),
                 analytic,
             )
@@ -272,7 +261,7 @@ def test_single_network_output_covariance_converges_with_width():
             model = _one_hidden(out=width).build(x1.shape[1], width, seed=s, dtype=torch.float64)
             with torch.no_grad():
                 f = model(x1)
-            errs.append(_relative_error(f @ f.T / f.shape[1], analytic))
+            errs.append(relative_error(f @ f.T / f.shape[1], analytic))
         errors.append(sum(errs) / len(errs))
     assert errors[0] > errors[1] > errors[2], errors
     slope = math.log(errors[2] / errors[0]) / math.log(widths[2] / widths[0])

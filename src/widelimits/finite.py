@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev
 
-__all__ = ["empirical_ntk", "monte_carlo_kernel", "MonteCarloKernel"]
+__all__ = ["empirical_ntk", "monte_carlo_kernel", "MonteCarloKernel", "relative_error"]
 
 
 def _jacobian(model: nn.Module, x: Tensor, chunk_size: int) -> list[Tensor]:
@@ -35,12 +35,30 @@ def _jacobian(model: nn.Module, x: Tensor, chunk_size: int) -> list[Tensor]:
     return [torch.cat(parts) for parts in zip(*pieces, strict=True)]
 
 
+def _check_jacobian_memory(model: nn.Module, x1: Tensor, x2: Tensor | None) -> None:
+    """Refuse up front what would not fit: this version stores the (N, O, P) Jacobians."""
+    from ._compute import available_memory
+
+    with torch.no_grad():
+        n_out = model(x1[:1]).reshape(1, -1).shape[1]
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n = len(x1) + (0 if x2 is None else len(x2))
+    needed = n * n_out * n_params * x1.element_size()
+    if needed > available_memory(x1.device) // 2:
+        raise MemoryError(
+            f"the Jacobians of {n} inputs x {n_out} outputs x {n_params} parameters need "
+            f"{needed / 2**30:.1f} GiB; use fewer inputs at a time, a narrower network, or a "
+            "readout with fewer outputs"
+        )
+
+
 def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, chunk_size: int = 64):
     r"""Empirical NTK traced over outputs, shape (N1, N2).
 
     Theta(x, x') = (1 / O) sum_o sum_p df_o(x)/dp df_o(x')/dp over all trainable parameters p,
     the per-output NTK averaged over the O outputs (what the analytic NTK of a readout is).
     """
+    _check_jacobian_memory(model, x1, x2)
     j1 = _jacobian(model, x1, chunk_size)
     j2 = j1 if x2 is None else _jacobian(model, x2, chunk_size)
     n_out = j1[0].shape[1]
