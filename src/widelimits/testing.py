@@ -89,76 +89,21 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------
-# Student-t quantiles (no scipy dependency at run time)
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    front = math.exp(log_front)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def _t_upper_tail(t: float, dof: float) -> float:
-    """P(T > t) for t >= 0 and Student's T with ``dof`` degrees of freedom (inf: normal)."""
-    if math.isinf(dof):
-        return 0.5 * math.erfc(t / math.sqrt(2.0))
-    return 0.5 * _betainc(dof / 2.0, 0.5, dof / (dof + t * t))
+# Student-t quantiles
 
 
 def student_t_quantile(upper_tail: float, dof: float) -> float:
-    """The t with P(T > t) = ``upper_tail`` (0 < upper_tail < 1/2); ``dof=inf`` is the normal."""
+    """The t with P(T > t) = ``upper_tail`` (0 < upper_tail < 1/2); ``dof=inf`` is the normal.
+
+    Needs scipy (part of the ``test`` extra).
+    """
     if not 0.0 < upper_tail < 0.5:
         raise ValueError(f"upper_tail must be in (0, 1/2), got {upper_tail}")
     if not dof > 0:
         raise ValueError(f"dof must be positive, got {dof}")
-    lo, hi = 0.0, 1.0
-    while _t_upper_tail(hi, dof) > upper_tail:
-        lo, hi = hi, 2.0 * hi
-    for _ in range(200):  # bisection to machine precision
-        mid = 0.5 * (lo + hi)
-        if _t_upper_tail(mid, dof) > upper_tail:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-12 * hi:
-            break
-    return 0.5 * (lo + hi)
+    from scipy import stats
+
+    return float(stats.norm.isf(upper_tail) if math.isinf(dof) else stats.t.isf(upper_tail, dof))
 
 
 # ---------------------------------------------------------------------------------------------
