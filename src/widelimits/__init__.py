@@ -7,7 +7,7 @@ Write an architecture once from layers; get its closed-form NNGP and NTK kernels
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import finite
+from . import finite, predict
 from .kernel import Kernel
 from .layers import (
     GELU,
@@ -52,5 +52,5 @@ __all__ = [
     "FanInConcat", "FanInProd", "FanInSum", "FanOut", "GELU", "Gaussian", "Hermite", "Identity",
     "Kernel", "Layer", "LayerNorm", "LeakyReLU", "Monomial", "Parallel", "Polynomial", "RBF",
     "ReLU", "RectifiedMonomial", "Residual", "Serial", "Sign", "Sin", "__version__",
-    "finite",
+    "finite", "predict",
 ]  # fmt: skip

@@ -1,0 +1,30 @@
+"""Predictions of infinitely wide networks: MSE training dynamics, ensembles, GP inference.
+
+Conventions follow neural-tangents: loss ||f - y||^2 / (2 * y.size), eta' = learning_rate /
+y.size, and relative diagonal regularization K + diag_reg * mean(diag K) * I.
+"""
+
+from .gp import gp_inference
+from .mse import Gaussian, gradient_descent_mse, gradient_descent_mse_ensemble, max_learning_rate
+from .solvers import (
+    CGInfo,
+    add_diagonal_regularizer,
+    cg_solve,
+    check_kernel,
+    cholesky_factor,
+    cholesky_solve,
+)
+
+__all__ = [
+    "CGInfo",
+    "Gaussian",
+    "add_diagonal_regularizer",
+    "cg_solve",
+    "check_kernel",
+    "cholesky_factor",
+    "cholesky_solve",
+    "gp_inference",
+    "gradient_descent_mse",
+    "gradient_descent_mse_ensemble",
+    "max_learning_rate",
+]
