@@ -54,3 +54,12 @@ __all__ = [
     "ReLU", "RectifiedMonomial", "Residual", "Serial", "Sign", "Sin", "__version__",
     "finite", "predict",
 ]  # fmt: skip
+
+
+def __getattr__(name: str):
+    # `widelimits.sklearn` needs scikit-learn (the `demo` extra): imported on first use only.
+    if name == "sklearn":
+        import importlib
+
+        return importlib.import_module(".sklearn", __name__)
+    raise AttributeError(f"module 'widelimits' has no attribute {name!r}")

@@ -48,14 +48,20 @@ def _add_demo(subparsers) -> None:
         description=(
             "Closed-form NNGP/NTK kernel regression and SGD-trained finite networks of growing "
             "width on scikit-learn's bundled digits, plus the empirical NTK's convergence to "
-            "the analytic NTK. Writes demo.png, report.md and results.json."
+            "the analytic NTK, predictive uncertainties of the infinite ensemble and NNGP "
+            "posterior, and a finite network's gradient-descent training curve next to the "
+            "infinite-width prediction. Writes demo.png, report.md and results.json."
         ),
     )
     p.add_argument(
         "--out", default="./widelimits-out", metavar="DIR",
         help="output folder (default: ./widelimits-out)",
     )  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="small sizes (under 30 s), for tests")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes (under 15 s on an idle machine), for tests",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and networks (default 0)")
     p.add_argument(
         "--threads", type=int, default=None, metavar="N",

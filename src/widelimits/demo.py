@@ -7,6 +7,10 @@ b. finite networks of several widths built from the same description, trained wi
    mini-batch SGD (NTK parametrization, the neural-tangents MSE convention);
 c. the relative Frobenius error of the finite networks' empirical NTK at initialization to the
    analytic NTK, which falls like width^(-1/2);
+d. predictive means and stds at t = inf (`widelimits.predict`: the NTK-trained infinite
+   ensemble and the NNGP posterior), with accuracy by uncertainty bin;
+e. the training curve of a finite network under full-batch gradient descent next to the
+   closed-form infinite-width curve started from the same initial function;
 
 and writes ``demo.png``, ``report.md`` and ``results.json`` into an output folder.  Everything
 runs offline (the digits ship with scikit-learn) in a minute or two on two CPU cores.
@@ -29,14 +33,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .predict import gradient_descent_mse
+
 __all__ = [
     "DemoConfig",
     "run_demo",
     "load_digits_split",
     "make_network",
-    "kernel_regression",
-    "gradient_descent_predictions",
+    "stable_learning_rate",
+    "predictive_uncertainty",
     "train_network",
+    "gd_training_curve",
+    "infinite_width_curve",
+    "log_spaced_steps",
     "layerwise_empirical_ntk",
     "ntk_error_vs_width",
     "fit_power_law",
@@ -66,6 +75,9 @@ class DemoConfig:
     ntk_widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096)
     ntk_seeds: int = 3
     ntk_points: int = 128
+    curve_width: int = 512
+    curve_points: int = 16
+    std_bins: int = 5
 
     @classmethod
     def default(cls) -> DemoConfig:
@@ -76,7 +88,7 @@ class DemoConfig:
         """Small sizes for tests and a first look (well under 30 s)."""
         return cls(
             train_widths=(64, 256, 1024), epochs=8, ntk_widths=(64, 256, 1024), ntk_seeds=2,
-            ntk_points=64,
+            ntk_points=64, curve_width=256,
         )  # fmt: skip
 
 
@@ -144,36 +156,72 @@ def make_network(config: DemoConfig):
 # ------------------------------------------------------------------------- kernel predictions
 
 
-def kernel_regression(k_train: Tensor, k_test_train: Tensor, y: Tensor, ridge: float) -> Tensor:
-    """Kernel ridge regression mean ``K(test, train) (K + lambda I)^{-1} Y`` by a Cholesky solve.
-
-    ``lambda = ridge * mean(diag K)``: the regularizer is relative to the kernel's scale.
-    """
-    lam = ridge * k_train.diagonal().mean()
-    eye = torch.eye(len(k_train), dtype=k_train.dtype)
-    chol = torch.linalg.cholesky(k_train + lam * eye)
-    return k_test_train @ torch.cholesky_solve(y.to(k_train.dtype), chol)
-
-
-def gradient_descent_predictions(
-    ntk_train: Tensor, ntk_test_train: Tensor, y: Tensor, lr: float, steps: int
-) -> Tensor:
-    """Mean test outputs of an infinitely wide network after ``steps`` of full-batch GD.
-
-    With the loss ||f - Y||^2 / (2 Y.size) and eta' = lr / Y.size (background section 2):
-    f_t(x) = Theta(x, X) Theta^{-1} (I - (I - eta' Theta)^t) Y, the ensemble mean (f_0 = 0).
-    """
-    eig, vec = torch.linalg.eigh(ntk_train)
-    eig = eig.clamp_min(eig[-1] * 1e-14)
-    eta = lr / y.numel()
-    factor = (1 - (1 - eta * eig) ** steps) / eig
-    return ntk_test_train @ (vec @ (factor[:, None] * (vec.T @ y.to(ntk_train.dtype))))
-
-
 def stable_learning_rate(ntk_train: Tensor, n_outputs: int, fraction: float) -> float:
     """``fraction`` of the full-batch GD stability edge lr < 2 Y.size / lambda_max(Theta)."""
-    lam_max = float(torch.linalg.eigvalsh(ntk_train)[-1])
-    return fraction * 2.0 * ntk_train.shape[0] * n_outputs / lam_max
+    from .predict import max_learning_rate
+
+    return fraction * max_learning_rate(ntk_train, ntk_train.shape[0] * n_outputs)
+
+
+def _std_summary(mean: Tensor, cov: Tensor, labels: Tensor, bins: int) -> dict:
+    """Accuracy, predictive std on correct vs incorrect test points, and accuracy by std bin.
+
+    The std of a test point is sqrt(cov[i, i]) (the covariance is shared by the outputs); the
+    bins split the test points into ``bins`` equal-count groups by increasing std.
+    """
+    std = cov.diagonal().clamp_min(0).sqrt()
+    correct = mean.argmax(dim=1) == labels
+    order = torch.argsort(std)
+    groups = [g for g in torch.tensor_split(order, bins) if len(g)]
+    wrong = ~correct
+    return {
+        "accuracy": float(correct.double().mean()),
+        "n_incorrect": int(wrong.sum()),
+        "min_std": float(std.min()),
+        "mean_std": float(std.mean()),
+        "mean_std_correct": float(std[correct].mean()) if bool(correct.any()) else float("nan"),
+        "mean_std_incorrect": float(std[wrong].mean()) if bool(wrong.any()) else float("nan"),
+        "bins": [
+            {
+                "std_low": float(std[g].min()),
+                "std_high": float(std[g].max()),
+                "mean_std": float(std[g].mean()),
+                "accuracy": float(correct[g].double().mean()),
+                "count": len(g),
+            }
+            for g in groups
+        ],
+    }
+
+
+def predictive_uncertainty(
+    net, x_train: Tensor, y_train: Tensor, x_test: Tensor, labels_test: Tensor, kernels,
+    ridge: float, bins: int,
+) -> dict:  # fmt: skip
+    """Test-set means and stds at t = inf: the NTK-trained infinite ensemble and the NNGP posterior.
+
+    ``kernels`` is ``(k_train, k_test_train, k_test_test)`` (the last needs only its NNGP). The
+    ensemble comes from `gradient_descent_mse_ensemble` (t = inf, ``compute_cov=True``), the NNGP
+    posterior from `gp_inference`; both with relative diagonal regularization ``ridge``. Also
+    reports how far the ensemble's mean and covariance are from `gp_inference(get="ntk")`, which
+    gives the same distribution in closed form.
+    """
+    from .predict import gp_inference, gradient_descent_mse_ensemble
+
+    k_train, k_test, k_tt = kernels
+    ens = gradient_descent_mse_ensemble(net, x_train, y_train, diag_reg=ridge)
+    ntk = ens(t=math.inf, x_test=x_test, get="ntk", compute_cov=True)
+    gp = gp_inference(k_train, y_train, diag_reg=ridge)(("nngp", "ntk"), k_test, k_tt)
+    nngp = gp["nngp"]
+    scale = float(ntk.covariance.diagonal().abs().max())
+    return {
+        "ntk_ensemble": _std_summary(ntk.mean, ntk.covariance, labels_test, bins),
+        "nngp_posterior": _std_summary(nngp.mean, nngp.covariance, labels_test, bins),
+        "ensemble_vs_gp_inference": {
+            "mean_max_abs_diff": float((ntk.mean - gp["ntk"].mean).abs().max()),
+            "cov_max_rel_diff": float((ntk.covariance - gp["ntk"].covariance).abs().max() / scale),
+        },
+    }
 
 
 # ------------------------------------------------------------------------- finite networks
@@ -254,6 +302,99 @@ def train_network(
         "diverged": diverged,
         "steps": epochs * steps_per_epoch,
         "seconds": time.perf_counter() - start,
+    }
+
+
+def log_spaced_steps(steps: int, points: int) -> list[int]:
+    """0 and about ``points`` distinct, roughly log-spaced integers from 1 to ``steps``."""
+    grid = np.unique(np.round(np.geomspace(1, max(steps, 1), max(points, 1))).astype(int))
+    return [0] + [int(s) for s in grid if s <= steps]
+
+
+def _mse(f: Tensor, y: Tensor) -> float:
+    return float(0.5 * ((f - y) ** 2).mean())
+
+
+def gd_training_curve(
+    net,
+    width: int,
+    x_train: Tensor,
+    y_train: Tensor,
+    x_test: Tensor,
+    y_test: Tensor,
+    labels_test: Tensor,
+    *,
+    lr: float,
+    record: list[int],
+    seed: int,
+    threads: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Full-batch gradient descent of ``net`` at ``width`` (float32), recorded at steps ``record``.
+
+    Same loss and learning rate as `train_network`, but every step uses the whole training set,
+    which is the dynamics `widelimits.predict.gradient_descent_mse(..., discrete=True)` solves in
+    closed form. At each recorded step (after that many updates) stores the train and test MSE
+    and the test accuracy; also returns the initial outputs ``f0_train`` / ``f0_test`` (float64),
+    so that the infinite-width prediction can start from the same function.
+    """
+    x_tr, y_tr, x_te, y_te = x_train.float(), y_train.float(), x_test.float(), y_test.float()
+    wanted = sorted(set(record))
+    curve = {"steps": [], "train_loss": [], "test_loss": [], "test_accuracy": []}
+    start = time.perf_counter()
+    with _threads(1 if width < SMALL_WIDTH_ONE_THREAD else threads):
+        model = net.build(x_tr.shape[1], width, seed=seed, dtype=torch.float32)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        diverged = False
+        last = wanted[-1]
+        for step in _progress(range(last + 1), last + 1, f"GD width {width}", progress):
+            if step in wanted:
+                with torch.no_grad():
+                    f_tr, f_te = model(x_tr), model(x_te)
+                if step == 0:
+                    f0_train, f0_test = f_tr.double(), f_te.double()
+                curve["steps"].append(step)
+                curve["train_loss"].append(_mse(f_tr, y_tr))
+                curve["test_loss"].append(_mse(f_te, y_te))
+                curve["test_accuracy"].append(accuracy(f_te, labels_test))
+                if not math.isfinite(curve["train_loss"][-1]):
+                    diverged = True
+                    break
+            if step == last:
+                break
+            loss = 0.5 * ((model(x_tr) - y_tr) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return {
+        "width": width,
+        **curve,
+        "diverged": diverged,
+        "seconds": time.perf_counter() - start,
+        "f0_train": f0_train,
+        "f0_test": f0_test,
+    }
+
+
+def infinite_width_curve(
+    predict_fn, steps: list[int], y_train: Tensor, y_test: Tensor, labels_test: Tensor,
+    k_test_train: Tensor, f0_train=0.0, f0_test=None,
+) -> dict:  # fmt: skip
+    """Train/test MSE and test accuracy of the linearized infinite-width network at ``steps`` of
+    full-batch GD, from ``predict_fn = gradient_descent_mse(ntk_train, y_train, lr)``.
+
+    ``f0_train=0, f0_test=None`` gives the infinite ensemble's mean; a finite network's initial
+    outputs give the infinite-width (analytic-NTK) dynamics started from that same function.
+    """
+    fx_tr, fx_te = predict_fn(
+        t=torch.tensor(steps, dtype=torch.float64), fx_train_0=f0_train, fx_test_0=f0_test,
+        k_test_train=k_test_train, discrete=True,
+    )  # fmt: skip
+    return {
+        "steps": list(steps),
+        "train_loss": [_mse(f, y_train) for f in fx_tr],
+        "test_loss": [_mse(f, y_test) for f in fx_te],
+        "test_accuracy": [accuracy(f, labels_test) for f in fx_te],
     }
 
 
@@ -374,12 +515,13 @@ def _pct(x: float) -> str:
 
 
 def plot_results(results: dict, path: Path) -> None:
-    """Two panels: test accuracy vs width with the kernel accuracies as horizontal lines, and the
-    NTK relative error vs width on log-log axes with the fitted power law."""
+    """Four panels: test accuracy vs width (kernel accuracies as horizontal lines); NTK relative
+    error vs width (log-log, fitted power law); the full-batch GD training curve of a finite net
+    against the infinite-width prediction (log step axis); accuracy by predictive-std bin."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.3), layout="constrained")
-    ax1, ax2 = fig.subplots(1, 2)
+    fig = Figure(figsize=(11, 8.6), layout="constrained")
+    (ax1, ax2), (ax3, ax4) = fig.subplots(2, 2)
 
     widths = [r["width"] for r in results["finite"]]
     accs = [100 * r["accuracy"] for r in results["finite"]]
@@ -405,6 +547,9 @@ def plot_results(results: dict, path: Path) -> None:
     ax1.grid(alpha=0.3)
     ax1.legend(loc="lower right", fontsize=9)
 
+    _plot_curve(ax3, results["training_curve"])
+    _plot_calibration(ax4, results["uncertainty"])
+
     rows = results["ntk_error"]["rows"]
     w = np.array([r["width"] for r in rows], float)
     mean = np.array([r["mean"] for r in rows])
@@ -424,6 +569,46 @@ def plot_results(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _plot_curve(ax, curve: dict) -> None:
+    fin, inf, ens = curve["finite"], curve["infinite_same_f0"], curve["infinite_ensemble_mean"]
+    steps = np.array(fin["steps"])
+    keep = steps > 0  # log axis
+    for key, color, name in (("train_loss", "tab:blue", "train"), ("test_loss", "tab:red", "test")):
+        ax.plot(steps[keep], np.array(fin[key])[keep], "o", color=color, ms=4,
+                label=f"{name}, width {curve['width']} net")  # fmt: skip
+        ax.plot(steps[keep], np.array(inf[key])[keep], "-", color=color,
+                label=f"{name}, infinite width (same $f_0$)")  # fmt: skip
+    ax.plot(steps[keep], np.array(ens["test_loss"])[keep], ":", color="tab:red",
+            label="test, infinite-ensemble mean")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("full-batch gradient-descent step")
+    ax.set_ylabel(r"MSE loss $\|f - Y\|^2 / (2\,Y.size)$")
+    ax.set_title(f"training curve, lr {curve['lr']:.3g}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+
+
+def _plot_calibration(ax, unc: dict) -> None:
+    for key, name, color, style, shift in (
+        ("ntk_ensemble", "NTK ensemble", "tab:orange", "s--", -0.04),
+        ("nngp_posterior", "NNGP posterior", "tab:blue", "o-", 0.04),
+    ):  # shifted sideways: the two often coincide
+        u = unc[key]
+        bins = u["bins"]
+        x = np.arange(1, len(bins) + 1) + shift
+        ax.plot(x, [100 * b["accuracy"] for b in bins], style, color=color,
+                label=f"{name}: mean std {u['mean_std_correct']:.3f} correct / "
+                f"{u['mean_std_incorrect']:.3f} wrong")  # fmt: skip
+    n = len(unc["ntk_ensemble"]["bins"])
+    ax.set_xticks(np.arange(1, n + 1), [f"{100 * i // n}-{100 * (i + 1) // n}%" for i in range(n)])
+    ax.set_xlabel("test points binned by predictive std (quantiles, low to high)")
+    ax.set_ylabel("test accuracy in bin (%)")
+    ax.set_title("t = inf: accuracy vs predictive uncertainty")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+
+
 def write_report(results: dict, path: Path) -> None:
     """A short markdown report: setup, accuracy table, NTK error table and slope, timings."""
     s, t = results["setup"], results["timings"]
@@ -440,8 +625,9 @@ def write_report(results: dict, path: Path) -> None:
         "the training means, divided by one global scale (mean squared feature 1).",
         f"- Network: `{s['network']}` (NTK parametrization, ReLU; the smaller readout scale keeps "
         "the random initial function small against the targets).",
-        "- Targets: one-hot minus 0.1. Kernels in float64; kernel regression with ridge "
-        f"{s['ridge']:g} x mean(diag K) by a Cholesky solve.",
+        "- Targets: one-hot minus 0.1. Kernels in float64; kernel regression and uncertainties "
+        "from `widelimits.predict` with relative diagonal regularization (`diag_reg`) "
+        f"{s['ridge']:g} x mean(diag K).",
         f"- Finite networks: float32, plain mini-batch SGD, batch {s['batch_size']}, "
         f"{s['epochs']} epochs ({s['steps']} steps), loss ||f - Y||^2 / (2 Y.size), learning rate "
         f"{s['lr']:.4g} = {s['lr_fraction']} x the gradient-descent stability edge "
@@ -466,6 +652,7 @@ def write_report(results: dict, path: Path) -> None:
             f"| SGD-trained network | {r['width']} | {_pct(r['accuracy'])} | "
             f"{r['train_loss']:.4f} | {r['seconds']:.1f} s |"
         )
+    lines += _uncertainty_section(results, s) + _curve_section(results["training_curve"])
     ne = results["ntk_error"]
     lines += [
         "",
@@ -489,9 +676,91 @@ def write_report(results: dict, path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
+def _uncertainty_section(results: dict, s: dict) -> list[str]:
+    unc = results["uncertainty"]
+    names = (
+        ("ntk_ensemble", "NTK-trained infinite ensemble"),
+        ("nngp_posterior", "NNGP posterior"),
+    )
+    lines = [
+        "",
+        "## Predictions with uncertainty (t = inf)",
+        "",
+        "Predictive std of a test point: sqrt of the diagonal of the covariance over test points "
+        "(shared by the 10 outputs). NTK: `gradient_descent_mse_ensemble(..., compute_cov=True)` "
+        "at t = inf, the distribution over random initializations of infinitely wide networks "
+        "trained to convergence; NNGP: the Bayesian posterior from `gp_inference`. The ensemble "
+        "agrees with `gp_inference(get='ntk')` to "
+        f"{unc['ensemble_vs_gp_inference']['mean_max_abs_diff']:.1e} (mean, absolute) and "
+        f"{unc['ensemble_vs_gp_inference']['cov_max_rel_diff']:.1e} (covariance, relative).",
+        "",
+        "| model | test accuracy | errors | mean std, correct | mean std, incorrect | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, name in names:
+        u = unc[key]
+        ratio = u["mean_std_incorrect"] / u["mean_std_correct"]
+        lines.append(
+            f"| {name} | {_pct(u['accuracy'])} | {u['n_incorrect']} | "
+            f"{u['mean_std_correct']:.4f} | {u['mean_std_incorrect']:.4f} | {ratio:.2f} |"
+        )
+    n = len(unc["ntk_ensemble"]["bins"])
+    lines += [
+        "",
+        f"Accuracy in {n} equal-count bins of test points sorted by predictive std "
+        f"(about {s['n_test'] // n} points per bin):",
+        "",
+        "| std quantile | NTK std range | NTK accuracy | NNGP std range | NNGP accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for i, (a, b) in enumerate(
+        zip(unc["ntk_ensemble"]["bins"], unc["nngp_posterior"]["bins"], strict=True)
+    ):
+        lines.append(
+            f"| {100 * i // n}-{100 * (i + 1) // n}% | {a['std_low']:.4f}-{a['std_high']:.4f} | "
+            f"{_pct(a['accuracy'])} | {b['std_low']:.4f}-{b['std_high']:.4f} | "
+            f"{_pct(b['accuracy'])} |"
+        )
+    return lines
+
+
+def _curve_section(curve: dict) -> list[str]:
+    fin, inf, ens = curve["finite"], curve["infinite_same_f0"], curve["infinite_ensemble_mean"]
+    lines = [
+        "",
+        "## Training curve: finite network vs infinite width",
+        "",
+        f"A width-{curve['width']} network (float32, same description, seed and learning rate "
+        f"{curve['lr']:.4g}) trained by **full-batch gradient descent** ({fin['seconds']:.1f} s), "
+        "not mini-batch SGD: full-batch GD is exactly the dynamics that "
+        "`gradient_descent_mse(ntk_train, y_train, lr)(t=steps, ..., discrete=True)` solves in "
+        "closed form, so the comparison has no SGD noise. The infinite-width curve starts from "
+        "the same initial outputs f0 as the finite net (linearized dynamics with the analytic "
+        "NTK); the ensemble-mean curve starts from f0 = 0. Losses are ||f - Y||^2 / (2 Y.size).",
+        "",
+        "| step | train loss, finite | train loss, inf (same f0) | test loss, finite | "
+        "test loss, inf (same f0) | test loss, ensemble mean | test acc, finite | "
+        "test acc, inf (same f0) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, step in enumerate(fin["steps"]):
+        lines.append(
+            f"| {step} | {fin['train_loss'][i]:.5f} | {inf['train_loss'][i]:.5f} | "
+            f"{fin['test_loss'][i]:.5f} | {inf['test_loss'][i]:.5f} | {ens['test_loss'][i]:.5f} | "
+            f"{_pct(fin['test_accuracy'][i])} | {_pct(inf['test_accuracy'][i])} |"
+        )
+    lines += [
+        "",
+        "Largest relative gap between the finite and infinite-width test loss over the recorded "
+        f"steps: **{curve['max_rel_test_loss_gap']:.3f}** (at the last step: "
+        f"{curve['final_rel_test_loss_gap']:.3f}).",
+    ]
+    return lines
+
+
 def format_summary(results: dict) -> str:
     """The concise summary the CLI prints to stdout."""
-    s = results["setup"]
+    s, c = results["setup"], results["training_curve"]
     finite = ", ".join(f"{r['width']}: {_pct(r['accuracy'])}" for r in results["finite"])
     errs = ", ".join(f"{r['width']}: {r['mean']:.3f}" for r in results["ntk_error"]["rows"])
     return "\n".join(
@@ -504,6 +773,18 @@ def format_summary(results: dict) -> str:
             f"  SGD-trained nets ({s['epochs']} epochs, lr {s['lr']:.3g}) by width: {finite}",
             f"  empirical NTK relative error by width: {errs}",
             f"  fitted slope {results['ntk_error']['slope']:.3f} (theory -0.5)",
+            *(
+                f"  {name} predictive std: correct {u['mean_std_correct']:.4f}, "
+                f"incorrect {u['mean_std_incorrect']:.4f} ({u['n_incorrect']} errors)"
+                for name, u in (
+                    ("NTK ensemble", results["uncertainty"]["ntk_ensemble"]),
+                    ("NNGP posterior", results["uncertainty"]["nngp_posterior"]),
+                )
+            ),
+            f"  full-batch GD, width {c['width']}, {c['finite']['steps'][-1]} steps: test loss "
+            f"{c['finite']['test_loss'][-1]:.4f} (finite) vs "
+            f"{c['infinite_same_f0']['test_loss'][-1]:.4f} (infinite width, same f0); "
+            f"max relative gap {c['max_rel_test_loss_gap']:.3f}",
             f"  total time {results['timings']['total']:.1f} s",
             f"  wrote {results['files']['report']} and {results['files']['figure']}",
         ]
@@ -541,7 +822,10 @@ def run_demo(
 
     Returns:
         A dict of the numbers: ``nngp_accuracy``, ``ntk_accuracy``, ``ntk_gd_accuracy``,
-        ``finite`` (one dict per width), ``ntk_error`` (``rows``, ``slope``, ``prefactor``),
+        ``finite`` (one dict per width), ``uncertainty`` (``ntk_ensemble``,
+        ``nngp_posterior``), ``training_curve`` (``finite``, ``infinite_same_f0``,
+        ``infinite_ensemble_mean``, ``max_rel_test_loss_gap``), ``ntk_error`` (``rows``,
+        ``slope``, ``prefactor``),
         ``timings`` (seconds), ``setup`` and ``files`` (absolute paths).
     """
     config = config or (DemoConfig.quick() if quick else DemoConfig.default())
@@ -560,21 +844,24 @@ def _run_demo(
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
-    _log("[1/4] loading digits and computing NNGP/NTK kernels (float64)", progress)
+    _log("[1/5] kernels, kernel regression and predictive uncertainty (float64)", progress)
     t0 = time.perf_counter()
     x_tr, x_te, lab_tr, lab_te = load_digits_split(seed)
-    y_tr = one_hot_targets(lab_tr)
+    y_tr, y_te = one_hot_targets(lab_tr), one_hot_targets(lab_te)
     net = make_network(config)
     k_train = net.kernel(x_tr)
     k_test = net.kernel(x_te, x_tr)
-    nngp_acc = accuracy(kernel_regression(k_train.nngp, k_test.nngp, y_tr, config.ridge), lab_te)
-    ntk_acc = accuracy(kernel_regression(k_train.ntk, k_test.ntk, y_tr, config.ridge), lab_te)
+    k_tt = net.kernel(x_te, None, get="nngp")
+    uncertainty = predictive_uncertainty(
+        net, x_tr, y_tr, x_te, lab_te, (k_train, k_test, k_tt), config.ridge, config.std_bins
+    )
+    nngp_acc = uncertainty["nngp_posterior"]["accuracy"]
+    ntk_acc = uncertainty["ntk_ensemble"]["accuracy"]
     lr = stable_learning_rate(k_train.ntk, N_CLASSES, config.lr_fraction)
     steps = config.epochs * (len(x_tr) // config.batch_size)
-    gd_acc = accuracy(
-        gradient_descent_predictions(k_train.ntk, k_test.ntk, y_tr, lr, steps), lab_te
-    )
-    timings["kernels and kernel regression"] = time.perf_counter() - t0
+    gd_predict = gradient_descent_mse(k_train.ntk, y_tr, learning_rate=lr)
+    gd_acc = accuracy(gd_predict(steps, k_test_train=k_test.ntk, discrete=True)[1], lab_te)
+    timings["kernels, regression, uncertainty"] = time.perf_counter() - t0
     _log(f"      NNGP {_pct(nngp_acc)}, NTK {_pct(ntk_acc)}, lr {lr:.4g}", progress)
 
     _log(f"[2/4] training finite networks at widths {list(config.train_widths)}", progress)
@@ -589,7 +876,38 @@ def _run_demo(
         _log(f"      width {width}: {_pct(row['accuracy'])} ({row['seconds']:.1f} s)", progress)
     timings["training finite networks"] = time.perf_counter() - t0
 
-    _log(f"[3/4] empirical NTK at widths {list(config.ntk_widths)}", progress)
+    _log(f"[3/5] full-batch GD at width {config.curve_width} vs infinite width", progress)
+    t0 = time.perf_counter()
+    record = log_spaced_steps(steps, config.curve_points)
+    gd = gd_training_curve(
+        net, config.curve_width, x_tr, y_tr, x_te, y_te, lab_te, lr=lr, record=record,
+        seed=seed, threads=threads, progress=progress,
+    )  # fmt: skip
+    f0_train, f0_test = gd.pop("f0_train"), gd.pop("f0_test")
+    done = gd["steps"]
+    same_f0 = infinite_width_curve(
+        gd_predict, done, y_tr, y_te, lab_te, k_test.ntk, f0_train, f0_test
+    )
+    ens_mean = infinite_width_curve(gd_predict, done, y_tr, y_te, lab_te, k_test.ntk)
+    gaps = [abs(a - b) / b for a, b in zip(gd["test_loss"], same_f0["test_loss"], strict=True)]
+    curve = {
+        "optimizer": "full-batch gradient descent",
+        "width": config.curve_width,
+        "lr": lr,
+        "finite": gd,
+        "infinite_same_f0": same_f0,
+        "infinite_ensemble_mean": ens_mean,
+        "max_rel_test_loss_gap": max(gaps),
+        "final_rel_test_loss_gap": gaps[-1],
+    }
+    timings["GD training curve"] = time.perf_counter() - t0
+    _log(
+        f"      final test loss {gd['test_loss'][-1]:.4f} (finite) vs "
+        f"{same_f0['test_loss'][-1]:.4f} (infinite width, same f0)",
+        progress,
+    )
+
+    _log(f"[4/5] empirical NTK at widths {list(config.ntk_widths)}", progress)
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     subset = torch.randperm(len(x_te), generator=gen)[: config.ntk_points]
@@ -603,13 +921,15 @@ def _run_demo(
     )
     timings["empirical NTK vs width"] = time.perf_counter() - t0
 
-    _log("[4/4] writing the figure and the report", progress)
+    _log("[5/5] writing the figure and the report", progress)
     t0 = time.perf_counter()
     results = {
         "nngp_accuracy": nngp_acc,
         "ntk_accuracy": ntk_acc,
         "ntk_gd_accuracy": gd_acc,
         "finite": finite,
+        "uncertainty": uncertainty,
+        "training_curve": curve,
         "ntk_error": ntk_err,
         "layerwise_check": check,
         "setup": {

@@ -93,10 +93,7 @@ __all__ = [
 
 
 def student_t_quantile(upper_tail: float, dof: float) -> float:
-    """The t with P(T > t) = ``upper_tail`` (0 < upper_tail < 1/2); ``dof=inf`` is the normal.
-
-    Needs scipy (part of the ``test`` extra).
-    """
+    """The t with P(T > t) = ``upper_tail`` (0 < upper_tail < 1/2); ``dof=inf`` is the normal."""
     if not 0.0 < upper_tail < 0.5:
         raise ValueError(f"upper_tail must be in (0, 1/2), got {upper_tail}")
     if not dof > 0:

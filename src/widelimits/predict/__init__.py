@@ -6,6 +6,7 @@ y.size, and relative diagonal regularization K + diag_reg * mean(diag K) * I.
 
 from .gp import gp_inference
 from .mse import Gaussian, gradient_descent_mse, gradient_descent_mse_ensemble, max_learning_rate
+from .ode import gradient_descent
 from .solvers import (
     CGInfo,
     add_diagonal_regularizer,
@@ -24,6 +25,7 @@ __all__ = [
     "cholesky_factor",
     "cholesky_solve",
     "gp_inference",
+    "gradient_descent",
     "gradient_descent_mse",
     "gradient_descent_mse_ensemble",
     "max_learning_rate",
