@@ -173,20 +173,23 @@ def gradient_descent_mse(
             fx_train = fx_train[0]
         if k_test_train is None:
             return fx_train
-        ktd = _to_tensor(k_test_train, k)
-        if ktd.ndim != 2 or ktd.shape[1] != k.shape[0]:
-            raise ValueError(f"k_test_train must have shape (M, {k.shape[0]}), got {ktd.shape}")
-        m = ktd.shape[0]
-        out_shape = (m, *y_shape[1:])
-        ft0 = 0.0 if fx_test_0 is None else fx_test_0
-        ft0 = torch.broadcast_to(_to_tensor(ft0, k), out_shape).reshape(m, -1)
-        fx_test = ft0 + ktd @ eig.apply(coef, y - f0)
-        fx_test = fx_test.reshape(len(ts), *out_shape)
-        if scalar:
-            fx_test = fx_test[0]
-        return fx_train, fx_test
+        fx_test = outputs_on_test(k, k_test_train, fx_test_0, y_shape, eig.apply(coef, y - f0))
+        return fx_train, fx_test[0] if scalar else fx_test
 
     return predict_fn
+
+
+def outputs_on_test(k: Tensor, k_test_train, fx_test_0, y_shape: tuple, weights: Tensor) -> Tensor:
+    """f_test(t) = f_test(0) + Theta(test, train) w(t) for train-side weights w of shape
+    (T, N, C): the form every function-space predictor takes on test points."""
+    ktd = _to_tensor(k_test_train, k)
+    if ktd.ndim != 2 or ktd.shape[1] != k.shape[0]:
+        raise ValueError(f"k_test_train must have shape (M, {k.shape[0]}), got {ktd.shape}")
+    m = ktd.shape[0]
+    out_shape = (m, *y_shape[1:])
+    ft0 = 0.0 if fx_test_0 is None else fx_test_0
+    ft0 = torch.broadcast_to(_to_tensor(ft0, k), out_shape).reshape(m, -1)
+    return (ft0 + ktd @ weights).reshape(weights.shape[0], *out_shape)
 
 
 def _canonical_get(get) -> tuple[tuple[str, ...], bool]:

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .mse import _as_2d_targets
+from .mse import _as_2d_targets, outputs_on_test
 from .solvers import _to_tensor, check_kernel
 
 __all__ = ["gradient_descent"]
@@ -195,16 +195,7 @@ def gradient_descent(
             fx_train = fx_train[0]
         if k_test_train is None:
             return fx_train
-        ktd = _to_tensor(k_test_train, k)
-        if ktd.ndim != 2 or ktd.shape[1] != k.shape[0]:
-            raise ValueError(f"k_test_train must have shape (M, {k.shape[0]}), got {ktd.shape}")
-        mt = ktd.shape[0]
-        out_shape = (mt, *y_shape[1:])
-        ft0 = 0.0 if fx_test_0 is None else fx_test_0
-        ft0 = torch.broadcast_to(_to_tensor(ft0, k), out_shape).reshape(mt, -1)
-        fx_test = (ft0 + ktd @ z).reshape(len(ts), *out_shape)
-        if scalar:
-            fx_test = fx_test[0]
-        return fx_train, fx_test
+        fx_test = outputs_on_test(k, k_test_train, fx_test_0, y_shape, z)
+        return fx_train, fx_test[0] if scalar else fx_test
 
     return predict_fn
