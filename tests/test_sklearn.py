@@ -201,3 +201,17 @@ def test_invalid_hyperparameters():
         NNGPRegressor(diag_reg=-1.0).fit(x, y)
     with pytest.raises(TypeError, match="architecture"):
         NNGPRegressor(architecture="relu").fit(x, y)
+
+
+@pytest.mark.parametrize("cls", [NNGPRegressor, NTKClassifier])
+def test_cg_solver_matches_cholesky(cls):
+    # a second algorithm: conjugate gradients to a 1e-10 residual against the Cholesky solve
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((60, 5)), rng.standard_normal(60)
+    if cls is NTKClassifier:
+        y = (y > 0).astype(int)
+    exact = cls(diag_reg=1e-2).fit(X, y)
+    iterative = cls(diag_reg=1e-2, solver="cg").fit(X, y)
+    np.testing.assert_allclose(iterative.dual_coef_, exact.dual_coef_, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="solver must be"):
+        cls(solver="lu").fit(X, y)

@@ -27,7 +27,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .layers import Dense, ReLU, Serial
-from .predict import cholesky_solve, gp_inference
+from .predict import gp_inference, solve
 
 __all__ = [
     "NNGPClassifier",
@@ -125,12 +125,15 @@ class _InfiniteWidthBase(BaseEstimator):
 
     _get = "nngp"
 
-    def __init__(self, architecture=None, depth=3, W_std=1.5, b_std=0.05, diag_reg=1e-4):
+    def __init__(
+        self, architecture=None, depth=3, W_std=1.5, b_std=0.05, diag_reg=1e-4, solver="cholesky"
+    ):
         self.architecture = architecture
         self.depth = depth
         self.W_std = W_std
         self.b_std = b_std
         self.diag_reg = diag_reg
+        self.solver = solver
 
     def _fit_targets(self, X, Y):
         """Store the fitted state for training inputs X (n, d) and 2-D targets Y (n, c)."""
@@ -140,7 +143,8 @@ class _InfiniteWidthBase(BaseEstimator):
         k_train = _kernel(self.net_, X, None, self._get)
         self.X_fit_ = X
         self.y_fit_ = Y
-        self.dual_coef_ = cholesky_solve(k_train, _as_tensor(Y), float(self.diag_reg)).numpy()
+        y = _as_tensor(Y)
+        self.dual_coef_ = solve(k_train, y, float(self.diag_reg), self.solver).numpy()
         return self
 
     def _decision(self, X):
@@ -205,6 +209,8 @@ class NNGPRegressor(_InfiniteWidthRegressor):
         depth, W_std, b_std: the default architecture (ignored when ``architecture`` is given).
         diag_reg: relative regularization, K_reg = K + diag_reg * mean(diag K) * I (the
             observation-noise variance relative to the mean prior variance).
+        solver: ``"cholesky"`` or ``"cg"`` (conjugate gradients, for training sets too large
+            to factorize) for the fit; ``return_std`` always factorizes.
 
     Attributes:
         net_: the network used; X_fit_, y_fit_: training data (y 2-D); dual_coef_:

@@ -14,6 +14,7 @@ from .solvers import (
     check_kernel,
     cholesky_factor,
     cholesky_solve,
+    solve,
 )
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Gaussian",
     "add_diagonal_regularizer",
     "cg_solve",
+    "solve",
     "check_kernel",
     "cholesky_factor",
     "cholesky_solve",

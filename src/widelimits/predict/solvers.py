@@ -21,6 +21,7 @@ __all__ = [
     "CGInfo",
     "add_diagonal_regularizer",
     "cg_solve",
+    "solve",
     "check_kernel",
     "cholesky_factor",
     "cholesky_solve",
@@ -181,3 +182,20 @@ def cg_solve(
             stacklevel=2,
         )
     return x.reshape(shape), CGInfo(iterations=it, residual=res, converged=converged)
+
+
+SOLVERS = ("cholesky", "cg")
+
+
+def solve(k, b, diag_reg: float = 0.0, solver: str = "cholesky", tol: float = 1e-10) -> Tensor:
+    """Solve ``(K + diag_reg * mean(diag K) * I) X = B`` with the named solver.
+
+    ``"cholesky"`` (exact, O(N^3) time and O(N^2) extra memory) or ``"cg"`` (preconditioned
+    conjugate gradients to relative residual ``tol``: O(N^2) per iteration, no factorization,
+    for sizes where a dense factorization is too slow or too large).
+    """
+    if solver == "cholesky":
+        return cholesky_solve(k, b, diag_reg)
+    if solver == "cg":
+        return cg_solve(k, b, diag_reg, tol=tol)[0]
+    raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
