@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -208,32 +209,36 @@ def test_dropout_cross_kernel_uses_independent_masks():
 
 
 @pytest.mark.slow
-def test_empirical_ntk_converges_with_width():
+@pytest.mark.parametrize("implementation", ["structured", "jacobian"])
+def test_empirical_ntk_converges_with_width(implementation):
     """The relative (Frobenius) error of one network's empirical NTK to the analytic NTK falls
     with the width like width^(-1/2) (fluctuations; the O(1/width) bias falls faster): averaged
-    over 16 seeds (one network's error has a broad distribution), it decreases across widths
-    64, 256, 1024 and its log-log slope is near -1/2 (-0.41 to -0.58 over other seed sets)."""
+    over 16 seeds (one network's error has a broad distribution), the least-squares log-log slope
+    over widths 64 ... 1024 (five widths) is near -1/2 (-0.41 to -0.58 over other seed sets)."""
     x1, _ = _inputs()
     net = wl.Serial(
         wl.Dense(W_std=1.4, b_std=0.1), wl.ReLU(), wl.Dense(W_std=1.4, b_std=0.1), wl.Erf(),
         wl.Dense(1, W_std=1.2),
     )  # fmt: skip
     analytic = net.kernel(x1, get="ntk")
-    widths, seeds = [64, 256, 1024], range(16)
+    widths, seeds = [64, 128, 256, 512, 1024], range(16)
     errors = []
     for width in widths:
         errs = [
             relative_error(
-                empirical_ntk(net.build(x1.shape[1], width, seed=s, dtype=torch.float64), x1),
+                empirical_ntk(
+                    net.build(x1.shape[1], width, seed=s, dtype=torch.float64),
+                    x1,
+                    implementation=implementation,
+                ),
                 analytic,
             )
             for s in seeds
         ]
         errors.append(sum(errs) / len(errs))
-    assert errors[0] > errors[1] > errors[2], errors
-    slope = math.log(errors[2] / errors[0]) / math.log(widths[2] / widths[0])
-    assert -0.8 < slope < -0.3, (errors, slope)
-    assert errors[2] < 0.1, errors
+    slope = np.polyfit(np.log(widths), np.log(errors), 1)[0]
+    assert -0.65 < slope < -0.35, (errors, slope)
+    assert errors[-1] < 0.1, errors
 
 
 @pytest.mark.slow

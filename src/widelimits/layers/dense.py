@@ -135,6 +135,18 @@ class DenseModule(nn.Module):
         self.weight = nn.Parameter(weight)
         self.bias = None if bias is None else nn.Parameter(bias)
 
+    @property
+    def weight_multiplier(self) -> float:
+        """c in z = c W a + d b (what the structured empirical NTK needs to know)."""
+        if self.parametrization == "standard":
+            return 1.0
+        return self.W_std / math.sqrt(self.in_features)
+
+    @property
+    def bias_multiplier(self) -> float:
+        """d in z = c W a + d b."""
+        return 1.0 if self.parametrization == "standard" else float(self.b_std or 0.0)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim > 2:  # spatial inputs (N, C, ...): act on the channel axis
             return (

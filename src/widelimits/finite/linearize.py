@@ -1,0 +1,95 @@
+r"""Taylor models of a network in its parameters: linearization and higher orders.
+
+With theta_0 the parameters at construction and Delta = theta - theta_0,
+
+    f_lin(x; theta)   = f(x; theta_0) + J(x; theta_0) Delta,
+    f_k(x; theta)     = sum_{j=0}^{k} (1 / j!) D^j f(x; theta_0)[Delta, ..., Delta].
+
+J Delta is one Jacobian-vector product (``torch.func.jvp``), never a stored Jacobian; order j
+nests j of them.  Trained by gradient descent on MSE, f_lin follows exactly the kernel dynamics
+of the empirical NTK at theta_0, which is why it tracks a wide network's training.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from torch import Tensor, nn
+from torch.func import functional_call, jvp
+
+from .ntk import ParamSelection, check_model, select_parameters
+
+__all__ = ["TaylorExpanded", "linearize", "taylor_expand"]
+
+
+class TaylorExpanded(nn.Module):
+    """The degree-``degree`` Taylor model of ``model`` around its current parameters.
+
+    Its trainable parameters (``self.theta``, keyed by the model's parameter names with ``.``
+    written as ``:``) start at theta_0; a frozen copy of the model keeps theta_0 and the buffers
+    as buffers, so ``.to(device)`` and ``state_dict`` work as for any module.  Only the selected
+    ``params`` move; the others stay at their initial values.
+    """
+
+    def __init__(self, model: nn.Module, degree: int = 1, params: ParamSelection = None):
+        super().__init__()
+        if not isinstance(degree, int) or degree < 1:
+            raise ValueError(f"degree must be a positive integer, got {degree!r}")
+        check_model(model)
+        names = list(select_parameters(model, params))
+        self.degree = degree
+        self.base = copy.deepcopy(model)
+        for module in self.base.modules():  # theta_0 becomes buffers: nothing here trains it
+            for name, p in list(module._parameters.items()):
+                del module._parameters[name]
+                module.register_buffer(name, None if p is None else p.detach().clone())
+        state = dict(self.base.named_buffers())
+        self.names = names
+        self.theta = nn.ParameterDict(
+            {n.replace(".", ":"): nn.Parameter(state[n].clone()) for n in names}
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        state = dict(self.base.named_buffers())
+        theta0 = {n: state[n] for n in self.names}
+        delta = {n: self.theta[n.replace(".", ":")] - theta0[n] for n in self.names}
+
+        def f(p: dict) -> Tensor:
+            out = functional_call(self.base, {**state, **p}, (x,))
+            if not isinstance(out, Tensor):
+                raise TypeError(f"the model must return a tensor, got {type(out).__name__}")
+            return out
+
+        total, term, fn = f(theta0), None, f
+        for j in range(1, self.degree + 1):
+            fn = _directional(fn, delta)
+            term = fn(theta0)
+            total = total + term / math.factorial(j)
+        return total
+
+
+def _directional(fn, delta: dict):
+    """p -> D fn(p)[delta], by a Jacobian-vector product."""
+
+    def derivative(p: dict) -> Tensor:
+        try:
+            return jvp(fn, (p,), (delta,))[1]
+        except NotImplementedError as err:
+            raise NotImplementedError(
+                f"the model uses an operation without forward-mode autodiff ({err}); in "
+                "eval mode some fused kernels (e.g. the transformer fast path) lack it: try "
+                "model.train() with dropout set to 0"
+            ) from err
+
+    return derivative
+
+
+def linearize(model: nn.Module, params: ParamSelection = None) -> TaylorExpanded:
+    r"""f(x; theta_0) + J(x; theta_0)(theta - theta_0) as a trainable module (see module doc)."""
+    return TaylorExpanded(model, 1, params)
+
+
+def taylor_expand(model: nn.Module, degree: int, params: ParamSelection = None) -> TaylorExpanded:
+    """The degree-``degree`` Taylor model of ``model`` in its parameters, trainable."""
+    return TaylorExpanded(model, degree, params)

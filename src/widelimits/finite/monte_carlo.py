@@ -1,0 +1,126 @@
+"""Monte Carlo kernels: averages over random finite networks, with standard errors.
+
+One sample of the NNGP is the output covariance f(x1) f(x2)^T / O of a network with O outputs;
+one sample of the NTK is its empirical NTK (traced over outputs).  Their averages converge to
+the infinite-width kernels as the width grows, up to an O(1/width) bias.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .ntk import empirical_ntk
+
+__all__ = ["monte_carlo_kernel", "monte_carlo_kernels", "MonteCarloKernel", "relative_error"]
+
+
+@dataclass(frozen=True)
+class MonteCarloKernel:
+    """Averages over ``n_samples`` random finite networks and their standard errors."""
+
+    nngp: Tensor | None
+    ntk: Tensor | None
+    nngp_stderr: Tensor | None
+    ntk_stderr: Tensor | None
+    n_samples: int
+
+
+class _Running:
+    """Welford running mean and variance of a tensor-valued sample."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, None, None
+
+    def add(self, x: Tensor) -> None:
+        x = x.detach()
+        self.n += 1
+        if self.mean is None:
+            self.mean, self.m2 = x.clone(), torch.zeros_like(x)
+            return
+        delta = x - self.mean
+        self.mean = self.mean + delta / self.n  # new tensors: yielded estimates stay as they were
+        self.m2 = self.m2 + delta * (x - self.mean)
+
+    def stderr(self) -> Tensor:
+        return torch.sqrt(self.m2 / max(self.n - 1, 1) / self.n)
+
+
+def _model_factory(net, x1: Tensor, width, dtype) -> Callable[[int], nn.Module]:
+    if hasattr(net, "build"):
+        if width is None:
+            raise ValueError("pass width=... to build finite networks from a layer description")
+        return lambda seed: net.build(x1.shape[1], width, seed=seed, dtype=dtype)
+    if callable(net):
+        if width is not None:
+            raise ValueError("width applies to layer descriptions; a factory sets its own")
+        return net
+    raise TypeError("net must be a widelimits layer description or a callable seed -> module")
+
+
+def monte_carlo_kernels(
+    net,
+    x1: Tensor,
+    x2: Tensor | None = None,
+    *,
+    n_samples: int,
+    width: int | None = None,
+    get: tuple[str, ...] = ("nngp", "ntk"),
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    progress: bool | None = None,
+    **ntk_options,
+) -> Iterator[MonteCarloKernel]:
+    """Running Monte Carlo estimates, one after each of ``n_samples`` random networks.
+
+    ``net`` is a widelimits description (built at hidden ``width``) or any factory
+    ``seed -> nn.Module``; network ``s`` uses seed ``seed + s``.  ``ntk_options`` go to
+    `empirical_ntk` (e.g. ``implementation``, ``params``).
+    """
+    from tqdm.auto import tqdm
+
+    if n_samples < 2:
+        raise ValueError("n_samples must be at least 2 to estimate a standard error")
+    get = (get,) if isinstance(get, str) else tuple(get)
+    if not get or not set(get) <= {"nngp", "ntk"}:
+        raise ValueError(f"get must name 'nngp' and/or 'ntk', got {get}")
+    dtype = dtype or x1.dtype
+    x1 = x1.to(dtype)
+    x2 = None if x2 is None else x2.to(dtype)
+    make = _model_factory(net, x1, width, dtype)
+    nngp, ntk = _Running(), _Running()
+    show = progress if progress is not None else n_samples >= 50 and sys.stderr.isatty()
+    for s in tqdm(range(n_samples), desc="Monte Carlo", disable=not show, leave=False):
+        model = make(seed + s)
+        if "nngp" in get:
+            with torch.no_grad():
+                f1 = model(x1)
+                f2 = f1 if x2 is None else model(x2)
+            f1, f2 = f1.reshape(len(f1), -1), f2.reshape(len(f2), -1)
+            nngp.add(f1 @ f2.T / f1.shape[1])
+        if "ntk" in get:
+            ntk.add(empirical_ntk(model, x1, x2, **ntk_options))
+        if s >= 1:
+            yield MonteCarloKernel(
+                nngp=nngp.mean,
+                ntk=ntk.mean,
+                nngp_stderr=nngp.stderr() if nngp.n else None,
+                ntk_stderr=ntk.stderr() if ntk.n else None,
+                n_samples=s + 1,
+            )
+
+
+def monte_carlo_kernel(net, x1: Tensor, x2: Tensor | None = None, **kwargs) -> MonteCarloKernel:
+    """The final estimate of `monte_carlo_kernels` (same arguments): kernels averaged over
+    ``n_samples`` random finite networks, with their standard errors."""
+    *_, last = monte_carlo_kernels(net, x1, x2, **kwargs)
+    return last
+
+
+def relative_error(a: Tensor, b: Tensor) -> float:
+    """Frobenius relative error ||a - b|| / ||b||."""
+    return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
