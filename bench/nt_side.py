@@ -5,7 +5,7 @@ Run with the interpreter of the separate neural-tangents environment
 
     .nt-venv/bin/python bench/nt_side.py fc --n 4000 --d 3072 --depth 2
     .nt-venv/bin/python bench/nt_side.py cnn --n 10 --gap
-    .nt-venv/bin/python bench/nt_side.py empirical --out 10 --impl 3
+    .nt-venv/bin/python bench/nt_side.py empirical --out 10 --impl 3 [--full]
     .nt-venv/bin/python bench/nt_side.py predict --n-train 1000 --n-test 500
 
 Each run prints exactly one JSON line on stdout. ``compile_s`` is the wall time
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -141,7 +142,10 @@ def run_empirical(args: argparse.Namespace) -> dict[str, Any]:
     init_fn, apply_fn, _ = _mlp(2, args.width, args.out)
     x = _inputs((args.n, args.d), args.dtype)
     _, params = init_fn(jax.random.PRNGKey(0), x.shape)
-    ntk_fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), implementation=args.impl))
+    trace_axes = () if args.full else (-1,)
+    ntk_fn = jax.jit(
+        nt.empirical_ntk_fn(apply_fn, trace_axes=trace_axes, implementation=args.impl)
+    )
 
     first, best, ntk = _time_calls(lambda: ntk_fn(x, None, params), args.repeats)
     _save(args.save, x=x, ntk=ntk)
@@ -150,9 +154,11 @@ def run_empirical(args: argparse.Namespace) -> dict[str, Any]:
         "d": args.d,
         "out": args.out,
         "impl": args.impl,
+        "full": args.full,
         "dtype": args.dtype,
         "compile_s": first,
         "best_s": best,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
@@ -218,6 +224,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--out", type=int, default=1)
     p.add_argument("--impl", type=int, choices=(1, 2, 3), default=1)
+    p.add_argument(
+        "--full", action="store_true", help="full (N, N, out, out) blocks: trace_axes=()"
+    )
     p.set_defaults(run=run_empirical)
 
     p = add_case("predict", "infinite-time NTK-GP mean prediction")

@@ -14,12 +14,10 @@ from widelimits.cli import build_parser, main
 from widelimits.demo import (
     DemoConfig,
     fit_power_law,
-    layerwise_empirical_ntk,
     log_spaced_steps,
     make_network,
     stable_learning_rate,
 )
-from widelimits.finite import empirical_ntk
 
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
@@ -103,18 +101,6 @@ def test_report_contains_the_numbers(quick_demo):
     for r in results["ntk_error"]["rows"]:
         assert f"| {r['width']} | {r['mean']:.4f} |" in report
     assert f"{results['ntk_error']['slope']:.3f}" in report
-
-
-def test_layerwise_ntk_matches_jacobian_ntk():
-    """The per-layer NTK formula used by the demo equals the torch.func Jacobian NTK."""
-    net = make_network(DemoConfig())
-    x = torch.randn(12, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    model = net.build(7, 24, seed=3, dtype=torch.float64)
-    torch.testing.assert_close(layerwise_empirical_ntk(model, x), empirical_ntk(model, x))
-    std = wl.Serial(wl.Dense(W_std=1.3, b_std=0.2, parametrization="standard"), wl.ReLU(),
-                    wl.Dense(3, W_std=0.7, parametrization="standard"))  # fmt: skip
-    model = std.build(7, 16, seed=1, dtype=torch.float64)
-    torch.testing.assert_close(layerwise_empirical_ntk(model, x), empirical_ntk(model, x))
 
 
 def test_stable_learning_rate_is_a_fraction_of_the_edge():

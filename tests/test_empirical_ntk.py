@@ -83,9 +83,9 @@ def layernorm_mlp():
     return nn.Sequential(nn.Linear(5, 6), nn.LayerNorm(6), nn.GELU(), nn.Linear(6, 2))
 
 
-def widelimits_net():
+def widelimits_net(parametrization="ntk"):
     net = wl.Serial(wl.Dense(W_std=1.3, b_std=0.2), wl.Erf(), wl.Dense(2, b_std=0.1))
-    return net.build(5, 9, seed=3, dtype=torch.float64)
+    return net.build(5, 9, parametrization=parametrization, seed=3, dtype=torch.float64)
 
 
 MODELS = {
@@ -96,6 +96,7 @@ MODELS = {
     "shared": (SharedWeights, (5, 5)),
     "transformer": (Transformer, (4, 3, 3)),
     "widelimits": (widelimits_net, (6, 5)),
+    "widelimits-standard": (lambda: widelimits_net("standard"), (6, 5)),
 }
 
 
@@ -129,7 +130,14 @@ def test_implementations_agree(name, outputs):
 
 @pytest.mark.parametrize(
     "name, covered",
-    [("mlp", 1.0), ("cnn1d", 1.0), ("resnet", None), ("shared", None), ("widelimits", 1.0)],
+    [
+        ("mlp", 1.0),
+        ("cnn1d", 1.0),
+        ("resnet", None),
+        ("shared", None),
+        ("widelimits", 1.0),
+        ("widelimits-standard", 1.0),
+    ],
 )
 def test_structured_path_covers_linear_and_conv_layers(name, covered):
     """The fast path really factorizes (no silent fallback); tied weights are excluded."""

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .finite import empirical_ntk
 from .predict import gradient_descent_mse
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "gd_training_curve",
     "infinite_width_curve",
     "log_spaced_steps",
-    "layerwise_empirical_ntk",
     "ntk_error_vs_width",
     "fit_power_law",
     "plot_results",
@@ -398,56 +398,6 @@ def infinite_width_curve(
     }
 
 
-def layerwise_empirical_ntk(model: nn.Module, x: Tensor) -> Tensor:
-    """Empirical NTK (traced over outputs, float64) of a network of widelimits Dense layers.
-
-    For a Dense layer z = c W a + d b, df/dW = c delta a^T and df/db = d delta, with
-    delta = df/dz, so its share of the NTK is c^2 (a a^T) * (delta delta^T) + d^2 delta delta^T.
-    This needs one forward pass and one backward pass per output, never the (N, P) Jacobian,
-    so it is cheap at widths where `widelimits.finite.empirical_ntk` would need gigabytes.
-    Examples must not interact (no batch statistics), which holds for Dense/activation nets.
-    """
-    from .layers.dense import DenseModule
-
-    dense = [m for m in model.modules() if isinstance(m, DenseModule)]
-    owned = {id(p) for m in dense for p in m.parameters()}
-    if any(p.requires_grad and id(p) not in owned for p in model.parameters()):
-        raise ValueError(
-            "layerwise_empirical_ntk handles only Dense parameters; use "
-            "widelimits.finite.empirical_ntk for other layers"
-        )
-    records: list[tuple[nn.Module, Tensor, Tensor]] = []
-    hooks = [
-        m.register_forward_hook(lambda mod, inp, out: records.append((mod, inp[0], out)))
-        for m in dense
-    ]
-    try:
-        with torch.enable_grad():
-            out = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    if out.ndim != 2:
-        raise ValueError(f"expected outputs of shape (N, outputs), got {tuple(out.shape)}")
-    inputs_gram = [a.detach().double() @ a.detach().double().T for _, a, _ in records]
-    zs = [z for _, _, z in records]
-    n_out = out.shape[1]
-    ntk = torch.zeros(len(x), len(x), dtype=torch.float64)
-    for o in range(n_out):
-        deltas = torch.autograd.grad(out[:, o].sum(), zs, retain_graph=o < n_out - 1)
-        for (mod, _, _), gram, delta in zip(records, inputs_gram, deltas, strict=True):
-            d = delta.double()
-            dd = d @ d.T
-            if mod.parametrization == "ntk":
-                cw, cb = mod.W_std**2 / mod.in_features, (mod.b_std or 0.0) ** 2
-            else:
-                cw, cb = 1.0, 1.0
-            ntk += cw * gram * dd
-            if mod.bias is not None:
-                ntk += cb * dd
-    return ntk / n_out
-
-
 def relative_frobenius_error(a: Tensor, b: Tensor) -> float:
     """||a - b||_F / ||b||_F."""
     return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
@@ -478,7 +428,7 @@ def ntk_error_vs_width(
             errs = []
             for s in range(n_seeds):
                 model = net.build(x.shape[1], width, seed=seed + s, dtype=torch.float32)
-                errs.append(relative_frobenius_error(layerwise_empirical_ntk(model, x32), analytic))
+                errs.append(relative_frobenius_error(empirical_ntk(model, x32), analytic))
         rows.append(
             {
                 "width": width,
@@ -494,17 +444,6 @@ def fit_power_law(widths, values) -> tuple[float, float]:
     """Least-squares fit of log(value) = log(c) + slope * log(width); returns (slope, c)."""
     slope, intercept = np.polyfit(np.log(np.asarray(widths, float)), np.log(values), 1)
     return float(slope), float(np.exp(intercept))
-
-
-def check_layerwise_ntk(net, x: Tensor, seed: int) -> float:
-    """Largest relative difference between `layerwise_empirical_ntk` and the general
-    `widelimits.finite.empirical_ntk` (torch.func Jacobians) on a small float64 network."""
-    from .finite import empirical_ntk
-
-    model = net.build(x.shape[1], 32, seed=seed, dtype=torch.float64)
-    x = x.double()
-    ref = empirical_ntk(model, x)
-    return float((layerwise_empirical_ntk(model, x) - ref).abs().max() / ref.abs().max())
 
 
 # ----------------------------------------------------------------------------------- outputs
@@ -634,9 +573,8 @@ def write_report(results: dict, path: Path) -> None:
         "2 Y.size / lambda_max(Theta) of the analytic NTK; weight seed "
         f"{s['seed']}.",
         f"- NTK error: traced empirical NTK at initialization on {s['ntk_points']} test images, "
-        f"{s['ntk_seeds']} networks per width, against the analytic NTK. The per-layer formula "
-        "used for it agrees with `widelimits.finite.empirical_ntk` to "
-        f"{results['layerwise_check']:.1e} (relative).",
+        f"{s['ntk_seeds']} networks per width, against the analytic NTK "
+        "(`widelimits.finite.empirical_ntk`, structured path).",
         "",
         "## Test accuracy",
         "",
@@ -911,7 +849,6 @@ def _run_demo(
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     subset = torch.randperm(len(x_te), generator=gen)[: config.ntk_points]
-    check = check_layerwise_ntk(net, x_te[subset[:16]], seed)
     ntk_err = ntk_error_vs_width(
         net, x_te[subset], config.ntk_widths, config.ntk_seeds, seed, threads, progress
     )
@@ -931,7 +868,6 @@ def _run_demo(
         "uncertainty": uncertainty,
         "training_curve": curve,
         "ntk_error": ntk_err,
-        "layerwise_check": check,
         "setup": {
             **asdict(config),
             "quick": quick,
