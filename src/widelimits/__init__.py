@@ -7,7 +7,7 @@ Write an architecture once from layers; get its closed-form NNGP and NTK kernels
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import finite, predict
+from . import finite, limits, predict
 from .kernel import Kernel
 from .layers import (
     GELU,
@@ -41,6 +41,7 @@ from .layers import (
     Sign,
     Sin,
 )
+from .limits import InitCorrected, Scaling, optimizer
 
 try:
     __version__ = version("widelimits")
@@ -52,7 +53,7 @@ __all__ = [
     "FanInConcat", "FanInProd", "FanInSum", "FanOut", "GELU", "Gaussian", "Hermite", "Identity",
     "Kernel", "Layer", "LayerNorm", "LeakyReLU", "Monomial", "Parallel", "Polynomial", "RBF",
     "ReLU", "RectifiedMonomial", "Residual", "Serial", "Sign", "Sin", "__version__",
-    "finite", "predict",
+    "finite", "predict", "limits", "Scaling", "optimizer", "InitCorrected",
 ]  # fmt: skip
 
 

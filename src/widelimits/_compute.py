@@ -115,7 +115,9 @@ def _input_state(
     if b is None and var_b is None:
         return Kernel(var_a, ntk, var_a, var_a, width=d, batch_diagonal=True)
     if b is None:
-        nngp = torch.mm(a, a.T).div_(d)
+        nngp = torch.mm(a, a.T)
+        # Some BLAS kernels round a a^T asymmetrically; averaging makes it symmetric bit for bit.
+        nngp = nngp.add_(nngp.T.clone()).div_(2 * d)
         nngp.diagonal().copy_(var_a)
         return Kernel(nngp, ntk, var_a, var_a, width=d, same_example_diagonal=True)
     return Kernel(torch.mm(a, b.T).div_(d), ntk, var_a, var_b, width=d)

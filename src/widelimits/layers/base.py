@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..kernel import Kernel
+from ..limits.scaling import Scaling
 
 __all__ = ["Layer", "BuildContext"]
 
@@ -32,15 +33,16 @@ class BuildContext:
 
     widths: Iterator[int]
     generator: torch.Generator
-    parametrization: str | None = None
+    parametrization: str | Scaling | None = None
     dtype: torch.dtype = torch.float32
     hidden_widths_used: list[int] = field(default_factory=list)
+    dense_layers_built: int = 0
 
     @classmethod
     def make(
         cls,
         width: int | Sequence[int],
-        parametrization: str | None,
+        parametrization: str | Scaling | None,
         seed: int | None,
         dtype: torch.dtype,
     ) -> BuildContext:
@@ -143,7 +145,7 @@ class Layer:
         self,
         in_features: int,
         width: int | Sequence[int],
-        parametrization: str | None = None,
+        parametrization: str | Scaling | None = None,
         seed: int | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> nn.Module:
@@ -153,17 +155,22 @@ class Layer:
             in_features: number of input features.
             width: width of every hidden layer (``Dense(out=None)``), or one width per hidden
                 layer in order.
-            parametrization: overrides every Dense layer's parametrization (``"ntk"`` or
-                ``"standard"``).
+            parametrization: overrides every Dense layer's parametrization: ``"ntk"``,
+                ``"standard"``, or a `widelimits.Scaling` (one entry per Dense layer, in order;
+                init std, forward multiplier and learning-rate factor scale with
+                rho = width / scaling.ref_width; see `widelimits.limits.scaling`).
             seed: seed of the weight initialisation (random when ``None``).
             dtype: parameter dtype.
 
         As the widths grow, the outputs at initialisation tend to a Gaussian process with this
         description's NNGP kernel, and the empirical NTK to its analytic NTK.
         """
-        if parametrization not in (None, "ntk", "standard"):
+        if parametrization not in (None, "ntk", "standard") and not isinstance(
+            parametrization, Scaling
+        ):
             raise ValueError(
-                f"parametrization must be 'ntk' or 'standard', got {parametrization!r}"
+                "parametrization must be 'ntk', 'standard' or a widelimits.Scaling, got "
+                f"{parametrization!r}"
             )
         if not isinstance(in_features, int) or in_features < 1:
             raise ValueError(f"in_features must be a positive integer, got {in_features!r}")
@@ -171,6 +178,14 @@ class Layer:
         module, out = self.build_module(in_features, ctx)
         if isinstance(out, tuple):
             raise ValueError("the network ends with unmerged branches; end it with a FanIn layer")
+        if (
+            isinstance(parametrization, Scaling)
+            and ctx.dense_layers_built != parametrization.n_layers
+        ):
+            raise ValueError(
+                f"the scaling has {parametrization.n_layers} layers but the network has "
+                f"{ctx.dense_layers_built} Dense layers; give one exponent per Dense layer"
+            )
         if not isinstance(width, int) and next(ctx.widths, None) is not None:
             raise ValueError(
                 f"build() got more widths than the network's {len(ctx.hidden_widths_used)} "

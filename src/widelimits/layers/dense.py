@@ -106,46 +106,60 @@ class Dense(Layer):
             raise TypeError("Dense got several branches; merge them first with a FanIn layer")
         out = self.out if self.out is not None else ctx.next_width()
         param = ctx.parametrization or self.parametrization
-        module = DenseModule(in_features, out, self.W_std, self.b_std, param, ctx)
+        w_std, b_std = float(self.W_std), None if self.b_std is None else float(self.b_std)
+        lr_scale = 1.0
+        if param == "ntk":  # W, b ~ N(0, 1); scales in the forward pass
+            w_mult, b_mult, w_init, b_init = w_std / math.sqrt(in_features), b_std, 1.0, 1.0
+        elif param == "standard":  # scales in the initialization
+            w_mult, b_mult, w_init, b_init = 1.0, 1.0, w_std / math.sqrt(in_features), b_std
+        else:  # a Scaling: standard at the reference width, exponents of rho away from it
+            layer = ctx.dense_layers_built
+            if layer >= param.n_layers:
+                raise ValueError(
+                    f"the scaling has {param.n_layers} layers but the network has more Dense "
+                    "layers; give one exponent per Dense layer"
+                )
+            used = ctx.hidden_widths_used
+            before = used if self.out is not None else used[:-1]  # widths feeding this layer
+            rho_in = param.rho(before[-1]) if layer > 0 and before else 1.0
+            width = used[-1] if used else param.ref_width
+            fan_in_ref = in_features / rho_in
+            w_mult = b_mult = param.multiplier(layer, width)  # a bias: a weight on input 1
+            w_init = w_std / math.sqrt(fan_in_ref) * param.init_scale(layer, width)
+            b_init = None if b_std is None else b_std * param.init_scale(layer, width)
+            lr_scale = param.lr_scale(layer, width)
+        ctx.dense_layers_built += 1
+        weight = ctx.randn(out, in_features) * w_init
+        bias = None if b_std is None else ctx.randn(out) * b_init
+        name = param if isinstance(param, str) else param.name
+        module = DenseModule(weight, bias, w_mult, b_mult or 0.0, lr_scale, name)
         return module, out
 
 
 class DenseModule(nn.Module):
-    """The finite fully connected layer built by `Dense` (acts on the feature axis 1)."""
+    """The finite fully connected layer built by `Dense`: z = c W a + d b on the feature axis 1.
+
+    ``weight_multiplier`` c and ``bias_multiplier`` d are plain numbers fixed at build time;
+    ``lr_scale`` is the factor `widelimits.optimizer` applies to this layer's learning rate.
+    """
 
     def __init__(
         self,
-        in_features: int,
-        out_features: int,
-        W_std: float | Tensor,
-        b_std: float | Tensor | None,
-        parametrization: str,
-        ctx: BuildContext,
+        weight: Tensor,
+        bias: Tensor | None,
+        weight_multiplier: float,
+        bias_multiplier: float,
+        lr_scale: float = 1.0,
+        parametrization: str = "ntk",
     ) -> None:
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.parametrization = parametrization
-        self.W_std = float(W_std)
-        self.b_std = None if b_std is None else float(b_std)
-        weight = ctx.randn(out_features, in_features)
-        bias = None if b_std is None else ctx.randn(out_features)
-        if parametrization == "standard":
-            weight = weight * (self.W_std / math.sqrt(in_features))
-            bias = None if bias is None else bias * self.b_std
+        self.out_features, self.in_features = weight.shape
         self.weight = nn.Parameter(weight)
         self.bias = None if bias is None else nn.Parameter(bias)
-
-    @property
-    def weight_multiplier(self) -> float:
-        """c in z = c W a + d b (what the structured empirical NTK needs to know)."""
-        if self.parametrization == "standard":
-            return 1.0
-        return self.W_std / math.sqrt(self.in_features)
-
-    @property
-    def bias_multiplier(self) -> float:
-        """d in z = c W a + d b."""
-        return 1.0 if self.parametrization == "standard" else float(self.b_std or 0.0)
+        self.weight_multiplier = float(weight_multiplier)
+        self.bias_multiplier = float(bias_multiplier)
+        self.lr_scale = float(lr_scale)
+        self.parametrization = parametrization
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim > 2:  # spatial inputs (N, C, ...): act on the channel axis
@@ -154,15 +168,16 @@ class DenseModule(nn.Module):
                 .reshape(*x.movedim(1, -1).shape[:-1], self.out_features)
                 .movedim(-1, 1)
             )
-        if self.parametrization == "standard":
-            return torch.nn.functional.linear(x, self.weight, self.bias)
-        y = torch.nn.functional.linear(x, self.weight) * (self.W_std / math.sqrt(self.in_features))
+        y = torch.nn.functional.linear(x, self.weight)
+        if self.weight_multiplier != 1.0:
+            y = y * self.weight_multiplier
         if self.bias is not None:
-            y = y + self.b_std * self.bias
+            y = y + (self.bias if self.bias_multiplier == 1.0 else self.bias_multiplier * self.bias)
         return y
 
     def extra_repr(self) -> str:
         return (
-            f"{self.in_features} -> {self.out_features}, W_std={self.W_std}, b_std={self.b_std}, "
-            f"parametrization={self.parametrization!r}"
+            f"{self.in_features} -> {self.out_features}, weight_multiplier="
+            f"{self.weight_multiplier:.4g}, bias_multiplier={self.bias_multiplier:.4g}, "
+            f"lr_scale={self.lr_scale:.4g}, parametrization={self.parametrization!r}"
         )

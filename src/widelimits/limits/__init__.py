@@ -1,0 +1,13 @@
+"""The map of infinite-width limits: how hyperparameters scale with width, which limit a scaling
+reaches, and finite models under a scaling.
+
+- `Scaling`: per-layer abc exponents (standard, NTK, mean field, muP, the one-hidden-layer
+  (q_sigma, q_tilde) plane, any exponents), consulted by ``net.build(..., parametrization=)``.
+- `optimizer`, `apply_scaling`: per-layer learning rates; plain torch MLPs under a scaling.
+- `InitCorrected`: the initialization-corrected mean-field model.
+"""
+
+from .scaling import Scaling
+from .training import InitCorrected, apply_scaling, optimizer
+
+__all__ = ["Scaling", "optimizer", "apply_scaling", "InitCorrected"]
