@@ -5,9 +5,23 @@ reaches, and finite models under a scaling.
   (q_sigma, q_tilde) plane, any exponents), consulted by ``net.build(..., parametrization=)``.
 - `optimizer`, `apply_scaling`: per-layer learning rates; plain torch MLPs under a scaling.
 - `InitCorrected`: the initialization-corrected mean-field model.
+- `classify`: which of the plane's 13 regions a scaling is in and its limit's properties, and
+  the Tensor-Programs verdict for abc-parametrizations; `plot_plane` draws the map.
 """
 
+from .classify import NAMED_POINTS, REGIONS, Classification, classify
+from .plot import plot_plane
 from .scaling import Scaling
 from .training import InitCorrected, apply_scaling, optimizer
 
-__all__ = ["Scaling", "optimizer", "apply_scaling", "InitCorrected"]
+__all__ = [
+    "Scaling",
+    "classify",
+    "Classification",
+    "NAMED_POINTS",
+    "REGIONS",
+    "plot_plane",
+    "optimizer",
+    "apply_scaling",
+    "InitCorrected",
+]

@@ -61,12 +61,15 @@ class Scaling:
     c: tuple[float, ...]
     ref_width: int = 128
     name: str = "custom"
+    optimizer: str = "sgd"  # what the exponents c are meant for (SGD or Adam)
 
     def __post_init__(self) -> None:
         a = _exponents("a", self.a)
         object.__setattr__(self, "a", a)
         object.__setattr__(self, "b", _exponents("b", self.b, len(a)))
         object.__setattr__(self, "c", _exponents("c", self.c, len(a)))
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if not isinstance(self.ref_width, int) or self.ref_width < 1:
             raise ValueError(f"ref_width must be a positive integer, got {self.ref_width!r}")
 
@@ -104,7 +107,8 @@ class Scaling:
             return cls(a, (0.5,) * n, (0.0,) * n, ref_width, "muP")
         if optimizer == "adam":
             b = (0.0,) + (0.5,) * (n - 2) + (1.0,)
-            return cls((0.0,) * n, b, (0.0,) + (1.0,) * (n - 1), ref_width, "muP-adam")
+            c = (0.0,) + (1.0,) * (n - 1)
+            return cls((0.0,) * n, b, c, ref_width, "muP-adam", optimizer="adam")
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
 
     @classmethod
@@ -144,6 +148,7 @@ class Scaling:
             tuple(x - 2 * s for x, s in zip(self.c, ts, strict=True)),
             self.ref_width,
             f"{self.name} shifted",
+            self.optimizer,
         )
 
     def plane_coordinates(self) -> tuple[float, float] | None:
