@@ -44,10 +44,11 @@ class Dense(Layer):
         Theta' = K' + sigma_w^2 Theta                          (ntk)
         Theta' = n_in K + sigma_w^2 Theta + [1 if bias]        (standard)
 
-    The NNGP of the input layer is K^0(x, x') = x . x' / n_in.
+    The NNGP of the input layer is K^0(x, x') = x . x' / n_in.  ``trainable=False`` freezes the
+    layer: its parameters get no gradient (``requires_grad=False`` on the finite side) and add
+    nothing to the NTK, Theta' = sigma_w^2 Theta; the NTK of a network is the sum over its Dense
+    layers of the NTKs with only that layer trainable.
     """
-
-    has_parameters = True
 
     def __init__(
         self,
@@ -55,6 +56,7 @@ class Dense(Layer):
         W_std: float | Tensor = 1.0,
         b_std: float | Tensor | None = None,
         parametrization: str = "ntk",
+        trainable: bool = True,
     ) -> None:
         if out is not None and (not isinstance(out, int) or isinstance(out, bool) or out < 1):
             raise ValueError(f"Dense(out=...) must be None (hidden) or a positive int, got {out!r}")
@@ -68,6 +70,7 @@ class Dense(Layer):
         self.W_std = W_std
         self.b_std = b_std
         self.parametrization = parametrization
+        self.has_parameters = bool(trainable)
 
     def kernel_fn(self, k: Kernel) -> Kernel:
         if not isinstance(k, Kernel):
@@ -87,6 +90,8 @@ class Dense(Layer):
         out = k.map_all(affine).replace(is_gaussian=True, width=self.out)
         if k.ntk is None:
             return out
+        if not self.has_parameters:
+            return out.replace(ntk=k.ntk if unit_w else w2 * k.ntk)
         if self.parametrization == "ntk":
             ntk = out.nngp + (k.ntk if unit_w else w2 * k.ntk)
         else:
@@ -133,6 +138,7 @@ class Dense(Layer):
         bias = None if b_std is None else ctx.randn(out) * b_init
         name = param if isinstance(param, str) else param.name
         module = DenseModule(weight, bias, w_mult, b_mult or 0.0, lr_scale, name)
+        module.requires_grad_(self.has_parameters)
         return module, out
 
 

@@ -1,0 +1,295 @@
+r"""Width sweeps: train the same network at growing widths under given scalings and watch which
+infinite-width limit it approaches.
+
+A sweep trains, for each scaling and width (and seed), a network built from one description
+with full-batch gradient descent on a binary task, the learning rate eta* at the reference width
+and each layer's rate eta* rho^{-c_l} (`widelimits.optimizer`).  At logarithmically spaced steps
+it records the train/test loss and accuracy, the mean |logit| on the test set, and the mean
+diagonal of the learning-rate-weighted tangent kernel on a subset of training points, split by
+layer (sum_l eta_l |df(x)/dtheta_l|^2), with its ratio to initialization.
+
+From the records it fits the width exponents of logits and kernel at initialization (log-log
+least squares in rho = width / ref_width) and sets them next to `classify`'s predictions, and,
+where a matching limit model exists, measures the mean |f_width - f_limit| on the test set per
+recorded step:
+
+- the NTK point: kernel gradient descent (`KernelDynamics`) started from the network's own
+  initial logits (its GP draw), with the analytic tangent kernel;
+- mean field (one hidden layer): the mean-field limit (`mean_field_limit`, antithetic particles);
+- "IC-MF": the mean-field limit plus the network's own frozen correction f(theta_hat_0).
+
+Scalings are given by name ("NTK", "MF", "sym-default", "IC-MF", "standard", "muP") or as
+`Scaling` objects.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..finite import empirical_ntk
+from .classify import classify
+from .models import KernelDynamics, loss_and_derivative, mean_field_limit, tangent_kernel
+from .scaling import Scaling
+from .training import InitCorrected, optimizer
+
+__all__ = ["SweepConfig", "width_sweep", "load_binary_task", "named_scaling", "record_steps"]
+
+
+@dataclass
+class SweepConfig:
+    """What to sweep.  Defaults follow the first seed's experiment at a smaller scale."""
+
+    scalings: Sequence = ("NTK", "MF", "sym-default", "IC-MF")
+    widths: Sequence[int] = (128, 512, 2048, 8192)
+    seeds: int = 2
+    steps: int = 1000
+    lr: float = 0.02
+    ref_width: int = 128
+    hidden_layers: int = 1
+    negative_slope: float = 0.1
+    n_train: int = 1024
+    kernel_points: int = 128
+    records: int = 30
+    limit_particles: int = 2**15
+    limits: bool = True
+    data_seed: int = 0
+    dtype: str = "float32"
+
+
+def record_steps(steps: int, records: int) -> list[int]:
+    """0 and about ``records`` logarithmically spaced steps up to ``steps``."""
+    if steps < 1:
+        return [0]
+    grid = np.unique(np.round(np.logspace(0, math.log10(steps), max(records - 1, 1))).astype(int))
+    return [0] + [int(s) for s in grid if 1 <= s <= steps]
+
+
+def load_binary_task(n_train: int = 1024, seed: int = 0, dtype=torch.float32):
+    """scikit-learn's 8x8 digits as a binary task, 0-4 (label 0) vs 5-9 (label 1): a random
+    ``n_train`` training images, the rest for testing; features centred on the training mean
+    and scaled so that |x|^2 / d is 1 on average."""
+    from sklearn.datasets import load_digits
+
+    x, digit = load_digits(return_X_y=True)
+    if not 1 <= n_train < len(x):
+        raise ValueError(f"n_train must be between 1 and {len(x) - 1}, got {n_train}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], (digit[order] >= 5).astype(float)
+    x = x - x[:n_train].mean(0)
+    x = x / np.sqrt((x[:n_train] ** 2).sum(1).mean() / x.shape[1])
+    t = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
+    return t(x[:n_train]), t(y[:n_train]), t(x[n_train:]), t(y[n_train:])
+
+
+def named_scaling(name, hidden_layers: int, ref_width: int):
+    """A `Scaling` for a name (or "IC-MF", kept as the string), or the Scaling itself."""
+    if isinstance(name, Scaling):
+        return name
+    table = {
+        "NTK": lambda: Scaling.ntk(hidden_layers, ref_width),
+        "MF": lambda: Scaling.mean_field(hidden_layers, ref_width),
+        "standard": lambda: Scaling.standard(hidden_layers, ref_width),
+        "muP": lambda: Scaling.mup(hidden_layers, ref_width),
+        "sym-default": lambda: Scaling.plane(-0.5, 0.5, ref_width),
+    }
+    if name == "IC-MF":
+        if hidden_layers != 1:
+            raise ValueError("IC-MF is defined here for one hidden layer")
+        return "IC-MF"
+    if name not in table:
+        raise ValueError(f"unknown scaling {name!r}; use one of {sorted(table) + ['IC-MF']}")
+    return table[name]()
+
+
+def _network(hidden_layers: int, negative_slope: float):
+    from ..layers import Dense, LeakyReLU, Serial
+
+    layers = []
+    for _ in range(hidden_layers):
+        layers += [Dense(), LeakyReLU(negative_slope)]
+    return Serial(*layers, Dense(1))
+
+
+def _scaled_layers(model: nn.Module) -> list[nn.Module]:
+    trained = model.model if isinstance(model, InitCorrected) else model
+    return [m for m in trained.modules() if hasattr(m, "lr_scale")]
+
+
+def _kernel_diagonal(model: nn.Module, x: Tensor, lr: float) -> list[float]:
+    """Mean over ``x`` of eta_l |df/dtheta_l|^2, for each layer l."""
+    return [
+        float(lr * m.lr_scale * empirical_ntk(model, x, params=[m], diagonal=True).mean())
+        for m in _scaled_layers(model)
+    ]
+
+
+def _metrics(f: Tensor, y: Tensor) -> tuple[float, float]:
+    loss, _ = loss_and_derivative("bce", f, y)
+    return float(loss), float(((f > 0).to(y.dtype) == y).to(torch.float64).mean())
+
+
+def _train(model, data, lr: float, steps: list[int], kernel_x: Tensor) -> dict:
+    x_tr, y_tr, x_te, y_te = data
+    opt = optimizer(model, lr)
+    keys = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "mean_abs_logit")
+    rec: dict[str, list] = {k: [] for k in (*keys, "kernel")}
+    logits = []
+    wanted, last = set(steps), steps[-1]
+    for step in range(last + 1):
+        if step in wanted:
+            with torch.no_grad():
+                f_tr, f_te = model(x_tr)[:, 0], model(x_te)[:, 0]
+            for split, f, y in (("train", f_tr, y_tr), ("test", f_te, y_te)):
+                loss, acc = _metrics(f, y)
+                rec[f"{split}_loss"].append(loss)
+                rec[f"{split}_accuracy"].append(acc)
+            rec["mean_abs_logit"].append(float(f_te.abs().mean()))
+            rec["kernel"].append(_kernel_diagonal(model, kernel_x, lr))
+            logits.append(f_te.double())
+        if step == last:
+            break
+        opt.zero_grad()
+        loss, _ = loss_and_derivative("bce", model(x_tr)[:, 0], y_tr)
+        loss.backward()
+        opt.step()
+    kernel = np.asarray(rec["kernel"])  # (records, layers)
+    rec["kernel_total"] = kernel.sum(1).tolist()
+    rec["kernel_ratio"] = (kernel.sum(1) / kernel.sum(1)[0]).tolist()
+    return {"records": rec, "logits": torch.stack(logits)}
+
+
+def _fit(widths: Sequence[int], values: Sequence[float], ref_width: int) -> float:
+    rho = np.asarray(widths, dtype=float) / ref_width
+    return float(np.polyfit(np.log(rho), np.log(np.asarray(values)), 1)[0])
+
+
+def _predicted(scaling) -> dict:
+    if scaling == "IC-MF":  # the NTK net's logits, the MF net's kernel
+        return {"logits_exponent": 0.0, "kernel_exponent": 0.0, "region": "IC-MF (not a power)"}
+    c = classify(scaling)
+    logits = None if c.logits_exponent is None else float(c.logits_exponent)
+    kernel = None if c.kernel_exponent is None else float(c.kernel_exponent)
+    return {"logits_exponent": logits, "kernel_exponent": kernel, "region": c.region}
+
+
+def width_sweep(config: SweepConfig | None = None, progress: bool = False, data=None) -> dict:
+    """Run a sweep (module docstring); returns a JSON-serializable dict.
+
+    ``data`` = (x_train, y_train, x_test, y_test) with labels 0/1 replaces the digits task.
+    The result has ``runs`` (one per scaling, width and seed: the records), ``exponents`` (per
+    scaling: fitted and predicted), ``limits`` (per scaling and width: the mean distance to
+    the matching limit model per recorded step, averaged over seeds) and ``config``.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or SweepConfig()
+    dtype = getattr(torch, config.dtype)
+    if data is None:
+        data = load_binary_task(config.n_train, config.data_seed, dtype)
+    data = tuple(t.to(dtype) for t in data)
+    x_tr, y_tr, x_te, _ = data
+    steps = record_steps(config.steps, config.records)
+    kernel_x = x_tr[: config.kernel_points]
+    net = _network(config.hidden_layers, config.negative_slope)
+    names = [s if isinstance(s, str) else s.name for s in config.scalings]
+    scalings = {
+        n: named_scaling(s, config.hidden_layers, config.ref_width)
+        for n, s in zip(names, config.scalings, strict=True)
+    }
+    jobs = [(n, w, s) for n in names for w in config.widths for s in range(config.seeds)]
+    runs, logits, inits = [], {}, {}
+    for name, width, seed in tqdm(jobs, desc="width sweep", disable=not progress):
+        torch.manual_seed(seed)
+        scaling = scalings[name]
+        if scaling == "IC-MF":
+            model = InitCorrected.mean_field(net, x_tr.shape[1], width, seed, 1,
+                                             config.ref_width, dtype)  # fmt: skip
+            inits[(name, width, seed)] = model.reference  # the frozen GP draw f(theta_hat_0)
+        else:
+            model = net.build(x_tr.shape[1], width, parametrization=scaling, seed=seed,
+                              dtype=dtype)  # fmt: skip
+        out = _train(model, data, config.lr, steps, kernel_x)
+        logits[(name, width, seed)] = out["logits"]
+        runs.append({"scaling": name, "width": width, "seed": seed, "steps": steps,
+                     **out["records"]})  # fmt: skip
+
+    exponents = {}
+    for name in names:
+        means = [
+            [np.mean([r[key][0] for r in runs if r["scaling"] == name and r["width"] == w])
+             for w in config.widths]
+            for key in ("mean_abs_logit", "kernel_total")
+        ]  # fmt: skip
+        fitted = {"logits_exponent": None, "kernel_exponent": None}
+        if len(config.widths) >= 2:
+            fitted = {
+                "logits_exponent": _fit(config.widths, means[0], config.ref_width),
+                "kernel_exponent": _fit(config.widths, means[1], config.ref_width),
+            }
+        exponents[name] = {"fitted": fitted, "predicted": _predicted(scalings[name])}
+
+    limits = {}
+    if config.limits:
+        limits = _limit_distances(config, net, scalings, data, steps, logits, inits, dtype)
+    return {"config": asdict(config) | {"scalings": names}, "steps": steps, "runs": runs,
+            "exponents": exponents, "limits": limits}  # fmt: skip
+
+
+class _Zero(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.new_zeros(len(x), 1)
+
+
+def _limit_distances(config, net, scalings, data, steps, logits, inits, dtype) -> dict:
+    """Mean |f_width - f_limit| on the test set per recorded step, per scaling and width."""
+    x_tr, y_tr, x_te, _ = data
+    out: dict[str, dict] = {}
+    mf_logits = None
+    for name, scaling in scalings.items():
+        if scaling == "IC-MF":  # the particles driven by the loss at f + g: one run per draw g
+            limit = {}
+            for key in logits:
+                if key[0] == name:
+                    particles = mean_field_limit(net, x_tr.shape[1], config.limit_particles,
+                                                 seed=10_007, dtype=dtype)  # fmt: skip
+                    model = InitCorrected(particles, inits[key])
+                    model.initial = _Zero()  # the limit's own logits start at exactly 0
+                    limit[key] = _train(model, data, config.lr, steps, x_tr[:2])["logits"]
+            kind = "IC-MF limit (mean-field particles + the network's frozen GP draw)"
+        elif isinstance(scaling, Scaling) and scaling.plane_coordinates() == (-1.0, 1.0):
+            if mf_logits is None:
+                model = mean_field_limit(net, x_tr.shape[1], config.limit_particles,
+                                         seed=10_007, dtype=dtype)  # fmt: skip
+                mf_logits = _train(model, data, config.lr, steps, x_tr[:2])["logits"]
+            limit = {key: mf_logits for key in logits if key[0] == name}
+            kind = "mean-field limit (antithetic particles)"
+        elif isinstance(scaling, Scaling) and scaling.name == "NTK":
+            x_all = torch.cat([x_tr, x_te]).double()
+            theta = tangent_kernel(net, scaling, config.ref_width, x_all, x_tr.double(), config.lr)
+            dyn = KernelDynamics(theta, y_tr.double(), "bce")
+            limit = {}
+            for key in logits:
+                if key[0] != name:
+                    continue
+                model = net.build(x_tr.shape[1], key[1], parametrization=scaling, seed=key[2],
+                                  dtype=dtype)  # fmt: skip
+                with torch.no_grad():
+                    f0 = model(torch.cat([x_tr, x_te]))[:, 0].double()
+                traj = dyn.run(f0, steps[-1], steps)
+                limit[key] = torch.stack([traj[s][len(x_tr) :] for s in steps])
+            kind = "NTK limit (kernel gradient descent from the network's own initial logits)"
+        else:
+            continue
+        per_width = {}
+        for w in config.widths:
+            keys = [k for k in logits if k[0] == name and k[1] == w]
+            dist = torch.stack([(logits[k] - limit[k]).abs().mean(1) for k in keys]).mean(0)
+            per_width[str(w)] = dist.tolist()
+        out[name] = {"model": kind, "distance": per_width}
+    return out
