@@ -275,21 +275,22 @@ def empirical_ntk(
 
     structured = None
     if implementation in ("auto", "structured"):
-        structured = StructuredNTK(model, chosen, frozen, x1[:1], n_out)
+        structured = StructuredNTK(model, chosen, frozen, x1[:1], n_out, budget // 2)
         if implementation == "auto":
             covered = structured.covered_parameters() / n_params
             implementation = "structured" if covered >= 0.5 else "jacobian"
     if implementation == "jacobian" and 2 * n_out * n_params * itemsize > budget:
         implementation = "ntk_vector" if chunk_size is None else implementation
 
-    n2 = len(x1) if x2 is None else len(x2)
-    if implementation == "structured":
-        per_example = structured.bytes_per_example(outputs)
-    elif implementation == "jacobian":
-        per_example = 3 * n_out * n_params * itemsize
+    n_max = min(len(x1), len(x1) if x2 is None else len(x2))
+    if chunk_size is not None:
+        size = chunk_size
+    elif implementation == "structured":  # half the budget for cached factors, half for work
+        size = structured.chunk_size(n_max, outputs, budget // 2)
     else:
-        per_example = 4 * n_out * (n_params // 64 + 1) * itemsize
-    size = chunk_size or max(1, min(len(x1), n2, int(budget // max(per_example, 1))))
+        per_example = n_out * itemsize * (3 * n_params if implementation == "jacobian" else
+                                          4 * (n_params // 64 + 1))  # fmt: skip
+        size = max(1, min(n_max, int(budget // per_example)))
 
     def block(a: Tensor, b: Tensor | None, pairs: bool) -> Tensor:
         if implementation == "structured":

@@ -102,8 +102,17 @@ def requiring_grad(params):
 class StructuredNTK:
     """Empirical NTK blocks with Linear/Conv layers done from factors (see module docstring)."""
 
-    def __init__(self, model: nn.Module, chosen: dict, frozen: dict, probe: Tensor, n_out: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        chosen: dict,
+        frozen: dict,
+        probe: Tensor,
+        n_out: int,
+        cache_bytes: int = 0,
+    ):
         self.model, self.n_out, self.chosen = model, n_out, chosen
+        self.cache_bytes, self._cache, self._cached_bytes = cache_bytes, {}, 0
         self.groups = self._find_groups(model, chosen)
         self._verify(probe)
         covered = {id(p) for g in self.groups for p in (g.weight, g.bias) if p is not None}
@@ -189,6 +198,19 @@ class StructuredNTK:
             result[gi] = (torch.cat(a_parts, 1), torch.cat(g_parts, 2))
         return result, extra_grads
 
+    def _cached_factors(self, x: Tensor) -> dict:
+        """Factors of a chunk, kept while they fit ``cache_bytes`` (a chunk pairs with every
+        other chunk, so recomputing would cost a forward and O backward passes each time)."""
+        key = (x.data_ptr(), tuple(x.shape), tuple(x.stride()))
+        if key in self._cache:
+            return self._cache[key]
+        facts, _ = self.factors(x)
+        size = sum(t.numel() * t.element_size() for pair in facts.values() for t in pair)
+        if self._cached_bytes + size <= self.cache_bytes:
+            self._cache[key] = facts
+            self._cached_bytes += size
+        return facts
+
     def _verify(self, probe: Tensor) -> None:
         """Keep only groups whose factored batch gradient matches autograd's."""
         tensors = [p for g in self.groups for p in (g.weight, g.bias) if p is not None]
@@ -225,21 +247,33 @@ class StructuredNTK:
             routes[gi] = "gram" if length == 1 or gram <= per_example else "per_example"
         return routes
 
-    def bytes_per_example(self, outputs: Outputs) -> int:
-        """Memory per example of a chunk of n examples paired with n (linear estimate)."""
+    def block_bytes(self, n: int, outputs: Outputs) -> int:
+        """Working memory of one block of n examples against n: both chunks' factors (with
+        the forward pass's activations), and each layer's largest temporary on its route."""
         item = next(iter(self.chosen.values())).element_size()
         o_eff = self.n_out**2 if outputs == "full" else self.n_out
+        routes = self._routes(n, n, outputs)
         total = 0
-        for length, f, c in self.shapes.values():
-            total += 3 * (self.n_out * length * c + length * f)  # factors, clones, activations
-            if length > 1:  # either route: per-example weight gradients, or pair terms
-                total += max(self.n_out * c * f, o_eff * length * length)
+        for gi, (length, f, c) in self.shapes.items():
+            total += 2 * n * 3 * (self.n_out * length * c + length * f)
+            if routes[gi] == "per_example":
+                total += 2 * n * self.n_out * c * f
+            elif length > 1:
+                total += n * n * (o_eff + 1) * length * length
         n_left = sum(p.numel() for p in self.leftover.values())
-        return item * (total + 3 * self.n_out * n_left)
+        return item * (total + 2 * n * 3 * self.n_out * n_left)
+
+    def chunk_size(self, n_max: int, outputs: Outputs, budget: int) -> int:
+        """The largest chunk (at most ``n_max``) whose block fits ``budget`` bytes."""
+        low, high = 1, n_max
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if self.block_bytes(mid, outputs) <= budget else (low, mid - 1)
+        return low
 
     def block(self, x1: Tensor, x2: Tensor | None, outputs: Outputs, pairs: bool) -> Tensor:
-        f1, _ = self.factors(x1)
-        f2 = f1 if x2 is None else self.factors(x2)[0]
+        f1 = self._cached_factors(x1)
+        f2 = f1 if x2 is None else self._cached_factors(x2)
         n2 = len(x1) if x2 is None else len(x2)
         routes = self._routes(len(x1), n2, outputs)
         total = None
