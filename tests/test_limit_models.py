@@ -9,11 +9,18 @@ from widelimits import finite
 from widelimits.limits import Scaling
 from widelimits.limits.models import (
     KernelDynamics,
+    init_exponents,
     layer_ntks,
     mean_field_limit,
     tangent_kernel,
 )
-from widelimits.limits.sweep import SweepConfig, load_binary_task, record_steps, width_sweep
+from widelimits.limits.sweep import (
+    SweepConfig,
+    load_binary_task,
+    named_scaling,
+    record_steps,
+    width_sweep,
+)
 from widelimits.predict import gradient_descent_mse
 
 NET = wl.Serial(wl.Dense(), wl.LeakyReLU(0.1), wl.Dense(1))
@@ -111,9 +118,42 @@ def test_small_width_sweep_measures_the_predicted_exponents():
     assert len(run["kernel"][0]) == 2 and run["kernel_ratio"][0] == 1.0
 
 
+@pytest.mark.parametrize("hidden_layers", [1, 2])
+def test_init_exponents_of_deeper_networks(hidden_layers):
+    """Standard, NTK and muP networks at initialization (no training): the fitted logits
+    exponent is `init_exponents`' within +-0.1; the fitted kernel exponent is the slope of the
+    kernel model's expected Theta_eta over the same widths (the standard scaling's first layer
+    adds a rho^-1 share that biases finite-range fits) within +-0.1, and the model's slope far
+    out (rho 1e5 to 1e6) is `init_exponents`' asymptotic one."""
+    scalings = ("standard", "NTK", "muP")
+    widths = (128, 512, 2048)
+    cfg = SweepConfig(scalings=scalings, widths=widths, seeds=8, steps=0, n_train=64,
+                      kernel_points=64, hidden_layers=hidden_layers, limits=False)  # fmt: skip
+    res = width_sweep(cfg)
+    x = load_binary_task(64)[0][:64].double()
+    net = wl.Serial(*[wl.Serial(wl.Dense(), wl.LeakyReLU(0.1)) for _ in range(hidden_layers)],
+                    wl.Dense(1))  # fmt: skip
+    for name in scalings:
+        scaling = named_scaling(name, hidden_layers, 128)
+        logits, kernel = init_exponents(scaling)
+        fitted = res["exponents"][name]["fitted"]
+        assert abs(fitted["logits_exponent"] - logits) < 0.1, (name, fitted)
+
+        def expected(w, s=scaling):
+            return float(tangent_kernel(net, s, w, x, lr=cfg.lr).diagonal().mean())
+
+        model_slope = np.polyfit(np.log(widths), np.log([expected(w) for w in widths]), 1)[0]
+        assert abs(fitted["kernel_exponent"] - model_slope) < 0.1, (name, fitted, model_slope)
+        far = np.log(expected(128 * 10**6) / expected(128 * 10**5)) / np.log(10)
+        assert abs(far - kernel) < 0.01, (name, far, kernel)
+
+
 def test_sweep_errors():
     with pytest.raises(ValueError, match="unknown scaling"):
         width_sweep(SweepConfig(scalings=("lazy",), widths=(128,), steps=1, n_train=32))
+    shared = wl.Dense()
+    with pytest.raises(ValueError, match="one Dense object at several places"):
+        layer_ntks(wl.Serial(shared, wl.ReLU(), shared), _x())
     with pytest.raises(ValueError, match="f0 must have shape"):
         KernelDynamics(torch.ones(3, 2), torch.zeros(2)).run(torch.zeros(2), 1)
     with pytest.raises(ValueError, match="y_train"):

@@ -41,6 +41,7 @@ __all__ = [
     "layer_ntks",
     "tangent_kernel",
     "output_variance_factor",
+    "init_exponents",
     "KernelDynamics",
     "mean_field_limit",
     "loss_and_derivative",
@@ -66,6 +67,12 @@ def dense_layers(net) -> list:
 def layer_ntks(net, x1: Tensor, x2: Tensor | None = None) -> list[Tensor]:
     """The analytic NTK of ``net`` with only Dense layer l trainable, for each l; they sum to
     the network's NTK."""
+    layers = dense_layers(net)
+    if len({id(layer) for layer in layers}) != len(layers):
+        raise ValueError(
+            "the description uses one Dense object at several places; create one per layer "
+            "(e.g. [Dense(), ReLU()] * 3 repeats the same objects) to tell their NTKs apart"
+        )
     out = []
     for index in range(len(dense_layers(net))):
         frozen = copy.deepcopy(net)
@@ -90,6 +97,24 @@ def output_variance_factor(scaling: Scaling, width: int) -> float:
     """r = rho^{1 - 2 (a + b)_{L+1}}: the readout's variance relative to the NTK
     parametrization's (r K is the logits' covariance at initialization)."""
     return scaling.rho(width) ** (1.0 - 2.0 * (scaling.a[-1] + scaling.b[-1]))
+
+
+def init_exponents(scaling: Scaling) -> tuple[float, float]:
+    """Width exponents (logits, tangent kernel) at initialization of an MLP under ``scaling``.
+
+    From the kernel model: the logits' variance is r K with r = rho^{1 - 2 (a + b)_{L+1}}, so
+    logits ~ rho^{1/2 - (a + b)_{L+1}}; layer l's share of Theta_eta grows like lambda_l,
+    rho^{-c_l - 2 a_l + [l > 1] + [l <= L] (1 - 2 (a + b)_{L+1})}, and the kernel like the
+    largest.  For the one-hidden-layer plane these are q_sigma + 1/2 and q_tilde + 2 q_sigma + 1.
+    """
+    _check_kernel_regime(scaling)
+    readout = 1.0 - 2.0 * (scaling.a[-1] + scaling.b[-1])
+    last = scaling.n_layers - 1
+    shares = [
+        -scaling.c[i] - 2 * scaling.a[i] + (i > 0) + (readout if i < last else 0.0)
+        for i in range(scaling.n_layers)
+    ]
+    return readout / 2, max(shares)
 
 
 def tangent_kernel(

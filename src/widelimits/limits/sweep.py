@@ -34,7 +34,13 @@ from torch import Tensor, nn
 
 from ..finite import empirical_ntk
 from .classify import classify
-from .models import KernelDynamics, loss_and_derivative, mean_field_limit, tangent_kernel
+from .models import (
+    KernelDynamics,
+    init_exponents,
+    loss_and_derivative,
+    mean_field_limit,
+    tangent_kernel,
+)
 from .scaling import Scaling
 from .training import InitCorrected, optimizer
 
@@ -173,8 +179,10 @@ def _predicted(scaling) -> dict:
     if scaling == "IC-MF":  # the NTK net's logits, the MF net's kernel
         return {"logits_exponent": 0.0, "kernel_exponent": 0.0, "region": "IC-MF (not a power)"}
     c = classify(scaling)
-    logits = None if c.logits_exponent is None else float(c.logits_exponent)
-    kernel = None if c.kernel_exponent is None else float(c.kernel_exponent)
+    if c.logits_exponent is None:  # not in the plane: from the kernel model's exponents
+        logits, kernel = init_exponents(scaling)
+    else:
+        logits, kernel = float(c.logits_exponent), float(c.kernel_exponent)
     return {"logits_exponent": logits, "kernel_exponent": kernel, "region": c.region}
 
 
