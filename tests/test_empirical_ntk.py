@@ -257,3 +257,12 @@ class Transposed(nn.Module):
 
     def forward(self, x):
         return self.lin(x).T
+
+
+def test_an_explicit_jacobian_request_that_cannot_fit_is_refused():
+    model, x = make("mlp")
+    with pytest.raises(MemoryError, match="ntk_vector"):
+        finite.empirical_ntk(model, x, implementation="jacobian", memory_budget=100)
+    model, x = make("layernorm")  # only the LayerNorm selected: no structured path
+    auto = finite.empirical_ntk(model, x, params=[model[1]], memory_budget=100)  # ntk_vector
+    torch.testing.assert_close(auto, finite.empirical_ntk(model, x, params=[model[1]]))

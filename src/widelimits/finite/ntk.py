@@ -274,13 +274,20 @@ def empirical_ntk(
     budget = memory_budget or available_memory(x1.device) // 4
 
     structured = None
+    one_jacobian = 3 * n_out * n_params * itemsize  # one example's Jacobian, with temporaries
     if implementation in ("auto", "structured"):
         structured = StructuredNTK(model, chosen, frozen, x1[:1], n_out, budget // 2)
-        if implementation == "auto":
-            covered = structured.covered_parameters() / n_params
-            implementation = "structured" if covered >= 0.5 else "jacobian"
-    if implementation == "jacobian" and 2 * n_out * n_params * itemsize > budget:
-        implementation = "ntk_vector" if chunk_size is None else implementation
+    if implementation == "auto":
+        if structured.covered_parameters() >= n_params / 2:
+            implementation = "structured"
+        else:
+            implementation = "jacobian" if one_jacobian <= budget else "ntk_vector"
+    elif implementation == "jacobian" and one_jacobian > budget and chunk_size is None:
+        raise MemoryError(
+            f"one example's Jacobian ({n_out} outputs x {n_params} parameters) needs "
+            f"{one_jacobian / 2**30:.1f} GiB, over the budget of {budget / 2**30:.1f} GiB; use "
+            "implementation='ntk_vector' or 'structured', or a larger memory_budget"
+        )
 
     n_max = min(len(x1), len(x1) if x2 is None else len(x2))
     if chunk_size is not None:
@@ -288,8 +295,7 @@ def empirical_ntk(
     elif implementation == "structured":  # half the budget for cached factors, half for work
         size = structured.chunk_size(n_max, outputs, budget // 2)
     else:
-        per_example = n_out * itemsize * (3 * n_params if implementation == "jacobian" else
-                                          4 * (n_params // 64 + 1))  # fmt: skip
+        per_example = one_jacobian if implementation == "jacobian" else one_jacobian // 48
         size = max(1, min(n_max, int(budget // per_example)))
 
     def block(a: Tensor, b: Tensor | None, pairs: bool) -> Tensor:
@@ -300,10 +306,10 @@ def empirical_ntk(
         vectors = max(1, int(budget // (2 * n_params * itemsize)))
         return ntk_vector_block(model, params_d, frozen, a, b, outputs, pairs, vectors)
 
-    return assemble(block, x1, x2, size, output_shape, n_out, outputs, diagonal, progress)
+    return assemble(block, x1, x2, size, n_out, outputs, diagonal, progress)
 
 
-def assemble(block, x1, x2, size, shape_fn, n_out, outputs, diagonal, progress) -> Tensor:
+def assemble(block, x1, x2, size, n_out, outputs, diagonal, progress) -> Tensor:
     """Fill the result chunk pair by chunk pair; for x2=None only upper chunks, mirrored."""
     from tqdm.auto import tqdm
 
@@ -323,7 +329,7 @@ def assemble(block, x1, x2, size, shape_fn, n_out, outputs, diagonal, progress) 
         piece = block(x1[r], None if same else (x1 if symmetric else x2)[c], False)
         if result is None:
             n2 = len(x1) if symmetric else len(x2)
-            shape = shape_fn(len(x1), n2, n_out, outputs, False)
+            shape = output_shape(len(x1), n2, n_out, outputs, False)
             result = piece.new_empty(shape)
         result[r, c] = piece
         if symmetric and not same:

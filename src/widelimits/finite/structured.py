@@ -213,6 +213,9 @@ class StructuredNTK:
 
     def _verify(self, probe: Tensor) -> None:
         """Keep only groups whose factored batch gradient matches autograd's."""
+        self.shapes: dict[int, tuple[int, int, int]] = {}
+        if not self.groups:
+            return
         tensors = [p for g in self.groups for p in (g.weight, g.bias) if p is not None]
         facts, true = self.factors(probe, tuple(tensors))
         true_of = dict(zip(map(id, tensors), true, strict=True))
