@@ -143,9 +143,7 @@ def run_empirical(args: argparse.Namespace) -> dict[str, Any]:
     x = _inputs((args.n, args.d), args.dtype)
     _, params = init_fn(jax.random.PRNGKey(0), x.shape)
     trace_axes = () if args.full else (-1,)
-    ntk_fn = jax.jit(
-        nt.empirical_ntk_fn(apply_fn, trace_axes=trace_axes, implementation=args.impl)
-    )
+    ntk_fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=trace_axes, implementation=args.impl))
 
     first, best, ntk = _time_calls(lambda: ntk_fn(x, None, params), args.repeats)
     _save(args.save, x=x, ntk=ntk)

@@ -65,9 +65,11 @@ def test_demo_defaults():
 
 def test_demo_writes_files(quick_demo):
     results, out, stdout = quick_demo
-    for name in ("demo.png", "report.md", "results.json"):
+    for name in ("demo.png", "limits.png", "report.md", "results.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
-    assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("demo.png", "limits.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert results["files"]["limits_figure"] == str(out / "limits.png")
     assert str(out) in stdout
 
 
@@ -195,3 +197,25 @@ def test_fit_power_law_recovers_exponent():
     widths = [64, 256, 1024]
     slope, c = fit_power_law(widths, [3.0 * w**-0.5 for w in widths])
     assert slope == pytest.approx(-0.5) and c == pytest.approx(3.0)
+
+
+def test_demo_map_of_limits(quick_demo):
+    """The small width sweep: its tables in report.md match results.json."""
+    from widelimits.limits.report import exponent_rows, properties_rows
+
+    results, out, stdout = quick_demo
+    sweep = results["map_of_limits"]
+    report = (out / "report.md").read_text()
+    assert "## The map of limits" in report and "![map of limits](limits.png)" in report
+    assert sweep["config"]["scalings"] == ["NTK", "MF", "sym-default", "IC-MF"]
+    assert set(sweep["exponents"]) == set(sweep["config"]["scalings"])
+    for row in exponent_rows(sweep) + properties_rows(sweep["properties"]):
+        assert row in report
+    ex = sweep["exponents"]["sym-default"]
+    assert f"| {ex['fitted']['kernel_exponent']:.3f} | 0.500 | sym-default point |" in report
+    assert ex["fitted"]["kernel_exponent"] == pytest.approx(0.5, abs=0.2)  # measured 0.51
+    assert f"{sweep['exponents']['NTK']['fitted']['logits_exponent']:+.2f}" in stdout
+    assert results["timings"]["map of limits"] > 0
+    # all scalings coincide at the reference width: the same default network
+    first = [r["test_loss"] for r in sweep["runs"] if r["width"] == 128]
+    assert all(f == pytest.approx(first[0]) for f in first)

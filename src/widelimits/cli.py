@@ -5,6 +5,8 @@ Each subcommand is one ``_add_<name>(subparsers)`` function that declares its op
 
     widelimits --version
     widelimits demo [--out DIR] [--quick] [--seed N]
+    widelimits limits plane [--out DIR]
+    widelimits limits sweep [--out DIR] [--scalings ...] [--widths ...] [--quick] ...
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 
@@ -50,7 +53,8 @@ def _add_demo(subparsers) -> None:
             "width on scikit-learn's bundled digits, plus the empirical NTK's convergence to "
             "the analytic NTK, predictive uncertainties of the infinite ensemble and NNGP "
             "posterior, and a finite network's gradient-descent training curve next to the "
-            "infinite-width prediction. Writes demo.png, report.md and results.json."
+            "infinite-width prediction, and a small width sweep over the map of "
+            "infinite-width limits. Writes demo.png, limits.png, report.md and results.json."
         ),
     )
     p.add_argument(
@@ -73,7 +77,166 @@ def _add_demo(subparsers) -> None:
     p.set_defaults(func=_run_demo)
 
 
-SUBCOMMANDS = (_add_demo,)
+# --------------------------------------------------------------------------------- limits
+SWEEP_SCALINGS = ("NTK", "MF", "sym-default", "IC-MF", "standard", "muP")
+# --quick: tiny sizes (about 10 s single-threaded on an idle machine), for tests
+QUICK_SWEEP = dict(
+    scalings=["NTK", "MF", "sym-default", "IC-MF"], widths=[128, 512], seeds=1, steps=30,
+    n_train=256, records=8, kernel_points=32, limit_particles=1024,
+)  # fmt: skip
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _run_limits_plane(args: argparse.Namespace) -> int:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        print("widelimits limits plane needs matplotlib: pip install 'widelimits[demo]'",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    from .limits import REGIONS, classify, plot_plane
+
+    out = Path(args.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    fig = plot_plane()
+    fig.savefig(out / "plane.png", dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    yes = lambda b: "yes" if b else "no"  # noqa: E731
+    print(f"{'#':>2}  {'region':40s}  {'(q_sigma, q_tilde)':18s}  {'logits':7s}  {'kernel':7s}  "
+          "kernel evolves  feature learning")  # fmt: skip
+    for region in REGIONS:
+        c = classify(region.point)
+        point = f"({region.point[0]:g}, {region.point[1]:g})"
+        print(f"{region.index:2d}  {region.name:40s}  {point:18s}  {c.logits:7s}  {c.kernel:7s}  "
+              f"{yes(c.kernel_evolves):14s}  {yes(c.feature_learning)}")  # fmt: skip
+    print(f"wrote {out / 'plane.png'}")
+    return 0
+
+
+def _run_limits_sweep(args: argparse.Namespace) -> int:
+    try:
+        import matplotlib
+        import sklearn  # noqa: F401
+
+        matplotlib.use("Agg")
+    except ImportError:
+        print("widelimits limits sweep needs scikit-learn and matplotlib: "
+              "pip install 'widelimits[demo]'", file=sys.stderr)  # fmt: skip
+        return 1
+    import torch
+
+    from .limits.report import write_report
+    from .limits.sweep import SweepConfig, width_sweep
+
+    base = dict(QUICK_SWEEP) if args.quick else {}
+    for key in ("scalings", "widths", "seeds", "steps", "n_train", "limit_particles"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    if "widths" in base:
+        base["widths"] = sorted(set(base["widths"]))
+    if "scalings" in base:
+        base["scalings"] = list(dict.fromkeys(base["scalings"]))
+    config = SweepConfig(**base, lr=args.lr, limits=not args.no_limits)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(args.threads)
+        result = width_sweep(config, progress=not args.no_progress)
+    except ValueError as err:
+        print(f"widelimits limits sweep: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        torch.set_num_threads(old)
+    files = write_report(result, args.out)
+    for row in result["exponents"].items():
+        name, ex = row
+        f, p = ex["fitted"], ex["predicted"]
+        fmt = lambda x: "-" if x is None else f"{x:+.3f}"  # noqa: E731
+        print(f"{name:12s} logits exponent {fmt(f['logits_exponent'])} (predicted "
+              f"{fmt(p['logits_exponent'])}), kernel exponent {fmt(f['kernel_exponent'])} "
+              f"(predicted {fmt(p['kernel_exponent'])})")  # fmt: skip
+    print(f"wrote {files['report.md']} and the figures in {Path(files['report.md']).parent}")
+    return 0
+
+
+def _add_limits(subparsers) -> None:
+    p = subparsers.add_parser(
+        "limits",
+        help="the map of infinite-width limits: the scaling plane and width sweeps",
+        description="The one-hidden-layer scaling plane (`plane`) and width sweeps that train "
+        "the same network at growing widths under several scalings (`sweep`).",
+    )
+    sub = p.add_subparsers(title="limits commands", metavar="COMMAND")
+    p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
+
+    plane = sub.add_parser(
+        "plane",
+        help="draw the (q_sigma, q_tilde) plane and list its 13 regions",
+        description="Writes plane.png (`plot_plane`) and prints the 13 regions of the stable "
+        "strip: index, name, a representative point and `classify`'s properties there.",
+    )
+    plane.add_argument("--out", default="./widelimits-out", metavar="DIR",
+                       help="output folder (default: ./widelimits-out)")  # fmt: skip
+    plane.set_defaults(func=_run_limits_plane)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="train one network at growing widths under several scalings (minutes)",
+        description="A width sweep (`widelimits.limits.sweep.width_sweep`): one-hidden-layer "
+        "leaky-ReLU(0.1) nets without bias on digits 0-4 vs 5-9, BCE, full-batch SGD; writes "
+        "sweep.png, limits.png, exponents.png, results.json and report.md. Defaults: "
+        "SweepConfig's.",
+    )
+    sweep.add_argument("--out", default="./widelimits-out", metavar="DIR",
+                       help="output folder (default: ./widelimits-out)")  # fmt: skip
+    sweep.add_argument("--scalings", nargs="+", choices=SWEEP_SCALINGS, metavar="NAME",
+                       help="scalings by name, from: " + ", ".join(SWEEP_SCALINGS) +
+                       " (default: NTK MF sym-default IC-MF)")  # fmt: skip
+    sweep.add_argument("--widths", nargs="+", type=_positive_int, metavar="W",
+                       help="hidden widths (default: 128 512 2048 8192; the reference width "
+                       "is 128)")  # fmt: skip
+    sweep.add_argument("--seeds", type=_positive_int, metavar="N", help="seeds (default 2)")
+    sweep.add_argument("--steps", type=_positive_int, metavar="N",
+                       help="SGD steps (default 1000)")  # fmt: skip
+    sweep.add_argument("--lr", type=_positive_float, default=0.02,
+                       help="learning rate at the reference width (default 0.02)")  # fmt: skip
+    sweep.add_argument("--n-train", type=_positive_int, metavar="N",
+                       help="training images (default 1024, at most 1796)")  # fmt: skip
+    sweep.add_argument("--limit-particles", type=_positive_int, metavar="N",
+                       help="particles of the mean-field limits (default 32768)")  # fmt: skip
+    sweep.add_argument("--no-limits", action="store_true", help="skip the limit models")
+    sweep.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                       help="torch threads (default 1)")  # fmt: skip
+    sweep.add_argument("--quick", action="store_true",
+                       help="tiny sizes (seconds), for tests; explicit options still "
+                       "apply")  # fmt: skip
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    sweep.set_defaults(func=_run_limits_sweep)
+
+
+SUBCOMMANDS = (_add_demo, _add_limits)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,9 +11,14 @@ d. predictive means and stds at t = inf (`widelimits.predict`: the NTK-trained i
    ensemble and the NNGP posterior), with accuracy by uncertainty bin;
 e. the training curve of a finite network under full-batch gradient descent next to the
    closed-form infinite-width curve started from the same initial function;
+f. the map of limits: a small width sweep (`widelimits.limits.sweep.width_sweep`) of a
+   one-hidden-layer leaky-ReLU classifier (digits 0-4 vs 5-9) under the NTK, mean-field,
+   sym-default and IC-MF scalings, with fitted against predicted width exponents and the
+   measured properties of each scaling's widest network (``limits.png``);
 
-and writes ``demo.png``, ``report.md`` and ``results.json`` into an output folder.  Everything
-runs offline (the digits ship with scikit-learn) in a minute or two on two CPU cores.
+and writes ``demo.png``, ``limits.png``, ``report.md`` and ``results.json`` into an output
+folder.  Everything runs offline (the digits ship with scikit-learn) in a minute or two on two
+CPU cores.
 
 Progress goes to stderr; `format_summary` gives the short stdout summary the CLI prints.
 """
@@ -52,6 +57,7 @@ __all__ = [
     "plot_results",
     "write_report",
     "format_summary",
+    "map_of_limits",
 ]
 
 N_CLASSES = 10
@@ -78,6 +84,13 @@ class DemoConfig:
     curve_width: int = 512
     curve_points: int = 16
     std_bins: int = 5
+    limits_scalings: tuple[str, ...] = ("NTK", "MF", "sym-default", "IC-MF")
+    limits_widths: tuple[int, ...] = (128, 512, 2048)
+    limits_steps: int = 300
+    limits_n_train: int = 512
+    limits_records: int = 12
+    limits_kernel_points: int = 64
+    limits_particles: int = 1024
 
     @classmethod
     def default(cls) -> DemoConfig:
@@ -88,7 +101,8 @@ class DemoConfig:
         """Small sizes for tests and a first look (well under 30 s)."""
         return cls(
             train_widths=(64, 256, 1024), epochs=8, ntk_widths=(64, 256, 1024), ntk_seeds=2,
-            ntk_points=64, curve_width=256,
+            ntk_points=64, curve_width=256, limits_widths=(128, 512), limits_steps=100,
+            limits_n_train=256, limits_records=10, limits_kernel_points=32, limits_particles=512,
         )  # fmt: skip
 
 
@@ -446,7 +460,43 @@ def fit_power_law(widths, values) -> tuple[float, float]:
     return float(slope), float(np.exp(intercept))
 
 
+# ------------------------------------------------------------------------------ map of limits
+
+
+def map_of_limits(
+    config: DemoConfig, seed: int, threads: int | None = None, progress: bool = False
+) -> dict:
+    """A small width sweep (`widelimits.limits.sweep.width_sweep`): the sweep's result dict plus
+    ``properties`` (`widelimits.limits.report.properties_table`) and ``seconds``.
+
+    One seed (``seed``, which also picks the digits split of `load_binary_task`), the
+    ``limits_*`` sizes of ``config``. The sweep trains all its widths in one call, so it runs
+    on ``threads`` threads when its widest network is at least 2048 wide (the demo's rule for
+    wide networks), else on one thread.
+    """
+    from .limits.report import properties_table
+    from .limits.sweep import SweepConfig, width_sweep
+
+    sweep = SweepConfig(
+        scalings=config.limits_scalings, widths=config.limits_widths, seeds=1,
+        steps=config.limits_steps, n_train=config.limits_n_train, records=config.limits_records,
+        kernel_points=config.limits_kernel_points, limit_particles=config.limits_particles,
+        data_seed=seed,
+    )  # fmt: skip
+    wide = max(config.limits_widths) >= SMALL_WIDTH_ONE_THREAD
+    start = time.perf_counter()
+    with _threads(threads if wide else 1):
+        result = width_sweep(sweep, progress=progress)
+    result["properties"] = properties_table(result)
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
 # ----------------------------------------------------------------------------------- outputs
+
+
+def _exp(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.2f}"
 
 
 def _pct(x: float) -> str:
@@ -591,6 +641,7 @@ def write_report(results: dict, path: Path) -> None:
             f"{r['train_loss']:.4f} | {r['seconds']:.1f} s |"
         )
     lines += _uncertainty_section(results, s) + _curve_section(results["training_curve"])
+    lines += _limits_section(results["map_of_limits"])
     ne = results["ntk_error"]
     lines += [
         "",
@@ -696,6 +747,45 @@ def _curve_section(curve: dict) -> list[str]:
     return lines
 
 
+def _limits_section(sweep: dict) -> list[str]:
+    from .limits.report import exponent_rows, properties_rows
+
+    c = sweep["config"]
+    return [
+        "",
+        "## The map of limits",
+        "",
+        f"A one-hidden-layer leaky-ReLU({c['negative_slope']}) network without bias, one logit, "
+        f"trained on digits 0-4 vs 5-9 ({c['n_train']} training images) with BCE and "
+        f"{c['steps']} steps of full-batch SGD (learning rate {c['lr']} at the reference width "
+        f"{c['ref_width']}), under the scalings {', '.join(c['scalings'])} at widths "
+        f"{', '.join(map(str, c['widths']))} ({sweep['seconds']:.1f} s). All scalings coincide "
+        f"at the reference width {c['ref_width']}; they differ in how the network changes as "
+        "the width grows. Curves in limits.png; `widelimits limits sweep` runs larger sweeps.",
+        "",
+        "Width exponents at initialization (slope of log value against log(width / "
+        f"{c['ref_width']}), one seed) against `classify`'s predictions:",
+        "",
+        "| scaling | logits, fitted | logits, predicted | kernel, fitted | kernel, predicted "
+        "| region |",
+        "|---|---|---|---|---|---|",
+        *exponent_rows(sweep),
+        "",
+        "Measured at the widest network against the default (width "
+        f"{c['ref_width']}) network: mean |logit| and total kernel ratios at init ('vanish' "
+        "below 0.5, 'diverge' above 2), the kernel's relative change over training (evolves "
+        "above 10%); `classify`'s words in brackets. Short training and small widths blur the "
+        "distinctions that the exponents predict for rho -> infinity.",
+        "",
+        "| scaling | width | logits at init | kernel at init | kernel change (evolves) | "
+        "feature learning | finite-width-like |",
+        "|---|---|---|---|---|---|---|",
+        *properties_rows(sweep["properties"]),
+        "",
+        "![map of limits](limits.png)",
+    ]
+
+
 def format_summary(results: dict) -> str:
     """The concise summary the CLI prints to stdout."""
     s, c = results["setup"], results["training_curve"]
@@ -723,8 +813,17 @@ def format_summary(results: dict) -> str:
             f"{c['finite']['test_loss'][-1]:.4f} (finite) vs "
             f"{c['infinite_same_f0']['test_loss'][-1]:.4f} (infinite width, same f0); "
             f"max relative gap {c['max_rel_test_loss_gap']:.3f}",
+            "  map of limits, fitted (predicted) logits / kernel exponents: "
+            + "; ".join(
+                f"{name} {_exp(e['fitted']['logits_exponent'])} "
+                f"({_exp(e['predicted']['logits_exponent'])}) / "
+                f"{_exp(e['fitted']['kernel_exponent'])} "
+                f"({_exp(e['predicted']['kernel_exponent'])})"
+                for name, e in results["map_of_limits"]["exponents"].items()
+            ),
             f"  total time {results['timings']['total']:.1f} s",
-            f"  wrote {results['files']['report']} and {results['files']['figure']}",
+            f"  wrote {results['files']['report']}, {results['files']['figure']} and "
+            f"{results['files']['limits_figure']}",
         ]
     )
 
@@ -746,7 +845,8 @@ def run_demo(
     threads: int | None = None,
     config: DemoConfig | None = None,
 ) -> dict:
-    """Run the whole demo and write ``demo.png``, ``report.md`` and ``results.json``.
+    """Run the whole demo and write ``demo.png``, ``limits.png``, ``report.md`` and
+    ``results.json``.
 
     Args:
         out_dir: output folder (created if needed).
@@ -763,7 +863,8 @@ def run_demo(
         ``finite`` (one dict per width), ``uncertainty`` (``ntk_ensemble``,
         ``nngp_posterior``), ``training_curve`` (``finite``, ``infinite_same_f0``,
         ``infinite_ensemble_mean``, ``max_rel_test_loss_gap``), ``ntk_error`` (``rows``,
-        ``slope``, ``prefactor``),
+        ``slope``, ``prefactor``), ``map_of_limits`` (a `width_sweep` result plus
+        ``properties`` and ``seconds``; its figure is ``limits.png``),
         ``timings`` (seconds), ``setup`` and ``files`` (absolute paths).
     """
     config = config or (DemoConfig.quick() if quick else DemoConfig.default())
@@ -782,7 +883,7 @@ def _run_demo(
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
-    _log("[1/5] kernels, kernel regression and predictive uncertainty (float64)", progress)
+    _log("[1/6] kernels, kernel regression and predictive uncertainty (float64)", progress)
     t0 = time.perf_counter()
     x_tr, x_te, lab_tr, lab_te = load_digits_split(seed)
     y_tr, y_te = one_hot_targets(lab_tr), one_hot_targets(lab_te)
@@ -802,7 +903,7 @@ def _run_demo(
     timings["kernels, regression, uncertainty"] = time.perf_counter() - t0
     _log(f"      NNGP {_pct(nngp_acc)}, NTK {_pct(ntk_acc)}, lr {lr:.4g}", progress)
 
-    _log(f"[2/4] training finite networks at widths {list(config.train_widths)}", progress)
+    _log(f"[2/6] training finite networks at widths {list(config.train_widths)}", progress)
     t0 = time.perf_counter()
     finite = []
     for width in config.train_widths:
@@ -814,7 +915,7 @@ def _run_demo(
         _log(f"      width {width}: {_pct(row['accuracy'])} ({row['seconds']:.1f} s)", progress)
     timings["training finite networks"] = time.perf_counter() - t0
 
-    _log(f"[3/5] full-batch GD at width {config.curve_width} vs infinite width", progress)
+    _log(f"[3/6] full-batch GD at width {config.curve_width} vs infinite width", progress)
     t0 = time.perf_counter()
     record = log_spaced_steps(steps, config.curve_points)
     gd = gd_training_curve(
@@ -845,7 +946,7 @@ def _run_demo(
         progress,
     )
 
-    _log(f"[4/5] empirical NTK at widths {list(config.ntk_widths)}", progress)
+    _log(f"[4/6] empirical NTK at widths {list(config.ntk_widths)}", progress)
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     subset = torch.randperm(len(x_te), generator=gen)[: config.ntk_points]
@@ -858,7 +959,22 @@ def _run_demo(
     )
     timings["empirical NTK vs width"] = time.perf_counter() - t0
 
-    _log("[5/5] writing the figure and the report", progress)
+    _log(
+        f"[5/6] the map of limits: scalings {list(config.limits_scalings)} at widths "
+        f"{list(config.limits_widths)}",
+        progress,
+    )
+    t0 = time.perf_counter()
+    limits = map_of_limits(config, seed, threads, progress)
+    timings["map of limits"] = time.perf_counter() - t0
+    for row in limits["properties"]:
+        _log(
+            f"      {row['scaling']}: logits {row['logits']}, kernel {row['kernel']}, kernel "
+            f"change {row['kernel_change']:+.3f}",
+            progress,
+        )
+
+    _log("[6/6] writing the figures and the report", progress)
     t0 = time.perf_counter()
     results = {
         "nngp_accuracy": nngp_acc,
@@ -868,6 +984,7 @@ def _run_demo(
         "uncertainty": uncertainty,
         "training_curve": curve,
         "ntk_error": ntk_err,
+        "map_of_limits": limits,
         "setup": {
             **asdict(config),
             "quick": quick,
@@ -887,9 +1004,13 @@ def _run_demo(
             "figure": str(out / "demo.png"),
             "report": str(out / "report.md"),
             "json": str(out / "results.json"),
+            "limits_figure": str(out / "limits.png"),
         },
     }
     plot_results(results, out / "demo.png")
+    from .limits.report import plot_sweep
+
+    plot_sweep(limits, out / "limits.png")
     timings["figure and report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     write_report(results, out / "report.md")

@@ -140,9 +140,21 @@ def _metrics(f: Tensor, y: Tensor) -> tuple[float, float]:
     return float(loss), float(((f > 0).to(y.dtype) == y).to(torch.float64).mean())
 
 
+# Examples per chunk x widest layer: 8 MB of float32 activations, under glibc's largest mmap
+# threshold, so a step's temporaries are reused rather than mapped and page-faulted anew (at
+# width 65536 on 1024 examples full-batch steps ran 2.3x faster in chunks of 32).
+CHUNK_ELEMENTS = 2**21
+
+
+def _logits(model: nn.Module, x: Tensor, size: int) -> Tensor:
+    return torch.cat([model(x[s : s + size])[:, 0] for s in range(0, len(x), size)])
+
+
 def _train(model, data, lr: float, steps: list[int], kernel_x: Tensor) -> dict:
+    """Full-batch gradient descent on the mean BCE (gradients accumulated over chunks)."""
     x_tr, y_tr, x_te, y_te = data
     opt = optimizer(model, lr)
+    size = max(1, CHUNK_ELEMENTS // max(m.out_features for m in _scaled_layers(model)))
     keys = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "mean_abs_logit")
     rec: dict[str, list] = {k: [] for k in (*keys, "kernel")}
     logits = []
@@ -150,7 +162,7 @@ def _train(model, data, lr: float, steps: list[int], kernel_x: Tensor) -> dict:
     for step in range(last + 1):
         if step in wanted:
             with torch.no_grad():
-                f_tr, f_te = model(x_tr)[:, 0], model(x_te)[:, 0]
+                f_tr, f_te = _logits(model, x_tr, size), _logits(model, x_te, size)
             for split, f, y in (("train", f_tr, y_tr), ("test", f_te, y_te)):
                 loss, acc = _metrics(f, y)
                 rec[f"{split}_loss"].append(loss)
@@ -161,8 +173,9 @@ def _train(model, data, lr: float, steps: list[int], kernel_x: Tensor) -> dict:
         if step == last:
             break
         opt.zero_grad()
-        loss, _ = loss_and_derivative("bce", model(x_tr)[:, 0], y_tr)
-        loss.backward()
+        for s in range(0, len(x_tr), size):
+            f, y = model(x_tr[s : s + size])[:, 0], y_tr[s : s + size]
+            (loss_and_derivative("bce", f, y)[0] * (len(y) / len(y_tr))).backward()
         opt.step()
     kernel = np.asarray(rec["kernel"])  # (records, layers)
     rec["kernel_total"] = kernel.sum(1).tolist()
