@@ -7,7 +7,7 @@ Write an architecture once from layers; get its closed-form NNGP and NTK kernels
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import finite, limits, predict
+from . import finite, limits, linear, predict
 from .kernel import Kernel
 from .layers import (
     GELU,
@@ -53,7 +53,7 @@ __all__ = [
     "FanInConcat", "FanInProd", "FanInSum", "FanOut", "GELU", "Gaussian", "Hermite", "Identity",
     "Kernel", "Layer", "LayerNorm", "LeakyReLU", "Monomial", "Parallel", "Polynomial", "RBF",
     "ReLU", "RectifiedMonomial", "Residual", "Serial", "Sign", "Sin", "__version__",
-    "finite", "predict", "limits", "Scaling", "optimizer", "InitCorrected",
+    "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected",
 ]  # fmt: skip
 
 
