@@ -65,11 +65,12 @@ def test_demo_defaults():
 
 def test_demo_writes_files(quick_demo):
     results, out, stdout = quick_demo
-    for name in ("demo.png", "limits.png", "report.md", "results.json"):
+    for name in ("demo.png", "limits.png", "linear.png", "report.md", "results.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
-    for name in ("demo.png", "limits.png"):
+    for name in ("demo.png", "limits.png", "linear.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["files"]["limits_figure"] == str(out / "limits.png")
+    assert results["files"]["linear_figure"] == str(out / "linear.png")
     assert str(out) in stdout
 
 
@@ -219,3 +220,29 @@ def test_demo_map_of_limits(quick_demo):
     # all scalings coincide at the reference width: the same default network
     first = [r["test_loss"] for r in sweep["runs"] if r["width"] == 128]
     assert all(f == pytest.approx(first[0]) for f in first)
+
+
+def test_demo_deep_linear(quick_demo):
+    """The deep-linear-network section: its numbers in report.md match results.json."""
+    from widelimits.linear.report import slope_row, width_rows
+
+    results, out, stdout = quick_demo
+    lin = results["linear"]
+    report = (out / "report.md").read_text()
+    assert "## Deep linear networks" in report and "![deep linear networks](linear.png)" in report
+    # the last section of the report
+    assert report.index("## Deep linear networks") > report.index("## Timings")
+    setup = lin["setup"]
+    assert (setup["q"], setup["d"], setup["k"], setup["n"]) == (1, 6, 2, 3)
+    assert setup["widths"] == [32, 64, 128, 256] and len(setup["seeds"]) == 2
+    for row in width_rows(lin) + [slope_row(lin)]:
+        assert row in report
+    we, mn, lim = lin["width_errors"], lin["min_norm"], lin["limit"]
+    assert f"**{we['slope']:.3f}** (expected -0.5)" in report
+    assert f"**{mn['rate']:.3f}**" in report and f"Chosen R = **{lim['R']}**" in report
+    assert f"width exponent {we['slope']:.3f}" in stdout and f"R = {lim['R']}" in stdout
+    # measured (seed 0, quick): slope -0.64, rate 4.1, R = 6
+    assert -0.9 < we["slope"] < -0.3
+    assert mn["rate"] > 1 and mn["final_relative"] < 1e-3
+    assert lim["row_space_residual"] < 1e-8
+    assert results["timings"]["deep linear networks"] > 0

@@ -15,8 +15,12 @@ f. the map of limits: a small width sweep (`widelimits.limits.sweep.width_sweep`
    one-hidden-layer leaky-ReLU classifier (digits 0-4 vs 5-9) under the NTK, mean-field,
    sym-default and IC-MF scalings, with fitted against predicted width exponents and the
    measured properties of each scaling's widest network (``limits.png``);
+g. deep linear networks (`widelimits.linear.report.linear_experiment`, small sizes): finite
+   widths against the deterministic infinite-width limit, whose predictor converges
+   exponentially to the minimum-norm solution (``linear.png``);
 
-and writes ``demo.png``, ``limits.png``, ``report.md`` and ``results.json`` into an output
+and writes ``demo.png``, ``limits.png``, ``linear.png``, ``report.md`` and ``results.json`` into an
+output
 folder.  Everything runs offline (the digits ship with scikit-learn) in a minute or two on two
 CPU cores.
 
@@ -58,6 +62,7 @@ __all__ = [
     "write_report",
     "format_summary",
     "map_of_limits",
+    "deep_linear",
 ]
 
 N_CLASSES = 10
@@ -91,6 +96,13 @@ class DemoConfig:
     limits_records: int = 12
     limits_kernel_points: int = 64
     limits_particles: int = 1024
+    linear_q: int = 1
+    linear_d: int = 10
+    linear_k: int = 2
+    linear_n: int = 6
+    linear_widths: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    linear_seeds: int = 3
+    linear_t_max: float = 5.0
 
     @classmethod
     def default(cls) -> DemoConfig:
@@ -103,6 +115,8 @@ class DemoConfig:
             train_widths=(64, 256, 1024), epochs=8, ntk_widths=(64, 256, 1024), ntk_seeds=2,
             ntk_points=64, curve_width=256, limits_widths=(128, 512), limits_steps=100,
             limits_n_train=256, limits_records=10, limits_kernel_points=32, limits_particles=512,
+            linear_d=6, linear_n=3, linear_widths=(32, 64, 128, 256), linear_seeds=2,
+            linear_t_max=3.0,
         )  # fmt: skip
 
 
@@ -492,6 +506,19 @@ def map_of_limits(
     return result
 
 
+def deep_linear(config: DemoConfig, seed: int, progress: bool = False) -> dict:
+    """The deep-linear-network experiment (`widelimits.linear.report.linear_experiment`) at the
+    ``linear_*`` sizes of ``config``; numpy only (its BLAS threads follow
+    `widelimits.linear.network.blas_threads`)."""
+    from .linear.report import linear_experiment
+
+    return linear_experiment(
+        q=config.linear_q, d=config.linear_d, k=config.linear_k, n=config.linear_n,
+        widths=config.linear_widths, seeds=config.linear_seeds, t_max=config.linear_t_max,
+        seed=seed, progress=progress,
+    )  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------- outputs
 
 
@@ -661,8 +688,22 @@ def write_report(results: dict, path: Path) -> None:
         "|---|---|",
     ]
     lines += [f"| {name} | {sec:.1f} |" for name, sec in t.items()]
-    lines += ["", "![demo figure](demo.png)", ""]
-    path.write_text("\n".join(lines))
+    lines += ["", "![demo figure](demo.png)"]
+    lines += _linear_section(results["linear"])
+    path.write_text("\n".join(lines + [""]))
+
+
+def _linear_section(linear: dict) -> list[str]:
+    from .linear.report import report_lines
+
+    lines = report_lines(linear, level=2)
+    lines[0] = "## Deep linear networks"
+    return [
+        "",
+        *lines,
+        "",
+        "`widelimits linear` runs the same experiment at larger sizes.",
+    ]
 
 
 def _uncertainty_section(results: dict, s: dict) -> list[str]:
@@ -789,6 +830,7 @@ def _limits_section(sweep: dict) -> list[str]:
 def format_summary(results: dict) -> str:
     """The concise summary the CLI prints to stdout."""
     s, c = results["setup"], results["training_curve"]
+    lin = results["linear"]
     finite = ", ".join(f"{r['width']}: {_pct(r['accuracy'])}" for r in results["finite"])
     errs = ", ".join(f"{r['width']}: {r['mean']:.3f}" for r in results["ntk_error"]["rows"])
     return "\n".join(
@@ -821,9 +863,12 @@ def format_summary(results: dict) -> str:
                 f"({_exp(e['predicted']['kernel_exponent'])})"
                 for name, e in results["map_of_limits"]["exponents"].items()
             ),
+            f"  deep linear networks (q = {lin['setup']['q']}): width exponent "
+            f"{lin['width_errors']['slope']:.3f} (theory -0.5), min-norm rate "
+            f"{lin['min_norm']['rate']:.3f}, R = {lin['limit']['R']}",
             f"  total time {results['timings']['total']:.1f} s",
-            f"  wrote {results['files']['report']}, {results['files']['figure']} and "
-            f"{results['files']['limits_figure']}",
+            f"  wrote {results['files']['report']}, {results['files']['figure']}, "
+            f"{results['files']['limits_figure']} and {results['files']['linear_figure']}",
         ]
     )
 
@@ -845,8 +890,8 @@ def run_demo(
     threads: int | None = None,
     config: DemoConfig | None = None,
 ) -> dict:
-    """Run the whole demo and write ``demo.png``, ``limits.png``, ``report.md`` and
-    ``results.json``.
+    """Run the whole demo and write ``demo.png``, ``limits.png``, ``linear.png``, ``report.md``
+    and ``results.json``.
 
     Args:
         out_dir: output folder (created if needed).
@@ -864,7 +909,8 @@ def run_demo(
         ``nngp_posterior``), ``training_curve`` (``finite``, ``infinite_same_f0``,
         ``infinite_ensemble_mean``, ``max_rel_test_loss_gap``), ``ntk_error`` (``rows``,
         ``slope``, ``prefactor``), ``map_of_limits`` (a `width_sweep` result plus
-        ``properties`` and ``seconds``; its figure is ``limits.png``),
+        ``properties`` and ``seconds``; its figure is ``limits.png``), ``linear`` (a
+        `linear_experiment` result; its figure is ``linear.png``),
         ``timings`` (seconds), ``setup`` and ``files`` (absolute paths).
     """
     config = config or (DemoConfig.quick() if quick else DemoConfig.default())
@@ -883,7 +929,7 @@ def _run_demo(
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
-    _log("[1/6] kernels, kernel regression and predictive uncertainty (float64)", progress)
+    _log("[1/7] kernels, kernel regression and predictive uncertainty (float64)", progress)
     t0 = time.perf_counter()
     x_tr, x_te, lab_tr, lab_te = load_digits_split(seed)
     y_tr, y_te = one_hot_targets(lab_tr), one_hot_targets(lab_te)
@@ -903,7 +949,7 @@ def _run_demo(
     timings["kernels, regression, uncertainty"] = time.perf_counter() - t0
     _log(f"      NNGP {_pct(nngp_acc)}, NTK {_pct(ntk_acc)}, lr {lr:.4g}", progress)
 
-    _log(f"[2/6] training finite networks at widths {list(config.train_widths)}", progress)
+    _log(f"[2/7] training finite networks at widths {list(config.train_widths)}", progress)
     t0 = time.perf_counter()
     finite = []
     for width in config.train_widths:
@@ -915,7 +961,7 @@ def _run_demo(
         _log(f"      width {width}: {_pct(row['accuracy'])} ({row['seconds']:.1f} s)", progress)
     timings["training finite networks"] = time.perf_counter() - t0
 
-    _log(f"[3/6] full-batch GD at width {config.curve_width} vs infinite width", progress)
+    _log(f"[3/7] full-batch GD at width {config.curve_width} vs infinite width", progress)
     t0 = time.perf_counter()
     record = log_spaced_steps(steps, config.curve_points)
     gd = gd_training_curve(
@@ -946,7 +992,7 @@ def _run_demo(
         progress,
     )
 
-    _log(f"[4/6] empirical NTK at widths {list(config.ntk_widths)}", progress)
+    _log(f"[4/7] empirical NTK at widths {list(config.ntk_widths)}", progress)
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     subset = torch.randperm(len(x_te), generator=gen)[: config.ntk_points]
@@ -960,7 +1006,7 @@ def _run_demo(
     timings["empirical NTK vs width"] = time.perf_counter() - t0
 
     _log(
-        f"[5/6] the map of limits: scalings {list(config.limits_scalings)} at widths "
+        f"[5/7] the map of limits: scalings {list(config.limits_scalings)} at widths "
         f"{list(config.limits_widths)}",
         progress,
     )
@@ -974,7 +1020,15 @@ def _run_demo(
             progress,
         )
 
-    _log("[6/6] writing the figures and the report", progress)
+    _log(
+        f"[6/7] deep linear networks: q = {config.linear_q}, widths {list(config.linear_widths)}",
+        progress,
+    )
+    t0 = time.perf_counter()
+    linear = deep_linear(config, seed, progress)
+    timings["deep linear networks"] = time.perf_counter() - t0
+
+    _log("[7/7] writing the figures and the report", progress)
     t0 = time.perf_counter()
     results = {
         "nngp_accuracy": nngp_acc,
@@ -985,6 +1039,7 @@ def _run_demo(
         "training_curve": curve,
         "ntk_error": ntk_err,
         "map_of_limits": limits,
+        "linear": linear,
         "setup": {
             **asdict(config),
             "quick": quick,
@@ -1005,12 +1060,16 @@ def _run_demo(
             "report": str(out / "report.md"),
             "json": str(out / "results.json"),
             "limits_figure": str(out / "limits.png"),
+            "linear_figure": str(out / "linear.png"),
         },
     }
     plot_results(results, out / "demo.png")
     from .limits.report import plot_sweep
 
     plot_sweep(limits, out / "limits.png")
+    from .linear.report import plot_linear
+
+    plot_linear(linear, out / "linear.png")
     timings["figure and report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     write_report(results, out / "report.md")
