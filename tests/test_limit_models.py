@@ -9,6 +9,7 @@ from widelimits import finite
 from widelimits.limits import Scaling
 from widelimits.limits.models import (
     KernelDynamics,
+    gp_draw,
     init_exponents,
     layer_ntks,
     mean_field_limit,
@@ -68,6 +69,27 @@ def test_kernel_dynamics_with_mse_is_the_closed_form_discrete_descent():
     zeros = torch.zeros(11, 1, dtype=torch.float64)
     f_tr, f_te = predict(25, zeros[:8], zeros[8:], theta_all[8:], discrete=True)
     torch.testing.assert_close(traj[25], torch.cat([f_tr, f_te])[:, 0])
+
+
+def test_kernel_dynamics_with_a_callable_loss_and_a_gp_draw():
+    """A callable loss equal to BCE gives BCE's trajectory; GP draws have the kernel as their
+    covariance (10000 samples)."""
+    x = _x(8, seed=4)
+    theta = 0.5 * NET.kernel(x, get="ntk")
+    y = (x[:, 0] > 0).double()
+    f0 = gp_draw(NET.kernel(x, get="nngp"), seed=3)[0]
+    bce = KernelDynamics(theta, y, loss="bce").run(f0, 20, [20])[20]
+    custom = KernelDynamics(
+        theta, y, loss=lambda f, t: torch.nn.functional.binary_cross_entropy_with_logits(
+            f, t, reduction="none")
+    ).run(f0, 20, [20])[20]  # fmt: skip
+    torch.testing.assert_close(custom, bce)
+    k = NET.kernel(x, get="nngp")
+    samples = gp_draw(k, seed=0, n_samples=10000)
+    # entries of a sample covariance have standard deviation <= sqrt(2 / n) max(k); 5 sigma
+    assert float((samples.T @ samples / 10000 - k).abs().max()) < 5 * (2 / 10000) ** 0.5 * float(
+        k.max()
+    )
 
 
 def test_mean_field_limit_starts_at_zero_and_wide_mf_nets_approach_it():

@@ -14,7 +14,8 @@ readout's variance relative to the NTK parametrization's (the hidden layers of a
 have a_l + b_l = 0 for the first and 1/2 after, so their forward scales equal the NTK
 parametrization's; that is checked).  The logits at initialization are a GP draw with covariance
 r K (K the NNGP).  At the NTK point every lambda_l and r is independent of the width: that is the
-NTK limit.  ``l`` is "bce" (labels 0/1, l = softplus(f) - y f) or "mse" (l = (f - y)^2 / 2).
+NTK limit.  ``l`` is "bce" (labels 0/1, l = softplus(f) - y f), "mse" (l = (f - y)^2 / 2) or any
+callable l(f, y); `gp_draw` samples the initial logits.
 
 **Mean-field limit** of a one-hidden-layer network: the particle dynamics of the neurons
 (w_r, a_r) under mean-field scaling.  A mean-field network with many neurons is its Monte Carlo
@@ -45,6 +46,7 @@ __all__ = [
     "KernelDynamics",
     "mean_field_limit",
     "loss_and_derivative",
+    "gp_draw",
 ]
 
 
@@ -150,13 +152,29 @@ def tangent_kernel(
     return shares if per_layer else sum(shares)
 
 
-def loss_and_derivative(loss: str, f: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean loss and its derivative per example (not divided by n) for "bce" or "mse"."""
+def loss_and_derivative(loss, f: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean loss and its derivative per example (not divided by n): ``loss`` is "bce", "mse",
+    or any callable l(f, y) -> per-example losses (differentiated by autograd)."""
     if loss == "bce":
         return (nn.functional.softplus(f) - y * f).mean(), torch.sigmoid(f) - y
     if loss == "mse":
         return 0.5 * ((f - y) ** 2).mean(), f - y
-    raise ValueError(f"loss must be 'bce' or 'mse', got {loss!r}")
+    if callable(loss):
+        with torch.enable_grad():
+            f = f.detach().requires_grad_(True)
+            per_example = loss(f, y)
+            (grad,) = torch.autograd.grad(per_example.sum(), f)
+        return per_example.detach().mean(), grad
+    raise ValueError(f"loss must be 'bce', 'mse' or a callable l(f, y), got {loss!r}")
+
+
+def gp_draw(kernel: Tensor, seed: int, n_samples: int = 1) -> Tensor:
+    """Samples of GP(0, kernel) on its points, shape (n_samples, N), by an eigendecomposition
+    (negative rounding eigenvalues clipped to 0): the NTK limit's initial logits."""
+    values, vectors = torch.linalg.eigh(kernel)
+    gen = torch.Generator(device=kernel.device).manual_seed(seed)
+    z = torch.randn(n_samples, len(kernel), generator=gen, dtype=kernel.dtype, device=kernel.device)
+    return (z * values.clamp(min=0).sqrt()) @ vectors.T
 
 
 @dataclass
