@@ -342,8 +342,11 @@ def assemble(block, x1, x2, size, n_out, outputs, diagonal, progress) -> Tensor:
 
 
 def readout_features(model: nn.Module, x: Tensor, readout: nn.Module | None) -> Tensor:
-    """The inputs of ``readout`` (default: the last Linear or Conv layer called), (N, F)."""
-    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    """The inputs of ``readout`` (default: the last Linear, Conv or widelimits Dense layer
+    called), (N, F)."""
+    from ..layers.dense import DenseModule
+
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, DenseModule)
     seen: list[tuple[nn.Module, Tensor]] = []
     targets = (
         [readout] if readout is not None else [m for m in model.modules() if isinstance(m, kinds)]
