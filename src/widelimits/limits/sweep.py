@@ -8,8 +8,9 @@ it records the train/test loss and accuracy, the mean |logit| on the test set, a
 diagonal of the learning-rate-weighted tangent kernel on a subset of training points, split by
 layer (sum_l eta_l |df(x)/dtheta_l|^2), with its ratio to initialization.
 
-From the records it fits the width exponents of logits and kernel at initialization (log-log
-least squares in rho = width / ref_width) and sets them next to `classify`'s predictions, and,
+From the records (and ``init_seeds`` more untrained networks per width) it fits the width
+exponents of logits and kernel at initialization (log-log least squares in
+rho = width / ref_width) and sets them next to `classify`'s predictions, and,
 where a matching limit model exists, measures the mean |f_width - f_limit| on the test set per
 recorded step:
 
@@ -65,6 +66,7 @@ class SweepConfig:
     limit_particles: int = 2**15
     limits: bool = True
     data_seed: int = 0
+    init_seeds: int = 8  # extra untrained networks per width for the exponent fits
     dtype: str = "float32"
 
 
@@ -242,11 +244,16 @@ def width_sweep(config: SweepConfig | None = None, progress: bool = False, data=
 
     exponents = {}
     for name in names:
-        means = [
-            [np.mean([r[key][0] for r in runs if r["scaling"] == name and r["width"] == w])
-             for w in config.widths]
-            for key in ("mean_abs_logit", "kernel_total")
-        ]  # fmt: skip
+        mine = [r for r in runs if r["scaling"] == name]
+        at_init = {
+            w: [(r["mean_abs_logit"][0], r["kernel_total"][0]) for r in mine if r["width"] == w]
+            for w in config.widths
+        }
+        for w in config.widths:  # untrained networks are cheap: more seeds, steadier fits
+            for seed in range(config.seeds, config.seeds + config.init_seeds):
+                at_init[w].append(_at_init(net, scalings[name], x_tr.shape[1], w, seed, x_te,
+                                           kernel_x, config, dtype))  # fmt: skip
+        means = [[np.mean([v[i] for v in at_init[w]]) for w in config.widths] for i in (0, 1)]
         fitted = {"logits_exponent": None, "kernel_exponent": None}
         if len(config.widths) >= 2:
             fitted = {
@@ -260,6 +267,19 @@ def width_sweep(config: SweepConfig | None = None, progress: bool = False, data=
         limits = _limit_distances(config, net, scalings, data, steps, logits, inits, dtype)
     return {"config": asdict(config) | {"scalings": names}, "steps": steps, "runs": runs,
             "exponents": exponents, "limits": limits}  # fmt: skip
+
+
+def _at_init(net, scaling, d, width, seed, x_te, kernel_x, config, dtype) -> tuple[float, float]:
+    """(mean |logit| on the test set, total tangent-kernel diagonal) of an untrained network."""
+    torch.manual_seed(seed)
+    if scaling == "IC-MF":
+        model = InitCorrected.mean_field(net, d, width, seed, 1, config.ref_width, dtype)
+    else:
+        model = net.build(d, width, parametrization=scaling, seed=seed, dtype=dtype)
+    size = max(1, CHUNK_ELEMENTS // max(m.out_features for m in _scaled_layers(model)))
+    with torch.no_grad():
+        logits = float(_logits(model, x_te, size).abs().mean())
+    return logits, sum(_kernel_diagonal(model, kernel_x, config.lr))
 
 
 class _Zero(nn.Module):
