@@ -233,6 +233,17 @@ def test_empirical_nngp_of_a_widelimits_network_converges_to_the_hidden_nngp():
     assert errors[1] < errors[0] / 2.5, errors  # 16x the width: about 4x smaller
 
 
+def test_weight_norm_goes_to_the_jacobian_path():
+    """A computed weight (torch parametrizations, here weight norm on the weight only) is not
+    factorized; the result still matches the Jacobian method."""
+    model, x = make("mlp")
+    torch.nn.utils.parametrizations.weight_norm(model[2])
+    torch.testing.assert_close(
+        finite.empirical_ntk(model, x, implementation="structured"),
+        finite.empirical_ntk(model, x, implementation="jacobian"),
+    )
+
+
 def test_errors_are_clear():
     model, x = make("mlp")
     with pytest.raises(ValueError, match="no trainable parameters"):

@@ -134,6 +134,8 @@ class StructuredNTK:
         for m in model.modules():
             if not isinstance(m, STRUCTURED) or getattr(m, "groups", 1) != 1:
                 continue
+            if m._parameters.get("weight") is None:  # e.g. torch parametrizations: computed
+                continue
             w = m.weight if id(m.weight) in selected else None
             b = m.bias if m.bias is not None and id(m.bias) in selected else None
             if w is None and b is None:
