@@ -22,20 +22,31 @@ from . import __version__
 __all__ = ["main", "build_parser"]
 
 
+def _missing_extras(command: str, modules: tuple[str, ...] = ("matplotlib",)) -> bool:
+    """True (after saying what to install) when an optional dependency of ``command`` is
+    missing; otherwise selects matplotlib's file-only backend."""
+    import importlib
+
+    try:
+        for name in modules:
+            importlib.import_module(name)
+    except ImportError:
+        print(f"widelimits {command} needs {' and '.join(modules)}: "
+              "pip install 'widelimits[demo]'", file=sys.stderr)  # fmt: skip
+        return True
+    import matplotlib
+
+    matplotlib.use("Agg")
+    return False
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     try:
         from .demo import format_summary, run_demo
     except ImportError as err:  # pragma: no cover - depends on the installed extras
         print(f"widelimits demo: {err}", file=sys.stderr)
         return 1
-    try:
-        import matplotlib  # noqa: F401
-        import sklearn  # noqa: F401
-    except ImportError:
-        print(
-            "widelimits demo needs scikit-learn and matplotlib: pip install 'widelimits[demo]'",
-            file=sys.stderr,
-        )
+    if _missing_extras("demo", ("sklearn", "matplotlib")):
         return 1
     results = run_demo(
         args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
@@ -89,14 +100,22 @@ QUICK_SWEEP = dict(
 )  # fmt: skip
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def _positive_float(text: str) -> float:
@@ -110,13 +129,7 @@ def _positive_float(text: str) -> float:
 
 
 def _run_limits_plane(args: argparse.Namespace) -> int:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-    except ImportError:
-        print("widelimits limits plane needs matplotlib: pip install 'widelimits[demo]'",
-              file=sys.stderr)  # fmt: skip
+    if _missing_extras("limits plane"):
         return 1
     from .limits import REGIONS, classify, plot_plane
 
@@ -140,14 +153,7 @@ def _run_limits_plane(args: argparse.Namespace) -> int:
 
 
 def _run_limits_sweep(args: argparse.Namespace) -> int:
-    try:
-        import matplotlib
-        import sklearn  # noqa: F401
-
-        matplotlib.use("Agg")
-    except ImportError:
-        print("widelimits limits sweep needs scikit-learn and matplotlib: "
-              "pip install 'widelimits[demo]'", file=sys.stderr)  # fmt: skip
+    if _missing_extras("limits sweep", ("sklearn", "matplotlib")):
         return 1
     import torch
 
@@ -249,24 +255,11 @@ LINEAR_DEFAULTS = dict(q=1, d=20, k=3, n=10, widths=[64, 128, 256, 512, 1024], s
 LINEAR_QUICK = dict(q=1, d=8, k=2, n=4, widths=[32, 64, 128, 256], seeds=2, t_max=3.0)
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+_nonnegative_int = _int_at_least(0)
 
 
 def _run_linear(args: argparse.Namespace) -> int:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-    except ImportError:
-        print("widelimits linear needs matplotlib: pip install 'widelimits[demo]'",
-              file=sys.stderr)  # fmt: skip
+    if _missing_extras("linear"):
         return 1
     from .linear.report import format_summary, linear_experiment, write_report
 

@@ -148,6 +148,10 @@ def _metrics(f: Tensor, y: Tensor) -> tuple[float, float]:
 CHUNK_ELEMENTS = 2**21
 
 
+def _chunk(model: nn.Module) -> int:
+    return max(1, CHUNK_ELEMENTS // max(m.out_features for m in _scaled_layers(model)))
+
+
 def _logits(model: nn.Module, x: Tensor, size: int) -> Tensor:
     return torch.cat([model(x[s : s + size])[:, 0] for s in range(0, len(x), size)])
 
@@ -156,7 +160,7 @@ def _train(model, data, lr: float, steps: list[int], kernel_x: Tensor) -> dict:
     """Full-batch gradient descent on the mean BCE (gradients accumulated over chunks)."""
     x_tr, y_tr, x_te, y_te = data
     opt = optimizer(model, lr)
-    size = max(1, CHUNK_ELEMENTS // max(m.out_features for m in _scaled_layers(model)))
+    size = _chunk(model)
     keys = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "mean_abs_logit")
     rec: dict[str, list] = {k: [] for k in (*keys, "kernel")}
     logits = []
@@ -228,15 +232,13 @@ def width_sweep(config: SweepConfig | None = None, progress: bool = False, data=
     jobs = [(n, w, s) for n in names for w in config.widths for s in range(config.seeds)]
     runs, logits, inits = [], {}, {}
     for name, width, seed in tqdm(jobs, desc="width sweep", disable=not progress):
-        torch.manual_seed(seed)
-        scaling = scalings[name]
-        if scaling == "IC-MF":
-            model = InitCorrected.mean_field(net, x_tr.shape[1], width, seed, 1,
-                                             config.ref_width, dtype)  # fmt: skip
+        model = _model(net, scalings[name], x_tr.shape[1], width, seed, config, dtype)
+        if isinstance(model, InitCorrected):
             inits[(name, width, seed)] = model.reference  # the frozen GP draw f(theta_hat_0)
-        else:
-            model = net.build(x_tr.shape[1], width, parametrization=scaling, seed=seed,
-                              dtype=dtype)  # fmt: skip
+        elif config.limits:  # initial logits everywhere: the kernel limit starts from them
+            with torch.no_grad():
+                inits[(name, width, seed)] = _logits(model, torch.cat([x_tr, x_te]),
+                                                     _chunk(model)).double()  # fmt: skip
         out = _train(model, data, config.lr, steps, kernel_x)
         logits[(name, width, seed)] = out["logits"]
         runs.append({"scaling": name, "width": width, "seed": seed, "steps": steps,
@@ -269,16 +271,19 @@ def width_sweep(config: SweepConfig | None = None, progress: bool = False, data=
             "exponents": exponents, "limits": limits}  # fmt: skip
 
 
-def _at_init(net, scaling, d, width, seed, x_te, kernel_x, config, dtype) -> tuple[float, float]:
-    """(mean |logit| on the test set, total tangent-kernel diagonal) of an untrained network."""
+def _model(net, scaling, d: int, width: int, seed: int, config, dtype) -> nn.Module:
+    """The sweep's network for one scaling (or "IC-MF"), width and seed."""
     torch.manual_seed(seed)
     if scaling == "IC-MF":
-        model = InitCorrected.mean_field(net, d, width, seed, 1, config.ref_width, dtype)
-    else:
-        model = net.build(d, width, parametrization=scaling, seed=seed, dtype=dtype)
-    size = max(1, CHUNK_ELEMENTS // max(m.out_features for m in _scaled_layers(model)))
+        return InitCorrected.mean_field(net, d, width, seed, 1, config.ref_width, dtype)
+    return net.build(d, width, parametrization=scaling, seed=seed, dtype=dtype)
+
+
+def _at_init(net, scaling, d, width, seed, x_te, kernel_x, config, dtype) -> tuple[float, float]:
+    """(mean |logit| on the test set, total tangent-kernel diagonal) of an untrained network."""
+    model = _model(net, scaling, d, width, seed, config, dtype)
     with torch.no_grad():
-        logits = float(_logits(model, x_te, size).abs().mean())
+        logits = float(_logits(model, x_te, _chunk(model)).abs().mean())
     return logits, sum(_kernel_diagonal(model, kernel_x, config.lr))
 
 
@@ -318,11 +323,7 @@ def _limit_distances(config, net, scalings, data, steps, logits, inits, dtype) -
             for key in logits:
                 if key[0] != name:
                     continue
-                model = net.build(x_tr.shape[1], key[1], parametrization=scaling, seed=key[2],
-                                  dtype=dtype)  # fmt: skip
-                with torch.no_grad():
-                    f0 = model(torch.cat([x_tr, x_te]))[:, 0].double()
-                traj = dyn.run(f0, steps[-1], steps)
+                traj = dyn.run(inits[key], steps[-1], steps)
                 limit[key] = torch.stack([traj[s][len(x_tr) :] for s in steps])
             kind = "NTK limit (kernel gradient descent from the network's own initial logits)"
         else:
