@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from .._compute import available_memory
+from .._compute import _blocks, available_memory
 
 __all__ = ["empirical_ntk", "empirical_nngp", "empirical_kernel", "EmpiricalKernel"]
 
@@ -166,8 +166,7 @@ def output_shape(n1: int, n2: int, n_out: int, outputs: Outputs, pairs: bool) ->
 
 
 def chunks(n: int, size: int) -> list[slice]:
-    size = max(1, int(size))
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+    return [slice(a, b) for a, b in _blocks(n, max(1, int(size)))]
 
 
 # --------------------------------------------------------------------------- the implementations
