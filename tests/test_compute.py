@@ -117,7 +117,7 @@ def test_memory_budget_sets_tile(x):
 @pytest.mark.parametrize(
     ("x1", "x2", "error", "match"),
     [
-        (torch.randn(3, 4), torch.randn(2, 5), ValueError, "same number of features"),
+        (torch.randn(3, 4), torch.randn(2, 5), ValueError, "same example shape"),
         (torch.tensor([[1.0, float("nan")]]), None, ValueError, "NaN or infinite"),
         (torch.tensor([[1.0, float("inf")]]), None, ValueError, "NaN or infinite"),
         (torch.randn(3, 4), torch.tensor([[0.0, 1, 2, float("nan")]]), ValueError, "x2 contains"),

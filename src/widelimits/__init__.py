@@ -15,6 +15,8 @@ from .layers import (
     ABReLU,
     Abs,
     Activation,
+    AvgPool,
+    Conv,
     Cos,
     Dense,
     Dropout,
@@ -25,13 +27,16 @@ from .layers import (
     FanInProd,
     FanInSum,
     FanOut,
+    Flatten,
     Gaussian,
+    GlobalAvgPool,
     Hermite,
     Identity,
     Layer,
     LayerNorm,
     LeakyReLU,
     Monomial,
+    Myrtle,
     Parallel,
     Polynomial,
     RectifiedMonomial,
@@ -40,6 +45,7 @@ from .layers import (
     Serial,
     Sign,
     Sin,
+    SumPool,
 )
 from .limits import InitCorrected, Scaling, optimizer
 
@@ -49,10 +55,11 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
 __all__ = [
-    "ABReLU", "Abs", "Activation", "Cos", "Dense", "Dropout", "Elementwise", "Erf", "Exp",
-    "FanInConcat", "FanInProd", "FanInSum", "FanOut", "GELU", "Gaussian", "Hermite", "Identity",
-    "Kernel", "Layer", "LayerNorm", "LeakyReLU", "Monomial", "Parallel", "Polynomial", "RBF",
-    "ReLU", "RectifiedMonomial", "Residual", "Serial", "Sign", "Sin", "__version__",
+    "ABReLU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "Dropout", "Elementwise",
+    "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "GELU", "Gaussian",
+    "GlobalAvgPool", "Hermite", "Identity", "Kernel", "Layer", "LayerNorm", "LeakyReLU", "Monomial",
+    "Myrtle", "Parallel", "Polynomial", "RBF", "ReLU", "RectifiedMonomial", "Residual", "Serial",
+    "Sign", "Sin", "SumPool", "__version__",
     "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected",
 ]  # fmt: skip
 

@@ -5,6 +5,10 @@ assembled from tiles (rows of x1 against rows of x2), each pushed through the wh
 Small tiles stay in the processor's cache, which makes the elementwise recursion cheap, and the
 working memory is bounded by the tile size rather than by N1 * N2 * depth.  For x2=None only the
 tiles on and above the diagonal are computed and mirrored.
+
+Spatial inputs (N, C, *S) carry P = prod(S) entries per pair of examples in the per-pixel layout
+and P^2 in the full layout (chosen when a layer pools, see `widelimits.Kernel`); tiles hold the
+same number of kernel entries whatever the layout, so their edge in examples shrinks with P.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from .kernel import Kernel
 __all__ = ["compute_kernel", "as_input", "available_memory"]
 
 GETS = ("nngp", "ntk")
-DEFAULT_TILE = {"cpu": 512, "cuda": 8192}
+DEFAULT_TILE_ENTRIES = {"cpu": 512**2, "cuda": 8192**2}
 TEMPORARIES_PER_TILE = 16  # live tile-sized tensors in the worst layer map, with margin
 PROGRESS_MIN_ENTRIES = 2**26
 
@@ -45,16 +49,16 @@ def as_input(x, name: str) -> Tensor:
             f"{name} has dtype {x.dtype}, too imprecise for kernel recursions; "
             "use float32 or float64"
         )
-    if x.ndim != 2:
+    if x.ndim not in (2, 3, 4):
         raise ValueError(
-            f"{name} must have shape (examples, features), got {tuple(x.shape)}; flatten images "
-            "with x.reshape(len(x), -1) for fully connected networks"
+            f"{name} must have shape (examples, features), (examples, C, L) or (examples, C, H, "
+            f"W), got {tuple(x.shape)}"
         )
     if x.shape[0] == 0:
         raise ValueError(
             f"{name} is an empty batch (shape {tuple(x.shape)}): pass at least one example"
         )
-    if x.shape[1] == 0:
+    if 0 in x.shape[1:]:
         raise ValueError(f"{name} has zero features (shape {tuple(x.shape)})")
     # The sum is a cheap first test (NaN and inf propagate); count exactly only if it fails.
     if not bool(torch.isfinite(x.sum())) and (bad := int((~torch.isfinite(x)).sum())):
@@ -82,29 +86,83 @@ def available_memory(device: torch.device) -> int:
         return 8 * 2**30
 
 
-def _tile_edge(tile_size: int | None, memory_budget: int | None, device, itemsize: int) -> int:
+def _tile_edge(
+    tile_size: int | None, memory_budget: int | None, device, itemsize: int, pair_entries: int
+) -> int:
+    """Edge in examples of the square tiles, from ``pair_entries`` kernel entries per pair."""
     if tile_size is not None:
         if tile_size < 1:
             raise ValueError(f"tile_size must be positive, got {tile_size}")
         return int(tile_size)
     budget = memory_budget if memory_budget is not None else available_memory(device) // 4
-    by_budget = int(math.sqrt(max(budget, 1) / (itemsize * TEMPORARIES_PER_TILE)))
-    return max(16, min(DEFAULT_TILE.get(device.type, 512), by_budget))
+    per_pair = itemsize * TEMPORARIES_PER_TILE * pair_entries
+    by_budget = math.isqrt(max(budget, 0) // per_pair)
+    if by_budget < 1:
+        raise MemoryError(
+            f"one pair of examples needs about {per_pair / 2**20:.0f} MiB of working memory "
+            f"({pair_entries} kernel entries per pair), more than the budget of "
+            f"{budget / 2**20:.0f} MiB: raise memory_budget, use smaller inputs, or end the "
+            "network in Flatten without pooling (per-pixel layout, P instead of P^2 entries)"
+        )
+    default = max(1, math.isqrt(DEFAULT_TILE_ENTRIES.get(device.type, 512**2) // pair_entries))
+    return min(default, by_budget)
 
 
 def _blocks(n: int, edge: int) -> list[tuple[int, int]]:
     return [(i, min(i + edge, n)) for i in range(0, n, edge)]
 
 
-def _variances(x: Tensor) -> Tensor:
-    """K0(x, x) = |x|^2 / d for each row."""
-    return (x * x).sum(1) / x.shape[1]
+def _layout(layer, x: Tensor) -> str:
+    if x.ndim == 2:
+        return "none"
+    return "full" if layer.any_mixes_pixels() else "diagonal"
+
+
+def _pair_entries(x: Tensor, layout: str) -> int:
+    pixels = math.prod(x.shape[2:])
+    return {"none": 1, "diagonal": pixels, "full": pixels**2}[layout]
+
+
+def _swap(t: Tensor, layout: str) -> Tensor:
+    """K(x2, x1) from K(x1, x2): swap the example axes (and the pixels p, q of the full layout)."""
+    if layout != "full":
+        return t.transpose(0, 1)
+    d = (t.ndim - 2) // 2
+    return t.permute(1, 0, *range(2 + d, 2 + 2 * d), *range(2, 2 + d))
+
+
+def _variances(x: Tensor, layout: str) -> Tensor:
+    """K0(x, x) for each example: |x|^2 / d, per pixel (N, *S), or per pixel pair (N, *S, *S)."""
+    if layout != "full":
+        return (x * x).sum(1) / x.shape[1]
+    n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
+    f = x.reshape(n, c, -1)
+    g = torch.bmm(f.transpose(1, 2), f)
+    # Symmetric bit for bit, so that pixel pairs (p, q) and (q, p) stay equal through the layers.
+    g = g.add_(g.transpose(1, 2).clone()).div_(2 * c)
+    return g.reshape(n, *spatial, *spatial)
+
+
+def _cross(a: Tensor, b: Tensor, layout: str) -> Tensor:
+    """K0(a_i, b_j) = a_i . b_j / C, per pixel or per pixel pair for spatial inputs."""
+    if layout == "none":
+        return torch.mm(a, b.T)
+    spatial = a.shape[2:]
+    fa, fb = a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1)
+    if layout == "diagonal":
+        return torch.einsum("ncp,mcp->nmp", fa, fb).reshape(len(a), len(b), *spatial)
+    return torch.einsum("ncp,mcq->nmpq", fa, fb).reshape(len(a), len(b), *spatial, *spatial)
 
 
 def _input_state(
-    a: Tensor, b: Tensor | None, var_a: Tensor, var_b: Tensor | None, need_ntk: bool
+    a: Tensor,
+    b: Tensor | None,
+    var_a: Tensor,
+    var_b: Tensor | None,
+    need_ntk: bool,
+    layout: str = "none",
 ) -> Kernel:
-    """The kernel of the raw inputs: K0(x, x') = x . x' / d, with Theta0 = 0.
+    """The kernel of the raw inputs: K0(x, x') = x . x' / d (d features or C channels), Theta0 = 0.
 
     ``b=None`` marks a tile of a symmetric kernel on the diagonal: the same examples on both
     sides, whose self-pairs get exactly their variances (correlation exactly 1).
@@ -112,15 +170,17 @@ def _input_state(
     """
     d = a.shape[1]
     ntk = torch.zeros((), dtype=a.dtype, device=a.device) if need_ntk else None
+    common = dict(width=d, layout=layout)
     if b is None and var_b is None:
-        return Kernel(var_a, ntk, var_a, var_a, width=d, batch_diagonal=True)
+        return Kernel(var_a, ntk, var_a, var_a, batch_diagonal=True, **common)
     if b is None:
-        nngp = torch.mm(a, a.T)
+        nngp = _cross(a, a, layout)
         # Some BLAS kernels round a a^T asymmetrically; averaging makes it symmetric bit for bit.
-        nngp = nngp.add_(nngp.T.clone()).div_(2 * d)
-        nngp.diagonal().copy_(var_a)
-        return Kernel(nngp, ntk, var_a, var_a, width=d, same_example_diagonal=True)
-    return Kernel(torch.mm(a, b.T).div_(d), ntk, var_a, var_b, width=d)
+        nngp = nngp.add_(_swap(nngp, layout).clone()).div_(2 * d)
+        index = torch.arange(len(a), device=a.device)
+        nngp[index, index] = var_a
+        return Kernel(nngp, ntk, var_a, var_a, same_example_diagonal=True, **common)
+    return Kernel(_cross(a, b, layout).div_(d), ntk, var_a, var_b, **common)
 
 
 def _check_finite(name: str, t: Tensor) -> None:
@@ -179,10 +239,10 @@ def compute_kernel(
     x1 = as_input(x1, "x1")
     if x2 is not None:
         x2 = as_input(x2, "x2")
-        if x2.shape[1] != x1.shape[1]:
+        if x2.shape[1:] != x1.shape[1:]:
             raise ValueError(
-                f"x1 has {x1.shape[1]} features but x2 has {x2.shape[1]}: both batches must "
-                "have the same number of features"
+                f"x1 examples have shape {tuple(x1.shape[1:])} but x2 examples "
+                f"{tuple(x2.shape[1:])}: both batches must have the same example shape"
             )
         if x2.device != x1.device:
             raise ValueError(f"x1 is on {x1.device} but x2 is on {x2.device}: move them together")
@@ -194,13 +254,17 @@ def compute_kernel(
         or (x2 is not None and x2.requires_grad)
         or any(t.requires_grad for t in layer.hyperparameter_tensors())
     )
+    layout = _layout(layer, x1)
     with contextlib.nullcontext() if needs_grad else torch.no_grad():
+        if diagonal and x2 is not None:
+            raise ValueError("diagonal=True computes k(x, x) for x in x1: pass x2=None")
+        edge = _tile_edge(
+            tile_size, memory_budget, x1.device, x1.element_size(), _pair_entries(x1, layout)
+        )
         if diagonal:
-            if x2 is not None:
-                raise ValueError("diagonal=True computes k(x, x) for x in x1: pass x2=None")
-            out = _run(layer, _input_state(x1, None, _variances(x1), None, need_ntk))
+            out = _batch_diagonal(layer, x1, need_ntk, layout, edge)
         else:
-            out = _tiled(layer, x1, x2, need_ntk, tile_size, memory_budget, progress)
+            out = _tiled(layer, x1, x2, need_ntk, layout, edge, progress)
     if not need_ntk:
         out = out.replace(ntk=None)
     if single:
@@ -208,46 +272,67 @@ def compute_kernel(
     return out if "nngp" in gets else out.replace(nngp=None)
 
 
-def _tiled(layer, x1, x2, need_ntk, tile_size, memory_budget, progress) -> Kernel:
+def _batch_diagonal(layer, x: Tensor, need_ntk: bool, layout: str, edge: int) -> Kernel:
+    """k(x_i, x_i) for every example, in blocks of as many examples as a tile has pairs."""
+    outs = []
+    for r0, r1 in _blocks(x.shape[0], edge * edge):
+        var = _variances(x[r0:r1], layout)
+        outs.append(_run(layer, _input_state(x[r0:r1], None, var, None, need_ntk, layout)))
+    if len(outs) == 1:
+        return outs[0]
+    cov = torch.cat([o.cov1 for o in outs])
+    ntk = None if not need_ntk else torch.cat([o.ntk.expand(o.nngp.shape) for o in outs])
+    return outs[-1].replace(nngp=cov, ntk=ntk, cov1=cov, cov2=cov)
+
+
+def _tiled(layer, x1, x2, need_ntk, layout, edge, progress) -> Kernel:
     symmetric = x2 is None
     xb = x1 if symmetric else x2
     n1, n2 = x1.shape[0], xb.shape[0]
-    itemsize = x1.element_size()
-    n_out = 2 if need_ntk else 1
-    needed = n_out * n1 * n2 * itemsize
-    if needed > available_memory(x1.device):
-        raise MemoryError(
-            f"the ({n1}, {n2}) kernel needs {needed / 2**30:.1f} GiB, more than is available; "
-            "compute it in row blocks (x1[i:j] against x2), ask get='nngp' only, or use "
-            "diagonal=True if only k(x, x) is needed"
-        )
-    edge = _tile_edge(tile_size, memory_budget, x1.device, itemsize)
     rows, cols = _blocks(n1, edge), _blocks(n2, edge)
     tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not symmetric or j >= i]
-    show = progress if progress is not None else n1 * n2 >= PROGRESS_MIN_ENTRIES
+    entries = n1 * n2 * _pair_entries(x1, layout)
+    show = progress if progress is not None else entries >= PROGRESS_MIN_ENTRIES
     from tqdm.auto import tqdm
 
-    nngp = torch.empty(n1, n2, dtype=x1.dtype, device=x1.device)
-    ntk = torch.empty_like(nngp) if need_ntk else None
-    var1 = _variances(x1)
-    var2 = var1 if symmetric else _variances(xb)
+    nngp = ntk = None
     cov1, cov2 = [None] * len(rows), [None] * len(cols)
     last = None
     for i, j in tqdm(tiles, desc="kernel tiles", unit="tile", disable=not show, leave=False):
         (r0, r1), (c0, c1) = rows[i], cols[j]
         on_diagonal = symmetric and i == j
+        var_a = _variances(x1[r0:r1], layout)
+        var_b = var_a if on_diagonal else _variances(xb[c0:c1], layout)
         b = None if on_diagonal else xb[c0:c1]
-        state = _input_state(x1[r0:r1], b, var1[r0:r1], var2[c0:c1], need_ntk)
-        last = out = _run(layer, state)
+        last = out = _run(layer, _input_state(x1[r0:r1], b, var_a, var_b, need_ntk, layout))
+        if nngp is None:  # the output's pixel axes are known after the first tile
+            nngp, ntk = _allocate(out, n1, n2, need_ntk)
         cov1[i], cov2[j] = out.cov1, out.cov2
         for target, tile in ((nngp, out.nngp), (ntk, out.ntk)):
             if target is None:
                 continue
+            if on_diagonal and layout == "full":
+                # Pooling sums pixel pairs in an order that is not symmetric to the last bit.
+                tile = (tile + _swap(tile, out.layout)) / 2
             target[r0:r1, c0:c1] = tile
             if symmetric and i != j:
-                target[c0:c1, r0:r1] = tile.T
+                target[c0:c1, r0:r1] = _swap(tile, out.layout)
     cov1_all = torch.cat(cov1)
     cov2_all = cov1_all if symmetric else torch.cat(cov2)
     return last.replace(
         nngp=nngp, ntk=ntk, cov1=cov1_all, cov2=cov2_all, same_example_diagonal=symmetric
     )
+
+
+def _allocate(tile: Kernel, n1: int, n2: int, need_ntk: bool) -> tuple[Tensor, Tensor | None]:
+    """Empty (N1, N2, *pixels) results shaped like the first tile's output, if they fit."""
+    shape = (n1, n2, *tile.nngp.shape[2:])
+    needed = (2 if need_ntk else 1) * math.prod(shape) * tile.nngp.element_size()
+    if needed > available_memory(tile.nngp.device):
+        raise MemoryError(
+            f"the {shape} kernel needs {needed / 2**30:.1f} GiB, more than is available; "
+            "compute it in row blocks (x1[i:j] against x2), ask get='nngp' only, or use "
+            "diagonal=True if only k(x, x) is needed"
+        )
+    nngp = torch.empty(shape, dtype=tile.nngp.dtype, device=tile.nngp.device)
+    return nngp, torch.empty_like(nngp) if need_ntk else None

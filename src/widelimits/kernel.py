@@ -8,17 +8,26 @@ infinite-width covariances of the current layer's pre-activations or features:
 - ``cov1`` and ``cov2``: the variances K(x1_i, x1_i) and K(x2_j, x2_j), shapes ``(N1, *pixels)``
   and ``(N2, *pixels)``; activations need them to normalise correlations.
 
-``pixels`` is empty for fully connected inputs.  Spatial inputs (images, sequences) keep either one
-covariance per pixel (``layout="diagonal"``, pixels = ``(H, W)``: enough when the network ends in
-Flatten) or all pixel pairs (``layout="full"``).  Every layer acts per pair of examples, so a kernel
-can be computed tile by tile over examples: that is how large inputs are handled.
+``pixels`` is empty for fully connected inputs (``layout="none"``).  Spatial inputs (NCHW images,
+NCL sequences, with spatial shape ``S`` = ``(H, W)`` or ``(L,)``) keep either
 
-With ``batch_diagonal=True`` the state holds only k(x_i, x_i): ``nngp`` has shape ``(N1, *pixels)``.
+- one covariance per pixel, K(x_i, x'_j)[p, p] (``layout="diagonal"``, pixels = ``S``): enough
+  when the network ends in Flatten and never pools, or
+- every pixel pair, K(x_i, x'_j)[p, q] (``layout="full"``, pixels = ``(*S, *S)``: the first
+  ``len(S)`` axes index p, the last ones q): needed by pooling layers.
+
+In the full layout ``cov1`` and ``cov2`` hold every pixel pair of an example with itself,
+``(N, *S, *S)``, because pooling mixes them; the per-pixel variances are their pixel diagonals.
+Every layer acts per pair of examples, so a kernel can be computed tile by tile over examples:
+that is how large inputs are handled.
+
+With ``batch_diagonal=True`` the state holds only k(x_i, x_i): ``nngp`` equals ``cov1``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,13 +69,49 @@ class Kernel:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.nngp.shape)
 
+    @property
+    def spatial_ndim(self) -> int:
+        """Number of spatial axes of the inputs: 0 (fully connected), 1 (NCL) or 2 (NCHW)."""
+        extra = self.cov1.ndim - 1
+        return extra // 2 if self.layout == "full" else extra
+
+    def pixel_variances(self, cov: Tensor) -> Tensor:
+        """Per-pixel variances ``(N, *S)`` of a self-covariance ``cov`` (``cov1`` or ``cov2``)."""
+        if self.layout != "full":
+            return cov
+        return pixel_diagonal(cov, self.spatial_ndim)
+
+    def self_variances(self, cov: Tensor) -> tuple[Tensor, Tensor]:
+        """``(v_p, v_q)`` matching each entry of a self-covariance ``cov``, broadcastable to it."""
+        if self.layout != "full":
+            return cov, cov
+        v = self.pixel_variances(cov)
+        ones = (1,) * self.spatial_ndim
+        return v.reshape(*v.shape, *ones), v.reshape(v.shape[0], *ones, *v.shape[1:])
+
     def variances(self) -> tuple[Tensor, Tensor]:
         """``(k11, k22)``: the variances matching each entry of ``nngp``, broadcastable to it."""
         if self.batch_diagonal:
-            return self.cov1, self.cov1
-        if self.layout in ("none", "diagonal"):
-            return self.cov1.unsqueeze(1), self.cov2.unsqueeze(0)
-        raise NotImplementedError(f"layout {self.layout!r} is not supported yet")
+            return self.self_variances(self.cov1)
+        v1, v2 = self.pixel_variances(self.cov1), self.pixel_variances(self.cov2)
+        if self.layout != "full":
+            return v1.unsqueeze(1), v2.unsqueeze(0)
+        ones = (1,) * self.spatial_ndim
+        return (
+            v1.reshape(v1.shape[0], 1, *v1.shape[1:], *ones),
+            v2.reshape(1, v2.shape[0], *ones, *v2.shape[1:]),
+        )
+
+    def pixel_eye(self) -> Tensor | None:
+        """Boolean mask (broadcastable to ``nngp``) of entries pairing a pixel with itself.
+
+        ``None`` when every entry does (layouts ``"none"`` and ``"diagonal"``).
+        """
+        if self.layout != "full":
+            return None
+        spatial = self.cov1.shape[1 : 1 + self.spatial_ndim]
+        n = math.prod(spatial)
+        return torch.eye(n, dtype=torch.bool, device=self.nngp.device).reshape(*spatial, *spatial)
 
     def same_example_mask(self) -> Tensor | None:
         """Boolean mask (broadcastable to ``nngp``) of entries pairing an example with itself."""
@@ -78,8 +123,22 @@ class Kernel:
         mask = torch.eye(n1, n2, dtype=torch.bool, device=self.nngp.device)
         return mask.reshape(n1, n2, *([1] * (self.nngp.ndim - 2)))
 
-    def map_all(self, fn) -> Kernel:
-        """Apply ``fn`` to nngp, cov1 and cov2 (ntk unchanged): a helper for linear rescalings."""
+    def map_all(self, fn, ntk: bool = False) -> Kernel:
+        """Apply ``fn`` to nngp, cov1 and cov2, and to ntk if ``ntk``: for linear maps.
+
+        A 0-dimensional ntk (the zero NTK before the first trainable layer) is left as it is.
+        """
         cov1 = fn(self.cov1)
         cov2 = cov1 if self.cov2 is self.cov1 else fn(self.cov2)
-        return self.replace(nngp=fn(self.nngp), cov1=cov1, cov2=cov2)
+        out = self.replace(nngp=fn(self.nngp), cov1=cov1, cov2=cov2)
+        if ntk and self.ntk is not None and self.ntk.ndim > 0:
+            out = out.replace(ntk=fn(self.ntk))
+        return out
+
+
+def pixel_diagonal(t: Tensor, d: int) -> Tensor:
+    """The entries K[..., p, p] of a pixel-pair tensor ``(..., *S, *S)`` with ``d`` spatial axes."""
+    spatial = t.shape[t.ndim - d :]
+    n = math.prod(spatial)
+    lead = t.shape[: t.ndim - 2 * d]
+    return t.reshape(*lead, n, n).diagonal(dim1=-2, dim2=-1).reshape(*lead, *spatial)

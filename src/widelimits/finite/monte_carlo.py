@@ -54,7 +54,7 @@ def _model_factory(net, x1: Tensor, width, dtype) -> Callable[[int], nn.Module]:
     if hasattr(net, "build"):
         if width is None:
             raise ValueError("pass width=... to build finite networks from a layer description")
-        return lambda seed: net.build(x1.shape[1], width, seed=seed, dtype=dtype)
+        return lambda seed: net.build(tuple(x1.shape[1:]), width, seed=seed, dtype=dtype)
     if callable(net):
         if width is not None:
             raise ValueError("width applies to layer descriptions; a factory sets its own")

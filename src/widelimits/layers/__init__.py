@@ -20,15 +20,19 @@ from .activations import (
     Sign,
     Sin,
 )
-from .base import BuildContext, Layer
+from .base import BuildContext, Layer, SpatialFeatures
 from .combinators import FanInConcat, FanInProd, FanInSum, FanOut, Parallel, Residual, Serial
+from .conv import Conv
 from .dense import Dense
 from .elementwise import Elementwise
+from .myrtle import Myrtle
 from .normalization import Dropout, LayerNorm
+from .pooling import AvgPool, Flatten, GlobalAvgPool, SumPool
 
 __all__ = [
-    "ABReLU", "Abs", "Activation", "BuildContext", "Cos", "Dense", "Dropout", "Elementwise", "Erf",
-    "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "GELU", "Gaussian", "Hermite",
-    "Identity", "Layer", "LayerNorm", "LeakyReLU", "Monomial", "Parallel", "Polynomial", "RBF",
-    "ReLU", "RectifiedMonomial", "Residual", "Serial", "Sign", "Sin",
+    "ABReLU", "Abs", "Activation", "AvgPool", "BuildContext", "Conv", "Cos", "Dense", "Dropout",
+    "Elementwise", "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten",
+    "Gaussian", "GELU", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
+    "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "RectifiedMonomial",
+    "ReLU", "Residual", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
 ]  # fmt: skip

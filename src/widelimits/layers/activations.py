@@ -48,16 +48,15 @@ class Activation(Layer):
                 "Gaussian in the infinite-width limit (an activation right after another "
                 "activation, after FanInProd, or on the raw inputs): put a Dense layer before it"
             )
-        if k.batch_diagonal:
-            t, tdot = self.dual(k.cov1, k.cov1, k.cov1, k.ntk is not None)
-            return k.replace(
-                nngp=t, cov1=t, cov2=t, ntk=None if k.ntk is None else tdot * k.ntk,
-                is_gaussian=False,
-            )  # fmt: skip
         k11, k22 = k.variances()
         t, tdot = self.dual(k11, k22, k.nngp, k.ntk is not None)
-        cov1 = self.dual(k.cov1, k.cov1, k.cov1, False)[0]
-        cov2 = cov1 if k.cov2 is k.cov1 else self.dual(k.cov2, k.cov2, k.cov2, False)[0]
+        if k.batch_diagonal:  # nngp is cov1
+            cov1 = cov2 = t
+        else:
+            cov1 = self.dual(*k.self_variances(k.cov1), k.cov1, False)[0]
+            cov2 = (
+                cov1 if k.cov2 is k.cov1 else self.dual(*k.self_variances(k.cov2), k.cov2, False)[0]
+            )
         ntk = None if k.ntk is None else tdot * k.ntk
         return k.replace(nngp=t, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 

@@ -12,6 +12,7 @@ Branching layers (`FanOut`, `Parallel`, `FanIn*`) take or return tuples of state
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -21,10 +22,24 @@ from torch import Tensor, nn
 from ..kernel import Kernel
 from ..limits.scaling import Scaling
 
-__all__ = ["Layer", "BuildContext"]
+__all__ = ["Layer", "BuildContext", "SpatialFeatures"]
+
+
+@dataclass(frozen=True)
+class SpatialFeatures:
+    """Features of a spatial representation in a finite build: ``channels`` x ``size`` pixels."""
+
+    channels: int
+    size: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return self.channels * math.prod(self.size)
+
 
 State = Kernel | tuple  # a kernel state, or a tuple of them between FanOut and FanIn
-Features = int | tuple  # number of features, or a tuple of them between FanOut and FanIn
+# number of features (or channels and pixels), or a tuple of them between FanOut and FanIn
+Features = int | SpatialFeatures | tuple
 
 
 @dataclass
@@ -85,6 +100,9 @@ class Layer:
 
     has_parameters: bool = False
     """Whether the finite module has trainable parameters (i.e. contributes to the NTK)."""
+    mixes_pixels: bool = False
+    """Whether the kernel map reads pairs of different pixels (pooling): then spatial kernels
+    need the full pixel-pair layout instead of the per-pixel diagonal."""
 
     def kernel_fn(self, k: State) -> State:
         raise NotImplementedError
@@ -98,6 +116,9 @@ class Layer:
 
     def any_parameters(self) -> bool:
         return self.has_parameters or any(c.any_parameters() for c in self.children())
+
+    def any_mixes_pixels(self) -> bool:
+        return self.mixes_pixels or any(c.any_mixes_pixels() for c in self.children())
 
     def hyperparameter_tensors(self) -> list[Tensor]:
         """Tensors among this layer's hyperparameters (e.g. a ``W_std`` requiring grad)."""
@@ -118,21 +139,29 @@ class Layer:
         """Closed-form infinite-width kernels between the rows of ``x1`` and ``x2``.
 
         Args:
-            x1: inputs of shape (N1, features), a torch tensor or numpy array (float32 or
-                float64; the result has the same dtype and device).
-            x2: inputs (N2, features), or ``None`` for ``x1`` against itself (only the upper
-                triangle of tiles is computed).
+            x1: inputs of shape (N1, features), or (N1, C, H, W) images / (N1, C, L) sequences
+                for convolutional networks; a torch tensor or numpy array (float32 or float64;
+                the result has the same dtype and device).
+            x2: inputs (N2, ...) shaped like x1, or ``None`` for ``x1`` against itself (only the
+                upper triangle of tiles is computed).
             get: ``"nngp"``, ``"ntk"`` or a tuple of both.  A single name returns that tensor.
             diagonal: return only k(x, x) for each row of ``x1`` (shape (N1,)).
-            tile_size: edge of the square tiles the kernel is computed in (default: 512 on CPU,
-                8192 on CUDA, smaller if ``memory_budget`` requires).
+            tile_size: edge (in examples) of the square tiles the kernel is computed in
+                (default: tiles of about 512 x 512 kernel entries on CPU and 8192 x 8192 on
+                CUDA, counting every pixel pair, smaller if ``memory_budget`` requires).
             memory_budget: bytes the working tiles may use (default: a quarter of the memory
                 available now).  The (N1, N2) result itself must fit in memory.
             progress: show a progress bar (default: for kernels of 2**26 entries or more).
 
         Returns:
             A `Kernel` whose ``.nngp`` and ``.ntk`` are (N1, N2) tensors (the per-output kernels
-            of a readout), or the single tensor asked for.
+            of a readout), or the single tensor asked for.  A network that ends with spatial
+            features (no Flatten or global pooling) returns (N1, N2, *S) per-pixel kernels, or
+            (N1, N2, *S, *S) for every pixel pair if it pools.
+
+        Spatial inputs use the per-pixel layout when no layer pools (a network ending in Flatten)
+        and the full pixel-pair layout otherwise (`Kernel` explains both); the work per pair of
+        examples grows like the number of pixels, or its square.
         """
         from .._compute import compute_kernel
 
@@ -143,7 +172,7 @@ class Layer:
 
     def build(
         self,
-        in_features: int,
+        in_features: int | Sequence[int],
         width: int | Sequence[int],
         parametrization: str | Scaling | None = None,
         seed: int | None = None,
@@ -152,7 +181,8 @@ class Layer:
         """The finite ``torch.nn.Module`` of this description.
 
         Args:
-            in_features: number of input features.
+            in_features: number of input features, or the shape of one example,
+                ``(C, H, W)`` or ``(C, L)``, for convolutional networks.
             width: width of every hidden layer (``Dense(out=None)``), or one width per hidden
                 layer in order.
             parametrization: overrides every Dense layer's parametrization: ``"ntk"``,
@@ -172,8 +202,7 @@ class Layer:
                 "parametrization must be 'ntk', 'standard' or a widelimits.Scaling, got "
                 f"{parametrization!r}"
             )
-        if not isinstance(in_features, int) or in_features < 1:
-            raise ValueError(f"in_features must be a positive integer, got {in_features!r}")
+        in_features = _input_features(in_features)
         ctx = BuildContext.make(width, parametrization, seed, dtype)
         module, out = self.build_module(in_features, ctx)
         if isinstance(out, tuple):
@@ -198,3 +227,16 @@ class Layer:
             f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "layers"
         )
         return f"{type(self).__name__}({args})"
+
+
+def _input_features(in_features) -> int | SpatialFeatures:
+    """``build``'s ``in_features`` as an int (flat) or `SpatialFeatures` (C, *S)."""
+    shape = (in_features,) if isinstance(in_features, int) else tuple(in_features)
+    if not 1 <= len(shape) <= 3 or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape
+    ):
+        raise ValueError(
+            "in_features must be a positive integer, or the shape (C, H, W) or (C, L) of one "
+            f"example, got {in_features!r}"
+        )
+    return shape[0] if len(shape) == 1 else SpatialFeatures(shape[0], shape[1:])

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..kernel import Kernel
-from .base import BuildContext, Layer
+from .base import BuildContext, Layer, SpatialFeatures
 
 __all__ = ["Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat", "FanInProd", "Residual"]
 
@@ -200,7 +200,12 @@ class FanInConcat(Layer):
 
     def build_module(self, in_features, ctx: BuildContext):
         _branches(in_features, "FanInConcat")
-        return FanInConcatModule(), sum(in_features)
+        if not any(isinstance(f, SpatialFeatures) for f in in_features):
+            return FanInConcatModule(), sum(in_features)
+        sizes = {getattr(f, "size", ()) for f in in_features}
+        if len(sizes) > 1:
+            raise ValueError(f"FanInConcat branches have different spatial sizes {sorted(sizes)}")
+        return FanInConcatModule(), SpatialFeatures(sum(f.channels for f in in_features), *sizes)
 
 
 class FanInConcatModule(nn.Module):

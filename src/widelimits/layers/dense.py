@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from ..kernel import Kernel
-from .base import BuildContext, Layer
+from .base import BuildContext, Layer, SpatialFeatures
 
-__all__ = ["Dense"]
+__all__ = ["Dense", "WeightLayer"]
 
 PARAMETRIZATIONS = ("ntk", "standard")
 
@@ -25,7 +25,119 @@ def _check_std(name: str, value, allow_none: bool) -> None:
         raise ValueError(f"{name} must be a finite non-negative number, got {v}")
 
 
-class Dense(Layer):
+class WeightLayer(Layer):
+    """What Dense and Conv share: weights and biases, their parametrization and the affine map.
+
+    Subclasses give the mixing ``A`` their weights apply to the input kernel (identity for Dense,
+    the filter-offset average for Conv) and the number of inputs each output sums over.
+    """
+
+    def __init__(
+        self,
+        out: int | None,
+        W_std: float | Tensor,
+        b_std: float | Tensor | None,
+        parametrization: str,
+        trainable: bool,
+    ) -> None:
+        name = type(self).__name__
+        if out is not None and (not isinstance(out, int) or isinstance(out, bool) or out < 1):
+            raise ValueError(
+                f"{name}(out=...) must be None (hidden) or a positive int, got {out!r}"
+            )
+        _check_std("W_std", W_std, allow_none=False)
+        _check_std("b_std", b_std, allow_none=True)
+        if parametrization not in PARAMETRIZATIONS:
+            raise ValueError(
+                f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}"
+            )
+        self.out = out
+        self.W_std = W_std
+        self.b_std = b_std
+        self.parametrization = parametrization
+        self.has_parameters = bool(trainable)
+
+    def affine_kernel(self, k: Kernel, mix=None, taps: int = 1) -> Kernel:
+        """K' = sigma_w^2 A(K) + sigma_b^2 and the matching Theta', with ``A = mix`` (linear).
+
+        ``taps`` is the number of input positions each output sums over (the filter size): the
+        standard-parametrization NTK counts every weight, n_in * taps of them per output.
+        """
+        if not isinstance(k, Kernel):
+            raise TypeError(
+                f"{type(self).__name__} got several branches; merge them first with FanInSum, "
+                "FanInConcat or FanInProd"
+            )
+        if mix is not None:
+            k = k.map_all(mix, ntk=True)
+        w2 = self.W_std**2
+        b2 = 0.0 if self.b_std is None else self.b_std**2
+        unit_w = not isinstance(w2, Tensor) and w2 == 1.0
+        no_b = not isinstance(b2, Tensor) and b2 == 0.0
+
+        def affine(t: Tensor) -> Tensor:  # skips the no-op multiply and add (a pass each)
+            t = t if unit_w else w2 * t
+            return t if no_b else t + b2
+
+        out = k.map_all(affine).replace(is_gaussian=True, width=self.out)
+        if k.ntk is None:
+            return out
+        if not self.has_parameters:
+            return out.replace(ntk=k.ntk if unit_w else w2 * k.ntk)
+        if self.parametrization == "ntk":
+            ntk = out.nngp + (k.ntk if unit_w else w2 * k.ntk)
+        else:
+            if k.width is None:
+                raise ValueError(
+                    "the standard-parametrization NTK grows with the width of the layer before "
+                    f"this {type(self).__name__}, which is infinite here; give that layer a "
+                    "finite width (e.g. Dense(out=512, parametrization='standard')) or use "
+                    "parametrization='ntk'"
+                )
+            ntk = (k.width * taps) * k.nngp + w2 * k.ntk
+            if self.b_std is not None:
+                ntk = ntk + 1.0
+        return out.replace(ntk=ntk)
+
+    def weight_scales(self, fan_in: int, ctx: BuildContext) -> dict:
+        """Forward multipliers, init stds and learning-rate factor of the finite layer.
+
+        ``fan_in`` is the number of inputs each output sums over (in_features, or channels
+        times filter size).  Returns a dict with ``w_mult``, ``b_mult``, ``w_init``, ``b_init``,
+        ``lr_scale`` and ``name``; counts this layer in ``ctx.dense_layers_built``.
+        """
+        param = ctx.parametrization or self.parametrization
+        w_std, b_std = float(self.W_std), None if self.b_std is None else float(self.b_std)
+        lr_scale = 1.0
+        if param == "ntk":  # W, b ~ N(0, 1); scales in the forward pass
+            w_mult, b_mult, w_init, b_init = w_std / math.sqrt(fan_in), b_std, 1.0, 1.0
+        elif param == "standard":  # scales in the initialization
+            w_mult, b_mult, w_init, b_init = 1.0, 1.0, w_std / math.sqrt(fan_in), b_std
+        else:  # a Scaling: standard at the reference width, exponents of rho away from it
+            layer = ctx.dense_layers_built
+            if layer >= param.n_layers:
+                raise ValueError(
+                    f"the scaling has {param.n_layers} layers but the network has more weight "
+                    "layers; give one exponent per Dense or Conv layer"
+                )
+            used = ctx.hidden_widths_used
+            before = used if self.out is not None else used[:-1]  # widths feeding this layer
+            rho_in = param.rho(before[-1]) if layer > 0 and before else 1.0
+            width = used[-1] if used else param.ref_width
+            fan_in_ref = fan_in / rho_in
+            w_mult = b_mult = param.multiplier(layer, width)  # a bias: a weight on input 1
+            w_init = w_std / math.sqrt(fan_in_ref) * param.init_scale(layer, width)
+            b_init = None if b_std is None else b_std * param.init_scale(layer, width)
+            lr_scale = param.lr_scale(layer, width)
+        ctx.dense_layers_built += 1
+        name = param if isinstance(param, str) else param.name
+        return dict(
+            w_mult=w_mult, b_mult=b_mult or 0.0, w_init=w_init, b_init=b_init,
+            lr_scale=lr_scale, name=name,
+        )  # fmt: skip
+
+
+class Dense(WeightLayer):
     r"""Fully connected layer ``z = W_std / sqrt(n_in) * W x + b_std * b`` (NTK parametrization).
 
     Args:
@@ -47,7 +159,8 @@ class Dense(Layer):
     The NNGP of the input layer is K^0(x, x') = x . x' / n_in.  ``trainable=False`` freezes the
     layer: its parameters get no gradient (``requires_grad=False`` on the finite side) and add
     nothing to the NTK, Theta' = sigma_w^2 Theta; the NTK of a network is the sum over its Dense
-    layers of the NTKs with only that layer trainable.
+    layers of the NTKs with only that layer trainable.  On spatial inputs (N, C, *S) a Dense
+    layer acts on the channels at every pixel (a 1x1 convolution).
     """
 
     def __init__(
@@ -58,88 +171,23 @@ class Dense(Layer):
         parametrization: str = "ntk",
         trainable: bool = True,
     ) -> None:
-        if out is not None and (not isinstance(out, int) or isinstance(out, bool) or out < 1):
-            raise ValueError(f"Dense(out=...) must be None (hidden) or a positive int, got {out!r}")
-        _check_std("W_std", W_std, allow_none=False)
-        _check_std("b_std", b_std, allow_none=True)
-        if parametrization not in PARAMETRIZATIONS:
-            raise ValueError(
-                f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}"
-            )
-        self.out = out
-        self.W_std = W_std
-        self.b_std = b_std
-        self.parametrization = parametrization
-        self.has_parameters = bool(trainable)
+        super().__init__(out, W_std, b_std, parametrization, trainable)
 
     def kernel_fn(self, k: Kernel) -> Kernel:
-        if not isinstance(k, Kernel):
-            raise TypeError(
-                "Dense got several branches; merge them first with FanInSum, FanInConcat or "
-                "FanInProd"
-            )
-        w2 = self.W_std**2
-        b2 = 0.0 if self.b_std is None else self.b_std**2
-        unit_w = not isinstance(w2, Tensor) and w2 == 1.0
-        no_b = not isinstance(b2, Tensor) and b2 == 0.0
+        return self.affine_kernel(k)
 
-        def affine(t: Tensor) -> Tensor:  # skips the no-op multiply and add (a pass each)
-            t = t if unit_w else w2 * t
-            return t if no_b else t + b2
-
-        out = k.map_all(affine).replace(is_gaussian=True, width=self.out)
-        if k.ntk is None:
-            return out
-        if not self.has_parameters:
-            return out.replace(ntk=k.ntk if unit_w else w2 * k.ntk)
-        if self.parametrization == "ntk":
-            ntk = out.nngp + (k.ntk if unit_w else w2 * k.ntk)
-        else:
-            if k.width is None:
-                raise ValueError(
-                    "the standard-parametrization NTK grows with the width of the layer before "
-                    "this Dense, which is infinite here; give that layer a finite width "
-                    "(Dense(out=512, parametrization='standard')) or use parametrization='ntk'"
-                )
-            ntk = k.width * k.nngp + w2 * k.ntk
-            if self.b_std is not None:
-                ntk = ntk + 1.0
-        return out.replace(ntk=ntk)
-
-    def build_module(self, in_features: int, ctx: BuildContext) -> tuple[nn.Module, int]:
-        if not isinstance(in_features, int):
+    def build_module(self, in_features, ctx: BuildContext) -> tuple[nn.Module, int]:
+        if isinstance(in_features, tuple):
             raise TypeError("Dense got several branches; merge them first with a FanIn layer")
+        spatial = isinstance(in_features, SpatialFeatures)
+        n_in = in_features.channels if spatial else in_features
         out = self.out if self.out is not None else ctx.next_width()
-        param = ctx.parametrization or self.parametrization
-        w_std, b_std = float(self.W_std), None if self.b_std is None else float(self.b_std)
-        lr_scale = 1.0
-        if param == "ntk":  # W, b ~ N(0, 1); scales in the forward pass
-            w_mult, b_mult, w_init, b_init = w_std / math.sqrt(in_features), b_std, 1.0, 1.0
-        elif param == "standard":  # scales in the initialization
-            w_mult, b_mult, w_init, b_init = 1.0, 1.0, w_std / math.sqrt(in_features), b_std
-        else:  # a Scaling: standard at the reference width, exponents of rho away from it
-            layer = ctx.dense_layers_built
-            if layer >= param.n_layers:
-                raise ValueError(
-                    f"the scaling has {param.n_layers} layers but the network has more Dense "
-                    "layers; give one exponent per Dense layer"
-                )
-            used = ctx.hidden_widths_used
-            before = used if self.out is not None else used[:-1]  # widths feeding this layer
-            rho_in = param.rho(before[-1]) if layer > 0 and before else 1.0
-            width = used[-1] if used else param.ref_width
-            fan_in_ref = in_features / rho_in
-            w_mult = b_mult = param.multiplier(layer, width)  # a bias: a weight on input 1
-            w_init = w_std / math.sqrt(fan_in_ref) * param.init_scale(layer, width)
-            b_init = None if b_std is None else b_std * param.init_scale(layer, width)
-            lr_scale = param.lr_scale(layer, width)
-        ctx.dense_layers_built += 1
-        weight = ctx.randn(out, in_features) * w_init
-        bias = None if b_std is None else ctx.randn(out) * b_init
-        name = param if isinstance(param, str) else param.name
-        module = DenseModule(weight, bias, w_mult, b_mult or 0.0, lr_scale, name)
+        sc = self.weight_scales(n_in, ctx)
+        weight = ctx.randn(out, n_in) * sc["w_init"]
+        bias = None if self.b_std is None else ctx.randn(out) * sc["b_init"]
+        module = DenseModule(weight, bias, sc["w_mult"], sc["b_mult"], sc["lr_scale"], sc["name"])
         module.requires_grad_(self.has_parameters)
-        return module, out
+        return module, SpatialFeatures(out, in_features.size) if spatial else out
 
 
 class DenseModule(nn.Module):

@@ -40,13 +40,18 @@ class LayerNorm(Layer):
         k11, k22 = k.variances()
         scale = ((k11 + self.eps) * (k22 + self.eps)).rsqrt()
         ntk = None if k.ntk is None else k.ntk * scale
+
         # The variances go through the same rsqrt as the kernel, so that an example paired with
         # itself keeps a correlation of exactly 1 (arccos would magnify a rounding difference).
-        cov1 = k.cov1 * ((k.cov1 + self.eps) * (k.cov1 + self.eps)).rsqrt()
-        cov2 = cov1 if k.cov2 is k.cov1 else k.cov2 * ((k.cov2 + self.eps) ** 2).rsqrt()
+        def normalise(cov: Tensor) -> Tensor:
+            v1, v2 = k.self_variances(cov)
+            return cov * ((v1 + self.eps) * (v2 + self.eps)).rsqrt()
+
+        cov1 = normalise(k.cov1)
+        cov2 = cov1 if k.cov2 is k.cov1 else normalise(k.cov2)
         return k.replace(nngp=k.nngp * scale, ntk=ntk, cov1=cov1, cov2=cov2)
 
-    def build_module(self, in_features: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+    def build_module(self, in_features, ctx: BuildContext):
         return FeatureLayerNorm(self.eps), in_features
 
 
@@ -65,9 +70,10 @@ class FeatureLayerNorm(nn.Module):
 class Dropout(Layer):
     r"""Dropout with drop probability ``p`` (kept units scaled by 1 / (1 - p)), in training mode.
 
-    Masks are independent across examples, so only an example paired with itself changes::
+    Masks are independent across examples (and pixels), so only a unit paired with itself
+    changes::
 
-        K'(x, x') = K(x, x') / (1 - p) if x and x' are the same example, else K(x, x')
+        K'(x, x') = K(x, x') / (1 - p) if x and x' are the same example (and pixel), else K(x, x')
 
     and the same for Theta.  The output is not Gaussian: follow it by a Dense layer.  The finite
     side is ``torch.nn.Dropout(p)``; it is active while the module is in training mode.
@@ -82,15 +88,20 @@ class Dropout(Layer):
         if not isinstance(k, Kernel):
             raise TypeError("Dropout got several branches; merge them first")
         factor = 1.0 / (1.0 - self.p)
+        pixels = k.pixel_eye()
         mask = k.same_example_mask()
+        if pixels is not None and mask is not None:
+            mask = mask & pixels
 
-        def scale(t: Tensor) -> Tensor:
-            return t if mask is None else t.where(~mask, t * factor)
+        def scale(t: Tensor, mask: Tensor | None) -> Tensor:
+            return t * factor if mask is None else t.where(~mask, t * factor)
 
-        cov1 = k.cov1 * factor
-        cov2 = cov1 if k.cov2 is k.cov1 else k.cov2 * factor
-        ntk = None if k.ntk is None else scale(k.ntk)
-        out = k.replace(nngp=scale(k.nngp), ntk=ntk, cov1=cov1, cov2=cov2)
+        cov1 = scale(k.cov1, pixels)
+        cov2 = cov1 if k.cov2 is k.cov1 else scale(k.cov2, pixels)
+        if mask is None:  # no example meets itself: only the variances change
+            return k.replace(cov1=cov1, cov2=cov2, is_gaussian=k.is_gaussian and self.p == 0)
+        ntk = None if k.ntk is None or k.ntk.ndim == 0 else scale(k.ntk, mask)
+        out = k.replace(nngp=scale(k.nngp, mask), ntk=ntk, cov1=cov1, cov2=cov2)
         return out.replace(is_gaussian=False) if self.p > 0 else out
 
     def build_module(self, in_features: int, ctx: BuildContext) -> tuple[nn.Module, int]:

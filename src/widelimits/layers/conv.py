@@ -1,0 +1,148 @@
+"""Convolutions over NCL sequences and NCHW images."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+from torch.nn.utils import skip_init
+
+from ..kernel import Kernel
+from ._spatial import SpatialPad, as_tuple, check_padding, conv_mean, pads
+from .base import BuildContext, SpatialFeatures
+from .dense import WeightLayer
+
+__all__ = ["Conv"]
+
+
+class Conv(WeightLayer):
+    r"""Convolution over 1-D (N, C, L) or 2-D (N, C, H, W) inputs, NTK parametrization.
+
+    ``z_p = W_std / sqrt(C k) sum_{a, c} W_{a c} x_{c, s p + a} + b_std b`` with ``k`` taps (the
+    filter size), ``s`` the stride and W, b ~ N(0, 1).
+
+    Args:
+        out: output channels; ``None`` for a hidden layer whose channel count is the infinite
+            dimension (``build`` gives it the ``width`` it is asked for).
+        kernel_size: filter size, an int (the same along every spatial axis) or one per axis.
+        stride: an int or one per axis.
+        padding: ``"same"`` (zeros; output size ceil(n / stride), the smaller half of the padding
+            before), ``"valid"`` (none) or ``"circular"`` (as "same", wrapping around).
+        W_std, b_std, parametrization, trainable: as in `Dense`.
+
+    Kernel map.  With ``[A K]_{pq} = mean_a K_{s p + a, s q + a}`` — the average over filter
+    offsets a of the input covariance between the *same* offset from both pixels (different
+    offsets meet independent weights) — and padded pixels of covariance zero::
+
+        K'     = sigma_w^2 A(K) + sigma_b^2
+        Theta' = K' + sigma_w^2 A(Theta)                        (ntk)
+        Theta' = C k A(K) + sigma_w^2 A(Theta) + [1 if bias]     (standard)
+
+    On the per-pixel layout A only reads the pixel diagonal, so a network of convolutions ending
+    in Flatten never needs pixel pairs.  The finite side is a `SpatialPad` followed by a
+    ``torch.nn.Conv1d`` / ``Conv2d`` with the multipliers of the parametrization.
+    """
+
+    def __init__(
+        self,
+        out: int | None = None,
+        kernel_size: int | tuple[int, ...] = 3,
+        stride: int | tuple[int, ...] = 1,
+        padding: str = "same",
+        W_std: float | Tensor = 1.0,
+        b_std: float | Tensor | None = None,
+        parametrization: str = "ntk",
+        trainable: bool = True,
+    ) -> None:
+        super().__init__(out, W_std, b_std, parametrization, trainable)
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = check_padding(padding)
+        # Checked again against the inputs' number of spatial axes when used.
+        for name, value in (("kernel_size", kernel_size), ("stride", stride)):
+            as_tuple(name, value, 1 if isinstance(value, int) else len(value))
+
+    def _geometry(self, d: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        if d not in (1, 2):
+            raise ValueError(
+                "Conv needs spatial inputs, (N, C, L) sequences or (N, C, H, W) images, but got "
+                "flat features; keep the spatial axes, or use Dense for flat inputs"
+            )
+        return as_tuple("kernel_size", self.kernel_size, d), as_tuple("stride", self.stride, d)
+
+    def kernel_fn(self, k: Kernel) -> Kernel:
+        if not isinstance(k, Kernel):
+            return self.affine_kernel(k)  # raises the branch error
+        d = k.spatial_ndim
+        window, stride = self._geometry(d)
+        full = k.layout == "full"
+
+        def mix(t: Tensor) -> Tensor:
+            return conv_mean(t, d, full, window, stride, self.padding)
+
+        return self.affine_kernel(k, mix, taps=math.prod(window))
+
+    def build_module(self, in_features, ctx: BuildContext) -> tuple[nn.Module, SpatialFeatures]:
+        if isinstance(in_features, tuple):
+            raise TypeError("Conv got several branches; merge them first with a FanIn layer")
+        if not isinstance(in_features, SpatialFeatures):
+            raise ValueError(
+                "Conv needs spatial inputs: build the network with in_features=(C, H, W) or "
+                "(C, L), the shape of one example"
+            )
+        d = len(in_features.size)
+        window, stride = self._geometry(d)
+        out = self.out if self.out is not None else ctx.next_width()
+        channels = in_features.channels
+        sc = self.weight_scales(channels * math.prod(window), ctx)
+        # skip_init: no default initialisation, which would draw from torch's global generator.
+        conv = skip_init(
+            ConvModule1d if d == 1 else ConvModule2d,
+            channels, out, window, stride=stride, bias=self.b_std is not None, dtype=ctx.dtype,
+        )  # fmt: skip
+        conv.weight = nn.Parameter(ctx.randn(out, channels, *window) * sc["w_init"])
+        if conv.bias is not None:
+            conv.bias = nn.Parameter(ctx.randn(out) * sc["b_init"])
+        conv.weight_multiplier, conv.bias_multiplier = float(sc["w_mult"]), float(sc["b_mult"])
+        conv.lr_scale, conv.parametrization = float(sc["lr_scale"]), sc["name"]
+        conv.requires_grad_(self.has_parameters)
+        size = tuple(
+            pads(n, w, s, self.padding)[2]
+            for n, w, s in zip(in_features.size, window, stride, strict=True)
+        )
+        module = (
+            conv
+            if self.padding == "valid"
+            else nn.Sequential(SpatialPad(window, stride, self.padding), conv)
+        )
+        return module, SpatialFeatures(out, size)
+
+
+class _Scaled:
+    """Forward pass ``c W * x + d b`` of a torch convolution (padding done beforehand)."""
+
+    weight_multiplier: float = 1.0
+    bias_multiplier: float = 1.0
+    lr_scale: float = 1.0
+    parametrization: str = "ntk"
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight if self.weight_multiplier == 1.0 else self.weight * self.weight_multiplier
+        b = self.bias
+        if b is not None and self.bias_multiplier != 1.0:
+            b = b * self.bias_multiplier
+        return self._conv_forward(x, w, b)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, weight_multiplier={self.weight_multiplier:.4g}, "
+            f"bias_multiplier={self.bias_multiplier:.4g}, lr_scale={self.lr_scale:.4g}"
+        )
+
+
+class ConvModule1d(_Scaled, nn.Conv1d):
+    """``torch.nn.Conv1d`` with the forward multipliers of a parametrization."""
+
+
+class ConvModule2d(_Scaled, nn.Conv2d):
+    """``torch.nn.Conv2d`` with the forward multipliers of a parametrization."""
