@@ -28,6 +28,7 @@ __all__ = ["compute_kernel", "as_input", "available_memory"]
 
 GETS = ("nngp", "ntk")
 DEFAULT_TILE_ENTRIES = {"cpu": 512**2, "cuda": 8192**2}
+MIN_SPATIAL_EDGE = 8
 TEMPORARIES_PER_TILE = 16  # live tile-sized tensors in the worst layer map, with margin
 PROGRESS_MIN_ENTRIES = 2**26
 
@@ -104,8 +105,12 @@ def _tile_edge(
             f"{budget / 2**20:.0f} MiB: raise memory_budget, use smaller inputs, or end the "
             "network in Flatten without pooling (per-pixel layout, P instead of P^2 entries)"
         )
-    default = max(1, math.isqrt(DEFAULT_TILE_ENTRIES.get(device.type, 512**2) // pair_entries))
-    return min(default, by_budget)
+    default = math.isqrt(DEFAULT_TILE_ENTRIES.get(device.type, 512**2) // pair_entries)
+    if pair_entries > 1:
+        # Each tile also pushes its examples' own pixel-pair covariances through the network
+        # (2 / edge of the work): past the cache size, larger tiles are cheaper.
+        default = max(default, MIN_SPATIAL_EDGE)
+    return max(1, min(default, by_budget))
 
 
 def _blocks(n: int, edge: int) -> list[tuple[int, int]]:

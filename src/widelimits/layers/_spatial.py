@@ -91,12 +91,43 @@ def conv_mean(t: Tensor, d: int, full: bool, window, stride, padding: str) -> Te
     """[A K]_{pq} = mean over filter offsets a of K_{p+a, q+a} (pixel diagonal only if not full)."""
     for r in range(d):
         axes = (t.ndim - 2 * d + r, t.ndim - d + r) if full else (t.ndim - d + r,)
-        t = window_sum(t, axes, window[r], stride[r], padding)
+        if stride[r] == 1 and padding == "same":
+            t = _shifted_sum(t, axes, window[r])
+        else:
+            t = window_sum(t, axes, window[r], stride[r], padding)
     return t / math.prod(window)
+
+
+def _shifted_sum(t: Tensor, axes: Sequence[int], window: int) -> Tensor:
+    """`window_sum` for stride 1 and zero "same" padding, without building the padded tensor."""
+    before = (window - 1) // 2
+    n = t.shape[axes[0]]
+    total = t.clone()
+    for a in range(window):
+        shift = a - before  # out[i] += t[i + shift] where both exist
+        if shift == 0 or abs(shift) >= n:
+            continue
+        dst, src = [slice(None)] * t.ndim, [slice(None)] * t.ndim
+        for ax in axes:
+            dst[ax] = slice(max(0, -shift), n - max(0, shift))
+            src[ax] = slice(max(0, shift), n - max(0, -shift))
+        total[tuple(dst)] += t[tuple(src)]
+    return total
 
 
 def pool_sum(t: Tensor, d: int, window, stride, padding: str) -> Tensor:
     """sum over windows at p and at q independently, K'_{pq} = sum_{a, b} K_{sp+a, sq+b} (full)."""
+    spatial = t.shape[t.ndim - d :]
+    if padding == "valid" and tuple(window) == tuple(stride):  # tiling windows: reshape and sum
+        outs = [n // w for n, w in zip(spatial, window, strict=True)]
+        crop = [slice(None)] * (t.ndim - 2 * d) + [
+            slice(0, o * w) for o, w in zip(outs, window, strict=True)
+        ] * 2
+        t = t[tuple(crop)]
+        split = [m for o, w in zip(outs, window, strict=True) for m in (o, w)]
+        t = t.reshape(*t.shape[: t.ndim - 2 * d], *split, *split)
+        lead = t.ndim - 4 * d
+        return t.sum(dim=tuple(lead + 2 * i + 1 for i in range(2 * d)))
     for r in range(d):
         for ax in (t.ndim - 2 * d + r, t.ndim - d + r):
             t = window_sum(t, (ax,), window[r], stride[r], padding)
