@@ -46,12 +46,17 @@ e (the upper triangle of k(x, x), diagonal included; or every entry of k(x1, x2)
   iid terms with mean K and variance v / n (v = E[phi^2 phi'^2] - K^2 <= 2 k_ii k_jj for the
   activations here), so a smooth map F of it has E F(Khat) - F(K) = F'' v / (2 n) + O(n^-2) (delta
   method): O(1/n) per such layer, with a constant of order one relative to the kernel scale.
-  L counts those layers (hidden Dense layers and LayerNorms; a network with one hidden layer is
-  exactly unbiased, but counting it costs ~1/n only); c = 2 covers |F''| v / 2 <= 2 sqrt(k_ii k_jj)
-  with margin.  Measured (tests/test_monte_carlo.py, width 16, 3 hidden layers, 4000 networks):
-  the bias is ~0.4 L sqrt(k_ii k_jj) / n, so c = 2 is safe without being vacuous at n >= 256.
+  L counts those layers (hidden Dense and Conv layers, and LayerNorms; a network with one hidden
+  layer is exactly unbiased, but counting it costs ~1/n only); c = 2 covers |F''| v / 2 <=
+  2 sqrt(k_ii k_jj) with margin.  Measured (tests/test_monte_carlo.py, width 16, 3 hidden
+  layers, 4000 networks): the bias is ~0.4 L sqrt(k_ii k_jj) / n, so c = 2 is safe without
+  being vacuous at n >= 256.
 - rounding_e = 1e-9 * scale: float64 rounding, which matters only where the Monte Carlo variance
   is zero (a network without hidden layer has a deterministic NTK).
+
+Inputs are flat (``in_features=d``: (N, d)) or spatial (``in_features=(C, L)`` or ``(C, H, W)``:
+NCL sequences, NCHW images), so convolutional networks run through the same checks; their
+kernels must still end as (N1, N2) matrices (Flatten or GlobalAvgPool, then Dense).
 
 Costs are small by design: 5 inputs of 6 features; the NNGP from S = 500 networks of width 256
 with 128 outputs each (forward passes only; the outputs are independent given the hidden layer,
@@ -75,6 +80,7 @@ from torch import Tensor
 from .finite import monte_carlo_kernel
 from .kernel import Kernel
 from .layers.base import Layer
+from .layers.conv import Conv
 from .layers.dense import Dense
 from .layers.normalization import LayerNorm
 
@@ -109,8 +115,10 @@ def student_t_quantile(upper_tail: float, dof: float) -> float:
 
 def count_finite_width_layers(net: Layer) -> int:
     """Layers whose finite-width version biases the Monte Carlo mean by O(1/width): hidden Dense
-    layers (``out=None``) and LayerNorms (which divide by a finite-width norm)."""
-    own = int((isinstance(net, Dense) and net.out is None) or isinstance(net, LayerNorm))
+    and Conv layers (``out=None``: they read a representation of ``width`` features or
+    channels) and LayerNorms (which divide by a finite-width norm)."""
+    hidden = isinstance(net, (Dense, Conv)) and net.out is None
+    own = int(hidden or isinstance(net, LayerNorm))
     return own + sum(count_finite_width_layers(c) for c in net.children())
 
 
@@ -207,18 +215,36 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _contract_inputs(n1: int, n2: int, d: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Seeded float64 inputs with awkward features: different norms, an exactly negated row
-    (correlation -1), a near-duplicate row (correlation close to 1), and a row of x2 equal to a
-    row of x1."""
+def _example_shape(in_features: int | tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of one example: ``(d,)`` for ``d`` features, else the tuple itself ((C, L) or
+    (C, H, W)), checked to be positive ints."""
+    shape = (in_features,) if isinstance(in_features, int) else tuple(in_features)
+    if not 1 <= len(shape) <= 3 or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape
+    ):
+        raise ValueError(
+            "in_features must be a positive int (flat features) or the shape (C, L) or (C, H, W) "
+            f"of one example, got {in_features!r}"
+        )
+    return shape
+
+
+def _contract_inputs(
+    n1: int, n2: int, in_features: int | tuple[int, ...], seed: int
+) -> tuple[Tensor, Tensor]:
+    """Seeded float64 inputs of shapes (n1, *shape) and (n2, *shape) (see `_example_shape`) with
+    awkward examples: different norms, an exactly negated example (correlation -1), a
+    near-duplicate (correlation close to 1), and an example of x2 equal to one of x1."""
+    shape = _example_shape(in_features)
     g = torch.Generator().manual_seed(seed)
-    x1 = torch.randn(n1, d, generator=g, dtype=torch.float64)
-    x1 = x1 * torch.linspace(0.6, 1.8, n1, dtype=torch.float64)[:, None]
+    x1 = torch.randn(n1, *shape, generator=g, dtype=torch.float64)
+    norms = torch.linspace(0.6, 1.8, n1, dtype=torch.float64)
+    x1 = x1 * norms.reshape(n1, *(1,) * len(shape))
     if n1 >= 4:
         x1[3] = -x1[0]
     if n1 >= 5:
-        x1[4] = x1[1] + 0.05 * torch.randn(d, generator=g, dtype=torch.float64)
-    x2 = 1.2 * torch.randn(n2, d, generator=g, dtype=torch.float64)
+        x1[4] = x1[1] + 0.05 * torch.randn(*shape, generator=g, dtype=torch.float64)
+    x2 = 1.2 * torch.randn(n2, *shape, generator=g, dtype=torch.float64)
     if n2 >= 2 and n1 >= 3:
         x2[1] = x1[2]
     return x1, x2
@@ -232,7 +258,12 @@ class KernelContract:
         make_net: ``make_net(out)`` returns the description whose readout has ``out`` outputs
             (the kernels must not depend on ``out``); a callable without parameters is accepted
             too (then the NNGP Monte Carlo averages over the description's own outputs).
-        in_features, n1, n2: input dimension and batch sizes.
+        in_features: the shape of one example: an int ``d`` for flat (N, d) inputs, or a tuple
+            ``(C, L)`` / ``(C, H, W)`` for sequences and images, e.g. ``(2, 5, 5)``: every check
+            then runs on ``randn(n, *shape)`` inputs and builds the finite networks with
+            ``in_features=shape`` (keep images tiny: pooling layers cost P^2 per pair of
+            examples, P pixels).
+        n1, n2: batch sizes.
         seed: seeds the inputs and the Monte Carlo networks.
         same_example_sensitive: the network treats an example paired with itself differently
             from two equal examples (Dropout: one mask per example), so ``x2=None`` and
@@ -245,7 +276,7 @@ class KernelContract:
     """
 
     make_net: Callable[..., Layer]
-    in_features: int = 6
+    in_features: int | tuple[int, ...] = 6
     n1: int = 5
     n2: int = 4
     seed: int = 0
@@ -289,7 +320,8 @@ class KernelContract:
         return self.make_net()
 
     def inputs(self) -> tuple[Tensor, Tensor]:
-        """Seeded float64 inputs ``(x1, x2)`` of shapes (n1, d) and (n2, d)."""
+        """Seeded float64 inputs ``(x1, x2)`` of shapes (n1, *shape) and (n2, *shape), with
+        ``shape`` = ``(in_features,)`` or the tuple ``in_features``."""
         return _contract_inputs(self.n1, self.n2, self.in_features, self.seed)
 
     @property

@@ -119,7 +119,7 @@ def pool_sum(t: Tensor, d: int, window, stride, padding: str) -> Tensor:
     """sum over windows at p and at q independently, K'_{pq} = sum_{a, b} K_{sp+a, sq+b} (full)."""
     spatial = t.shape[t.ndim - d :]
     if padding == "valid" and tuple(window) == tuple(stride):  # tiling windows: reshape and sum
-        outs = [n // w for n, w in zip(spatial, window, strict=True)]
+        outs = [pads(n, w, w, "valid")[2] for n, w in zip(spatial, window, strict=True)]
         crop = [slice(None)] * (t.ndim - 2 * d) + [
             slice(0, o * w) for o, w in zip(outs, window, strict=True)
         ] * 2

@@ -26,7 +26,7 @@ def Myrtle(
     ``[Conv(3x3, same), ReLU] x n1, AvgPool(2), [Conv, ReLU] x n2, AvgPool(2), [Conv, ReLU] x n3,
     AvgPool(2) x 3, Flatten, Dense(out)`` with (n1, n2, n3) = (2, 1, 1), (2, 2, 2), (3, 3, 3).  The
     three final poolings take 32x32 inputs down to one pixel (global average pooling); other
-    sizes keep ``size / 64`` pixels per axis before Flatten.
+    sizes keep ``size / 32`` pixels per axis before Flatten.
     """
     if depth not in BLOCKS:
         raise ValueError(f"Myrtle depth must be one of {sorted(BLOCKS)}, got {depth!r}")
