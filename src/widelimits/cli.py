@@ -8,6 +8,7 @@ Each subcommand is one ``_add_<name>(subparsers)`` function that declares its op
     widelimits limits plane [--out DIR]
     widelimits limits sweep [--out DIR] [--scalings ...] [--widths ...] [--quick] ...
     widelimits linear [--out DIR] [--q 1] [--d 20] [--k 3] [--n 10] [--widths ...] [--quick] ...
+    widelimits kernel compute|solve ...   (see widelimits/scale/cli.py)
 """
 
 from __future__ import annotations
@@ -339,7 +340,13 @@ def _add_linear(subparsers) -> None:
     p.set_defaults(func=_run_linear)
 
 
-SUBCOMMANDS = (_add_demo, _add_limits, _add_linear)
+def _add_kernel(subparsers) -> None:
+    from .scale.cli import add_kernel
+
+    add_kernel(subparsers)
+
+
+SUBCOMMANDS = (_add_demo, _add_limits, _add_linear, _add_kernel)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -117,11 +117,27 @@ def cholesky_solve(k, b, diag_reg: float = 0.0) -> Tensor:
 
 @dataclass(frozen=True)
 class CGInfo:
-    """Outcome of `cg_solve`: iterations run, final relative residual max_c ||r_c|| / ||b_c||."""
+    """Outcome of `cg_solve`: the convergence report.
+
+    ``residual`` is the final relative residual max_c ||b_c - K_reg x_c|| / ||b_c||, and
+    ``residuals`` its value after each iteration (index 0: the starting point).
+    """
 
     iterations: int
     residual: float
     converged: bool
+    residuals: tuple[float, ...] = ()
+    seconds: float = 0.0
+    preconditioner: str = "jacobi"
+    rank: int = 0
+
+    def __str__(self) -> str:
+        what = "converged" if self.converged else "did NOT converge"
+        pre = self.preconditioner + (f" of rank {self.rank}" if self.rank else "")
+        return (
+            f"CG {what}: {self.iterations} iterations, relative residual {self.residual:.3g}, "
+            f"{self.seconds:.2f} s, preconditioner {pre}"
+        )
 
 
 def cg_solve(
@@ -131,57 +147,99 @@ def cg_solve(
     tol: float = 1e-10,
     max_iter: int | None = None,
     x0=None,
+    preconditioner: str = "jacobi",
+    rank: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
 ) -> tuple[Tensor, CGInfo]:
     """Solve ``K_reg X = B`` (K_reg = K + diag_reg * mean(diag K) * I) by preconditioned CG.
 
-    Jacobi preconditioner M = diag(K_reg). Each column of B is solved independently (batched),
-    iterating until every column has ||B - K_reg X|| <= tol * ||B|| or ``max_iter`` (default
-    10 N) iterations. Returns ``(X, CGInfo)``; warns if it did not converge.
+    Args:
+        k: an (N, N) kernel, or any `widelimits.predict.operators.KernelOperator` (a kernel on
+            disk or recomputed tile by tile: see `widelimits.scale`), read only through
+            products, its diagonal and columns.
+        b: right-hand sides (N,) or (N, C); each column is solved independently (batched) until
+            every column has ||B - K_reg X|| <= tol * ||B||, or ``max_iter`` (default 10 N)
+            iterations.
+        preconditioner: ``"jacobi"`` (diag(K_reg)), ``"pivoted_cholesky"`` or ``"nystrom"``
+            (rank-``rank`` approximations L L^T + s I applied by Woodbury; need diag_reg > 0), or
+            ``"none"``.  See `widelimits.predict.operators`.
+        rank: rank of a low-rank preconditioner (default 100).
+        seed: landmark choice of the Nystrom preconditioner.
+        progress: show a progress bar over iterations.
+
+    Returns ``(X, CGInfo)``; warns if it did not converge.
     """
-    k = add_diagonal_regularizer(check_kernel(k), diag_reg)
-    b = _to_tensor(b, k)
+    import time
+
+    from .operators import as_operator, make_preconditioner
+
+    start = time.perf_counter()
+    op = as_operator(k)
+    diag_reg = float(diag_reg)
+    if not math.isfinite(diag_reg) or diag_reg < 0:
+        raise ValueError(f"diag_reg must be a finite number >= 0, got {diag_reg}")
+    n = op.shape[0]
+    like = torch.empty(0, dtype=op.dtype, device=op.device)
+    b = _to_tensor(b, like)
     shape = b.shape
-    b = b.reshape(shape[0], -1)
-    n = k.shape[0]
-    if max_iter is None:
-        max_iter = 10 * max(n, 1)
-    diag = torch.diagonal(k)
-    if bool((diag <= 0).any()):
-        raise ValueError(f"kernel has a non-positive diagonal entry; {_FIX}")
-    minv = (1.0 / diag)[:, None]
-    x = torch.zeros_like(b) if x0 is None else _to_tensor(x0, k).reshape(b.shape).clone()
+    if shape[:1] != (n,):
+        raise ValueError(f"right-hand side has {shape[0] if shape else 0} rows, kernel has {n}")
+    b = b.reshape(n, -1)
+    shift = diag_reg * float(op.diagonal().mean()) if n else 0.0
+    apply = make_preconditioner(op, preconditioner, shift, rank, seed)
+    max_iter = 10 * max(n, 1) if max_iter is None else int(max_iter)
+
+    def kmul(v: Tensor) -> Tensor:
+        out = op.matmul(v)
+        return out + shift * v if shift else out
+
+    x = torch.zeros_like(b) if x0 is None else _to_tensor(x0, like).reshape(b.shape).clone()
     bnorm = torch.linalg.vector_norm(b, dim=0)
     bnorm = torch.where(bnorm > 0, bnorm, torch.ones_like(bnorm))
-    r = b - k @ x
-    z = minv * r
+    r = b - kmul(x) if x0 is not None else b.clone()
+    z = r if apply is None else apply(r)
     p = z.clone()
     rz = (r * z).sum(0)
-    it = 0
     res = float((torch.linalg.vector_norm(r, dim=0) / bnorm).max()) if b.numel() else 0.0
+    history = [res]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_iter, desc="conjugate gradients", disable=not progress, leave=False)
+    it = 0
     while res > tol and it < max_iter:
-        kp = k @ p
+        kp = kmul(p)
         pkp = (p * kp).sum(0)
         if bool((pkp <= 0).any()):
             raise ValueError(f"conjugate gradients met p^T K p <= 0: kernel is not PD; {_FIX}")
         alpha = rz / pkp
         x = x + alpha * p
         r = r - alpha * kp
-        z = minv * r
+        z = r if apply is None else apply(r)
         rz_new = (r * z).sum(0)
         beta = rz_new / torch.where(rz != 0, rz, torch.ones_like(rz))
         p = z + beta * p
         rz = rz_new
         it += 1
         res = float((torch.linalg.vector_norm(r, dim=0) / bnorm).max())
+        history.append(res)
+        bar.update()
+        bar.set_postfix(residual=f"{res:.2e}")
+    bar.close()
     converged = res <= tol
+    info = CGInfo(
+        iterations=it, residual=res, converged=converged, residuals=tuple(history),
+        seconds=time.perf_counter() - start, preconditioner=preconditioner,
+        rank=getattr(apply, "rank", 0),
+    )  # fmt: skip
     if not converged:
         warnings.warn(
             f"conjugate gradients did not reach tol={tol} in {it} iterations (relative residual "
-            f"{res:.3g}): raise max_iter, loosen tol, or {_FIX}",
+            f"{res:.3g}): raise max_iter, loosen tol, use a stronger preconditioner, or {_FIX}",
             RuntimeWarning,
             stacklevel=2,
         )
-    return x.reshape(shape), CGInfo(iterations=it, residual=res, converged=converged)
+    return x.reshape(shape), info
 
 
 SOLVERS = ("cholesky", "cg")

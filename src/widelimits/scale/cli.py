@@ -1,0 +1,184 @@
+"""``widelimits kernel compute|solve``: kernel stores and CG kernel regression from the shell.
+
+    widelimits kernel compute --arch "Dense(), ReLU(), Dense(1)" --data x.npy --out k.zarr
+        [--data2 x2.npy] [--get nngp ntk] [--tile 2048] [--scheduler threads|processes|
+        synchronous|tcp://host:8786] [--workers N] [--dtype float32] [--overwrite]
+    widelimits kernel solve --store k.zarr --targets y.npy [--get ntk] [--diag-reg 1e-4]
+        [--tol 1e-6] [--preconditioner pivoted_cholesky] [--rank 500] [--cross test.zarr]
+        [--test-targets y_test.npy] [--out predictions.npy]
+    widelimits kernel solve --arch ... --data x.npy --targets y.npy ...   (recomputed tiles)
+
+Arrays are ``.npy`` files, or ``.npz`` files with one array (or the one named by ``--key``).
+Integer targets are class labels: they are one-hot encoded (centred), and the predicted class is
+the largest output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["add_kernel"]
+
+
+def _load(path: str, key: str | None = None) -> np.ndarray:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    data = np.load(p, allow_pickle=False)
+    if isinstance(data, np.lib.npyio.NpzFile):
+        names = list(data.keys())
+        if key is None and len(names) != 1:
+            raise ValueError(f"{path} holds {names}: choose one with --key")
+        data = data[key or names[0]]
+    return np.asarray(data)
+
+
+def _inputs(path: str, key: str | None, dtype: str):
+    import torch
+
+    x = _load(path, key)
+    return torch.from_numpy(np.ascontiguousarray(x)).to(getattr(torch, dtype))
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"widelimits kernel {command}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def _run_compute(args: argparse.Namespace) -> int:
+    from ..layers.spec import parse_architecture
+    from . import StaleStoreError, compute_kernel_store
+
+    try:
+        net = parse_architecture(args.arch)
+        x1 = _inputs(args.data, args.key, args.dtype)
+        x2 = None if args.data2 is None else _inputs(args.data2, args.key, args.dtype)
+        start = time.perf_counter()
+        store = compute_kernel_store(
+            net, x1, x2, args.out, get=tuple(args.get), tile_size=args.tile,
+            scheduler=args.scheduler, workers=args.workers, overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError, StaleStoreError, MemoryError) as err:
+        return _fail("compute", err)
+    seconds = time.perf_counter() - start
+    n1, n2 = store.shape
+    print(f"{store.path}: {' and '.join(store.kernels)} of shape ({n1}, {n2}), "
+          f"{len(store.tiles())} tiles of {store.tile}, {seconds:.1f} s "
+          f"({n1 * n2 / max(seconds, 1e-9):.3g} entries/s)")  # fmt: skip
+    return 0
+
+
+def _targets(y: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Targets as a float matrix; integer labels become centred one-hot rows."""
+    if np.issubdtype(y.dtype, np.integer):
+        if y.ndim != 1:
+            raise ValueError("integer targets must be a 1-D array of class labels")
+        classes = int(y.max()) + 1
+        onehot = np.eye(classes)[y] - 1.0 / classes
+        return onehot, True
+    return y.astype(np.float64), False
+
+
+def _run_solve(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..layers.spec import parse_architecture
+    from . import KernelStore, kernel_regression
+
+    try:
+        y, labels = _targets(_load(args.targets))
+        if args.store is not None:
+            train = KernelStore.open(args.store)
+            net = x_train = None
+            dtype = getattr(torch, train.manifest["dtype"])
+        elif args.arch is not None and args.data is not None:
+            net = parse_architecture(args.arch)
+            x_train = _inputs(args.data, args.key, args.dtype)
+            train, dtype = None, x_train.dtype
+        else:
+            raise ValueError("give --store, or --arch and --data to recompute the kernel")
+        x_test = None if args.test_data is None else _inputs(args.test_data, args.key, args.dtype)
+        alpha, pred, info = kernel_regression(
+            train, torch.from_numpy(y).to(dtype), get=args.get, cross=args.cross, net=net,
+            x_train=x_train, x_test=x_test, diag_reg=args.diag_reg, tol=args.tol,
+            max_iter=args.max_iter, preconditioner=args.preconditioner, rank=args.rank,
+            progress=not args.no_progress,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+        return _fail("solve", err)
+    print(info)
+    out = alpha if pred is None else pred
+    if pred is not None and args.test_targets is not None:
+        truth = _load(args.test_targets)
+        p = pred.double().numpy()
+        if labels:
+            print(f"test accuracy {np.mean(p.argmax(1) == truth):.4f} on {len(truth)} examples")
+        else:
+            print(f"test mean squared error {np.mean((p.reshape(truth.shape) - truth) ** 2):.4g}")
+    if args.out is not None:
+        np.save(args.out, out.double().numpy())
+        what = "predictions" if pred is not None else "dual coefficients alpha"
+        print(f"wrote {what} to {args.out}")
+    return 0
+
+
+def add_kernel(subparsers) -> None:
+    """Register ``widelimits kernel compute|solve``."""
+    from . import SCHEDULERS
+
+    p = subparsers.add_parser(
+        "kernel", help="kernels into resumable on-disk stores; CG kernel regression",
+        description="Large kernels tile by tile into a zarr store (resumable, parallel, on a "
+        "Dask cluster with --scheduler ADDRESS), and kernel regression by preconditioned "
+        "conjugate gradients on a stored or recomputed kernel. Needs the scale extra: "
+        "pip install 'widelimits[scale]'.",
+    )  # fmt: skip
+    sub = p.add_subparsers(title="kernel commands", metavar="STEP", required=True)
+
+    def common(q) -> None:
+        q.add_argument("--arch", help='the network, e.g. "Dense(), ReLU(), Dense(1)" '
+                       "(comma-separated widelimits layers with literal arguments)")  # fmt: skip
+        q.add_argument("--key", help="array name inside .npz inputs")
+        q.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="dtype of the inputs and kernels (default float32)")  # fmt: skip
+        q.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    c = sub.add_parser("compute", help="compute kernels into a store (resumes a partial one)")
+    common(c)
+    c.add_argument("--data", required=True, help="inputs x1 (.npy / .npz), (N, ...) array")
+    c.add_argument("--data2", help="inputs x2 for a rectangular kernel (default: x1 itself)")
+    c.add_argument("--out", required=True, help="the store's directory, e.g. k.zarr")
+    c.add_argument("--get", nargs="+", choices=("nngp", "ntk"), default=["nngp", "ntk"])
+    c.add_argument("--tile", type=int, default=2048, help="tile edge in examples (2048)")
+    c.add_argument("--scheduler", default=None,
+                   help=f"one of {', '.join(SCHEDULERS)} (default threads) or a Dask "
+                   "scheduler address tcp://host:port")  # fmt: skip
+    c.add_argument("--workers", type=int, default=None, help="local parallel tasks")
+    c.add_argument("--overwrite", action="store_true",
+                   help="recompute even if a store for other inputs exists at --out")  # fmt: skip
+    c.set_defaults(func=_run_compute)
+
+    s = sub.add_parser("solve", help="kernel regression by preconditioned CG")
+    common(s)
+    s.add_argument("--store", help="train kernel store (symmetric, from compute without --data2)")
+    s.add_argument("--data", help="train inputs, to recompute the kernel instead of --store")
+    s.add_argument("--targets", required=True, help="train targets (.npy); integers = labels")
+    s.add_argument("--get", choices=("nngp", "ntk"), default="ntk")
+    s.add_argument("--diag-reg", type=float, default=1e-4,
+                   help="relative regularization (times mean diag K), default 1e-4")  # fmt: skip
+    s.add_argument("--tol", type=float, default=1e-6, help="relative residual (1e-6)")
+    s.add_argument("--max-iter", type=int, default=None)
+    s.add_argument("--preconditioner", default="pivoted_cholesky",
+                   choices=("pivoted_cholesky", "nystrom", "jacobi", "none"))  # fmt: skip
+    s.add_argument("--rank", type=int, default=500, help="low-rank preconditioner rank (500)")
+    s.add_argument("--cross", help="test-train kernel store (x1 = test, x2 = train)")
+    s.add_argument("--test-data", help="test inputs, to recompute the test-train kernel")
+    s.add_argument("--test-targets", help="test targets (.npy) for accuracy / error")
+    s.add_argument("--out", help="write predictions (or alpha without test data) to this .npy")
+    s.set_defaults(func=_run_solve)
