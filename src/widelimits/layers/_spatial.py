@@ -117,17 +117,6 @@ def _shifted_sum(t: Tensor, axes: Sequence[int], window: int) -> Tensor:
 
 def pool_sum(t: Tensor, d: int, window, stride, padding: str) -> Tensor:
     """sum over windows at p and at q independently, K'_{pq} = sum_{a, b} K_{sp+a, sq+b} (full)."""
-    spatial = t.shape[t.ndim - d :]
-    if padding == "valid" and tuple(window) == tuple(stride):  # tiling windows: reshape and sum
-        outs = [pads(n, w, w, "valid")[2] for n, w in zip(spatial, window, strict=True)]
-        crop = [slice(None)] * (t.ndim - 2 * d) + [
-            slice(0, o * w) for o, w in zip(outs, window, strict=True)
-        ] * 2
-        t = t[tuple(crop)]
-        split = [m for o, w in zip(outs, window, strict=True) for m in (o, w)]
-        t = t.reshape(*t.shape[: t.ndim - 2 * d], *split, *split)
-        lead = t.ndim - 4 * d
-        return t.sum(dim=tuple(lead + 2 * i + 1 for i in range(2 * d)))
     for r in range(d):
         for ax in (t.ndim - 2 * d + r, t.ndim - d + r):
             t = window_sum(t, (ax,), window[r], stride[r], padding)

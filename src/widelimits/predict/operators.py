@@ -188,6 +188,12 @@ def make_preconditioner(
             )
         inverse = (1.0 / diag)[:, None]
         return lambda v: inverse * v
+    if not shift > 0:
+        raise ValueError(
+            f"the {kind} preconditioner needs a positive regularization (diag_reg > 0): without "
+            "it, pivoted rows are fitted exactly and P is singular; pass diag_reg > 0, or "
+            "preconditioner='jacobi'"
+        )
     rank = min(op.shape[0], 100 if rank is None else int(rank))
     if rank < 1:
         raise ValueError(f"rank must be a positive integer, got {rank}")

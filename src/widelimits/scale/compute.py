@@ -173,7 +173,7 @@ def _run_distributed(pending, args, a, b, scheduler, workers, retries, bar) -> N
                     n_workers=workers or os.cpu_count(),
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",
                 )  # fmt: skip
             )
             client = stack.enter_context(Client(cluster))

@@ -45,9 +45,16 @@ class RecomputedKernel(KernelOperator):
         self.block_rows = int(block_rows)
         self._diagonal = None
 
-    def _band(self, r0: int, r1: int, cols=None) -> Tensor:
-        other = self.x if cols is None else self.x[cols]
-        return self.net.kernel(self.x[r0:r1], other, get=self.get, progress=False)
+    def _band(self, r0: int, r1: int) -> Tensor:
+        """Rows r0:r1; the diagonal block is computed as a symmetric kernel, so that every
+        example meets itself at correlation exactly 1 (as in ``net.kernel(x)``)."""
+        rows, n = self.x[r0:r1], self.shape[0]
+        parts = [self.net.kernel(rows, None, get=self.get, progress=False)]
+        if r0 > 0:
+            parts.insert(0, self.net.kernel(rows, self.x[:r0], get=self.get, progress=False))
+        if r1 < n:
+            parts.append(self.net.kernel(rows, self.x[r1:], get=self.get, progress=False))
+        return torch.cat(parts, dim=1)
 
     def matmul(self, v: Tensor) -> Tensor:
         v = v.to(self.device)
@@ -63,7 +70,11 @@ class RecomputedKernel(KernelOperator):
         return self._diagonal
 
     def columns(self, index: Tensor) -> Tensor:
-        return self.net.kernel(self.x, self.x[index.to(self.device)], get=self.get, progress=False)
+        index = index.to(self.device)
+        cols = self.net.kernel(self.x, self.x[index], get=self.get, progress=False)
+        # Self-pairs exactly as in the symmetric kernel (see _band).
+        cols[index, torch.arange(len(index), device=self.device)] = self.diagonal()[index]
+        return cols
 
 
 def _train_operator(train, get: str, net, x_train) -> KernelOperator:
