@@ -29,6 +29,7 @@ __all__ = ["compute_kernel", "as_input", "available_memory"]
 GETS = ("nngp", "ntk")
 DEFAULT_TILE_ENTRIES = {"cpu": 512**2, "cuda": 8192**2}
 MIN_SPATIAL_EDGE = 8
+SMALL_CHANNELS = 8
 TEMPORARIES_PER_TILE = 16  # live tile-sized tensors in the worst layer map, with margin
 PROGRESS_MIN_ENTRIES = 2**26
 
@@ -155,7 +156,13 @@ def _cross(a: Tensor, b: Tensor, layout: str) -> Tensor:
     spatial = a.shape[2:]
     fa, fb = a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1)
     if layout == "diagonal":
-        return torch.einsum("ncp,mcp->nmp", fa, fb).reshape(len(a), len(b), *spatial)
+        if a.shape[1] <= SMALL_CHANNELS:  # a few channels: products beat a batched matmul
+            out = fa[:, None, 0] * fb[None, :, 0]
+            for c in range(1, a.shape[1]):
+                out.addcmul_(fa[:, None, c], fb[None, :, c])
+        else:
+            out = torch.einsum("ncp,mcp->nmp", fa, fb)
+        return out.reshape(len(a), len(b), *spatial)
     return torch.einsum("ncp,mcq->nmpq", fa, fb).reshape(len(a), len(b), *spatial, *spatial)
 
 

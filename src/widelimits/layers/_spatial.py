@@ -12,6 +12,7 @@ Padding follows the usual rules, per spatial axis of size n, window w and stride
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -87,32 +88,40 @@ def window_sum(t: Tensor, axes: Sequence[int], window: int, stride: int, padding
     return total
 
 
-def conv_mean(t: Tensor, d: int, full: bool, window, stride, padding: str) -> Tensor:
-    """[A K]_{pq} = mean over filter offsets a of K_{p+a, q+a} (pixel diagonal only if not full)."""
+def conv_sum(t: Tensor, d: int, full: bool, window, stride, padding: str) -> Tensor:
+    """sum over filter offsets a of K_{p+a, q+a} (pixel diagonal only if not full)."""
     for r in range(d):
         axes = (t.ndim - 2 * d + r, t.ndim - d + r) if full else (t.ndim - d + r,)
         if stride[r] == 1 and padding == "same":
             t = _shifted_sum(t, axes, window[r])
         else:
             t = window_sum(t, axes, window[r], stride[r], padding)
-    return t / math.prod(window)
+    return t
 
 
 def _shifted_sum(t: Tensor, axes: Sequence[int], window: int) -> Tensor:
     """`window_sum` for stride 1 and zero "same" padding, without building the padded tensor."""
-    before = (window - 1) // 2
-    n = t.shape[axes[0]]
     total = t.clone()
+    for dst, src in _shifts(t.ndim, tuple(axes), window, t.shape[axes[0]]):
+        total[dst] += t[src]
+    return total
+
+
+@functools.cache
+def _shifts(ndim: int, axes: tuple[int, ...], window: int, n: int) -> list[tuple[tuple, tuple]]:
+    """Index pairs (destination, source) of the off-centre taps of `_shifted_sum`."""
+    before = (window - 1) // 2
+    pairs = []
     for a in range(window):
         shift = a - before  # out[i] += t[i + shift] where both exist
         if shift == 0 or abs(shift) >= n:
             continue
-        dst, src = [slice(None)] * t.ndim, [slice(None)] * t.ndim
+        dst, src = [slice(None)] * ndim, [slice(None)] * ndim
         for ax in axes:
             dst[ax] = slice(max(0, -shift), n - max(0, shift))
             src[ax] = slice(max(0, shift), n - max(0, -shift))
-        total[tuple(dst)] += t[tuple(src)]
-    return total
+        pairs.append((tuple(dst), tuple(src)))
+    return pairs
 
 
 def pool_sum(t: Tensor, d: int, window, stride, padding: str) -> Tensor:

@@ -97,7 +97,7 @@ class ABReLU(Activation):
         rho, prod = correlation(k11, k22, k12)
         sin = sine(rho)
         c = (self.a - self.b) ** 2 / (2 * math.pi)
-        tdot = (angle(rho, sin) * -c).add_((self.a**2 + self.b**2) / 2)
+        tdot = torch.rsub(angle(rho, sin), (self.a**2 + self.b**2) / 2, alpha=c)  # one pass
         t = torch.addcmul(tdot * k12, prod, sin, value=c)
         return t, tdot
 

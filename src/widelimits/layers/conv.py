@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
 from ..kernel import Kernel
-from ._spatial import SpatialPad, as_tuple, check_padding, conv_mean, pads
+from ._spatial import SpatialPad, as_tuple, check_padding, conv_sum, pads
 from .base import BuildContext, SpatialFeatures
 from .dense import WeightLayer
 
@@ -77,10 +77,10 @@ class Conv(WeightLayer):
         window, stride = self._geometry(d)
         full = k.layout == "full"
 
-        def mix(t: Tensor) -> Tensor:
-            return conv_mean(t, d, full, window, stride, self.padding)
+        def window_sum(t: Tensor) -> Tensor:
+            return conv_sum(t, d, full, window, stride, self.padding)
 
-        return self.affine_kernel(k, mix, taps=math.prod(window))
+        return self.affine_kernel(k, window_sum, taps=math.prod(window))
 
     def build_module(self, in_features, ctx: BuildContext) -> tuple[nn.Module, SpatialFeatures]:
         if isinstance(in_features, tuple):

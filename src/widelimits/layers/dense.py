@@ -57,20 +57,21 @@ class WeightLayer(Layer):
         self.parametrization = parametrization
         self.has_parameters = bool(trainable)
 
-    def affine_kernel(self, k: Kernel, mix=None, taps: int = 1) -> Kernel:
-        """K' = sigma_w^2 A(K) + sigma_b^2 and the matching Theta', with ``A = mix`` (linear).
+    def affine_kernel(self, k: Kernel, window_sum=None, taps: int = 1) -> Kernel:
+        """K' = sigma_w^2 A(K) + sigma_b^2 and the matching Theta', A = window_sum / taps.
 
-        ``taps`` is the number of input positions each output sums over (the filter size): the
-        standard-parametrization NTK counts every weight, n_in * taps of them per output.
+        ``window_sum`` (linear) sums the input kernel over the ``taps`` input positions each
+        output reads (the filter size; identity and 1 for Dense); the 1 / taps of the average is
+        folded into the sigma_w^2 multiply.  The standard-parametrization NTK counts every
+        weight, n_in * taps of them per output: n_in * taps * A(K) = n_in * window_sum(K).
         """
         if not isinstance(k, Kernel):
             raise TypeError(
                 f"{type(self).__name__} got several branches; merge them first with FanInSum, "
                 "FanInConcat or FanInProd"
             )
-        if mix is not None:
-            k = k.map_all(mix, ntk=True)
-        w2 = self.W_std**2
+        summed = k if window_sum is None else k.map_all(window_sum, ntk=True)
+        w2 = self.W_std**2 / taps
         b2 = 0.0 if self.b_std is None else self.b_std**2
         unit_w = not isinstance(w2, Tensor) and w2 == 1.0
         no_b = not isinstance(b2, Tensor) and b2 == 0.0
@@ -79,13 +80,18 @@ class WeightLayer(Layer):
             t = t if unit_w else w2 * t
             return t if no_b else t + b2
 
-        out = k.map_all(affine).replace(is_gaussian=True, width=self.out)
-        if k.ntk is None:
+        out = summed.map_all(affine).replace(is_gaussian=True, width=self.out)
+        theta = summed.ntk
+        if theta is None:
             return out
+        if theta.ndim == 0:  # the zero NTK before any trainable layer
+            theta_part = theta
+        else:
+            theta_part = theta if unit_w else w2 * theta
         if not self.has_parameters:
-            return out.replace(ntk=k.ntk if unit_w else w2 * k.ntk)
+            return out.replace(ntk=theta_part)
         if self.parametrization == "ntk":
-            ntk = out.nngp + (k.ntk if unit_w else w2 * k.ntk)
+            ntk = out.nngp if theta.ndim == 0 else out.nngp + theta_part
         else:
             if k.width is None:
                 raise ValueError(
@@ -94,7 +100,7 @@ class WeightLayer(Layer):
                     "finite width (e.g. Dense(out=512, parametrization='standard')) or use "
                     "parametrization='ntk'"
                 )
-            ntk = (k.width * taps) * k.nngp + w2 * k.ntk
+            ntk = k.width * summed.nngp + theta_part
             if self.b_std is not None:
                 ntk = ntk + 1.0
         return out.replace(ntk=ntk)
