@@ -13,7 +13,6 @@ Padding follows the usual rules, per spatial axis of size n, window w and stride
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 
 import torch
