@@ -129,12 +129,16 @@ def _pair_entries(x: Tensor, layout: str) -> int:
     return {"none": 1, "diagonal": pixels, "full": pixels**2}[layout]
 
 
-def _swap(t: Tensor, layout: str) -> Tensor:
-    """K(x2, x1) from K(x1, x2): swap the example axes (and the pixels p, q of the full layout)."""
+def _swap(t: Tensor, layout: str, lead: int = 2) -> Tensor:
+    """K(x2, x1) from K(x1, x2): swap the example axes (and the pixels p, q of the full layout).
+
+    ``lead=1`` for packed pairs (one example axis): only the pixels are swapped.
+    """
+    examples = (1, 0) if lead == 2 else (0,)
     if layout != "full":
-        return t.transpose(0, 1)
-    d = (t.ndim - 2) // 2
-    return t.permute(1, 0, *range(2 + d, 2 + 2 * d), *range(2, 2 + d))
+        return t.permute(*examples, *range(lead, t.ndim))
+    d = (t.ndim - lead) // 2
+    return t.permute(*examples, *range(lead + d, lead + 2 * d), *range(lead, lead + d))
 
 
 def _variances(x: Tensor, layout: str) -> Tensor:
@@ -177,7 +181,8 @@ def _input_state(
     """The kernel of the raw inputs: K0(x, x') = x . x' / d (d features or C channels), Theta0 = 0.
 
     ``b=None`` marks a tile of a symmetric kernel on the diagonal: the same examples on both
-    sides, whose self-pairs get exactly their variances (correlation exactly 1).
+    sides.  Only the pairs i <= j are kept (``Kernel.pairs``: half the work), and the
+    self-pairs get exactly their variances (correlation exactly 1).
     ``var_b=None`` (with ``b=None``) asks for the batch diagonal k(x, x) only.
     """
     d = a.shape[1]
@@ -186,12 +191,10 @@ def _input_state(
     if b is None and var_b is None:
         return Kernel(var_a, ntk, var_a, var_a, batch_diagonal=True, **common)
     if b is None:
-        nngp = _cross(a, a, layout)
-        # Some BLAS kernels round a a^T asymmetrically; averaging makes it symmetric bit for bit.
-        nngp = nngp.add_(_swap(nngp, layout).clone()).div_(2 * d)
-        index = torch.arange(len(a), device=a.device)
-        nngp[index, index] = var_a
-        return Kernel(nngp, ntk, var_a, var_a, same_example_diagonal=True, **common)
+        i, j = torch.triu_indices(len(a), len(a), device=a.device)
+        nngp = _cross(a, a, layout)[i, j].div_(d)
+        nngp[i == j] = var_a
+        return Kernel(nngp, ntk, var_a, var_a, pairs=(i, j), **common)
     return Kernel(_cross(a, b, layout).div_(d), ntk, var_a, var_b, **common)
 
 
@@ -323,22 +326,36 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress) -> Kernel:
         for target, tile in ((nngp, out.nngp), (ntk, out.ntk)):
             if target is None:
                 continue
-            if on_diagonal and layout == "full":
+            if out.pairs is None:
+                target[r0:r1, c0:c1] = tile
+                if symmetric and i != j:
+                    target[c0:c1, r0:r1] = _swap(tile, out.layout)
+                continue
+            # a packed diagonal tile: pairs (I, J), I <= J, mirrored into (J, I)
+            rows_i, cols_j = out.pairs[0] + r0, out.pairs[1] + r0
+            mirrored = _swap(tile, out.layout, lead=1)
+            if out.layout == "full":
                 # Pooling sums pixel pairs in an order that is not symmetric to the last bit.
-                tile = (tile + _swap(tile, out.layout)) / 2
-            target[r0:r1, c0:c1] = tile
-            if symmetric and i != j:
-                target[c0:c1, r0:r1] = _swap(tile, out.layout)
+                self_pair = (rows_i == cols_j).reshape(-1, *([1] * (tile.ndim - 1)))
+                tile = torch.where(self_pair, (tile + mirrored) / 2, tile)
+                mirrored = _swap(tile, out.layout, lead=1)
+            target[rows_i, cols_j] = tile
+            target[cols_j, rows_i] = mirrored
     cov1_all = torch.cat(cov1)
     cov2_all = cov1_all if symmetric else torch.cat(cov2)
     return last.replace(
-        nngp=nngp, ntk=ntk, cov1=cov1_all, cov2=cov2_all, same_example_diagonal=symmetric
+        nngp=nngp,
+        ntk=ntk,
+        cov1=cov1_all,
+        cov2=cov2_all,
+        same_example_diagonal=symmetric,
+        pairs=None,
     )
 
 
 def _allocate(tile: Kernel, n1: int, n2: int, need_ntk: bool) -> tuple[Tensor, Tensor | None]:
     """Empty (N1, N2, *pixels) results shaped like the first tile's output, if they fit."""
-    shape = (n1, n2, *tile.nngp.shape[2:])
+    shape = (n1, n2, *tile.pixel_shape)
     needed = (2 if need_ntk else 1) * math.prod(shape) * tile.nngp.element_size()
     if needed > available_memory(tile.nngp.device):
         raise MemoryError(

@@ -22,6 +22,9 @@ Every layer acts per pair of examples, so a kernel can be computed tile by tile 
 that is how large inputs are handled.
 
 With ``batch_diagonal=True`` the state holds only k(x_i, x_i): ``nngp`` equals ``cov1``.
+With ``pairs=(I, J)`` (a tile of a symmetric kernel on the diagonal) ``nngp`` holds only the
+pairs (x_I[t], x_J[t]), t = 0..T-1, I <= J, on its first axis: ``(T, *pixels)``, half the work
+of the (N, N) grid.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class Kernel:
     """``nngp`` holds only k(x_i, x_i) (shape ``(N1, *pixels)``)."""
     same_example_diagonal: bool = False
     """``nngp[i, i]`` pairs an example with itself (a diagonal tile of a symmetric kernel)."""
+    pairs: tuple[Tensor, Tensor] | None = None
+    """Packed pairs (I, J) of a symmetric tile: ``nngp[t]`` is K(x_I[t], x_J[t])."""
 
     def replace(self, **changes) -> Kernel:
         """A copy with some fields changed (the state is immutable)."""
@@ -94,13 +99,22 @@ class Kernel:
         if self.batch_diagonal:
             return self.self_variances(self.cov1)
         v1, v2 = self.pixel_variances(self.cov1), self.pixel_variances(self.cov2)
+        if self.pairs is not None:
+            v1, v2 = v1[self.pairs[0]], v2[self.pairs[1]]
+        else:
+            v1, v2 = v1.unsqueeze(1), v2.unsqueeze(0)
         if self.layout != "full":
-            return v1.unsqueeze(1), v2.unsqueeze(0)
-        ones = (1,) * self.spatial_ndim
-        return (
-            v1.reshape(v1.shape[0], 1, *v1.shape[1:], *ones),
-            v2.reshape(1, v2.shape[0], *ones, *v2.shape[1:]),
-        )
+            return v1, v2
+        d = self.spatial_ndim
+        lead = v2.ndim - d
+        ones = (1,) * d
+        return v1.reshape(*v1.shape, *ones), v2.reshape(*v2.shape[:lead], *ones, *v2.shape[lead:])
+
+    @property
+    def pixel_shape(self) -> tuple[int, ...]:
+        """The trailing pixel axes of ``nngp``: (), S or (*S, *S)."""
+        lead = 1 if self.batch_diagonal or self.pairs is not None else 2
+        return tuple(self.nngp.shape[lead:])
 
     def pixel_eye(self) -> Tensor | None:
         """Boolean mask (broadcastable to ``nngp``) of entries pairing a pixel with itself.
@@ -117,6 +131,9 @@ class Kernel:
         """Boolean mask (broadcastable to ``nngp``) of entries pairing an example with itself."""
         if self.batch_diagonal:
             return torch.ones((), dtype=torch.bool, device=self.nngp.device)
+        if self.pairs is not None:
+            mask = self.pairs[0] == self.pairs[1]
+            return mask.reshape(-1, *([1] * (self.nngp.ndim - 1)))
         if not self.same_example_diagonal:
             return None
         n1, n2 = self.nngp.shape[:2]

@@ -32,7 +32,7 @@ def _branches(k, name: str) -> tuple:
     if not isinstance(k, tuple) or len(k) < 2:
         raise TypeError(f"{name} merges branches: put FanOut(n) (and Parallel) before it")
     if all(isinstance(ki, Kernel) for ki in k):
-        shapes = {(ki.layout, tuple(ki.nngp.shape[2:])) for ki in k}
+        shapes = {(ki.layout, ki.pixel_shape) for ki in k}
         if len(shapes) > 1:
             raise ValueError(
                 f"{name} branches have different spatial sizes or layouts {sorted(shapes)}: "

@@ -120,7 +120,7 @@ class LowRankPreconditioner:
 def pivoted_cholesky(
     op: KernelOperator, rank: int, block: int | None = None, rel_tol: float = 1e-10
 ) -> Tensor:
-    """Partial pivoted Cholesky factor L (N x r', r' <= rank) with K ~ L L^T.
+    """Partial pivoted Cholesky factor L (N x r', r' <= rank, float64) with K ~ L L^T.
 
     Greedy pivoting on the largest residual diagonal ``diag(K - L L^T)``; columns are fetched
     ``block`` at a time (the candidates with the largest residuals), then factored one by one
@@ -131,15 +131,15 @@ def pivoted_cholesky(
     n = op.shape[0]
     rank = min(int(rank), n)
     block = block or op.column_block
-    diag = op.diagonal().to(op.dtype).clone()
+    diag = op.diagonal().to(torch.float64).clone()
     total = float(diag.sum())
-    factor = torch.zeros(n, rank, dtype=op.dtype, device=op.device)
+    factor = torch.zeros(n, rank, dtype=torch.float64, device=op.device)
     m = 0
     while m < rank:
         if float(diag.clamp_min(0).sum()) <= rel_tol * total:
             break
         candidates = torch.topk(diag, min(block, rank - m, n)).indices
-        cols = op.columns(candidates).to(op.dtype)
+        cols = op.columns(candidates).to(torch.float64)
         for c in range(len(candidates)):
             j = int(candidates[c])
             pivot = float(diag[j])
@@ -159,29 +159,39 @@ def pivoted_cholesky(
 
 
 def nystrom(op: KernelOperator, rank: int, seed: int = 0, jitter: float = 1e-10) -> Tensor:
-    """Nystrom factor L = C chol(W)^{-T}, ``rank`` uniform landmarks S, C = K[:, S], W = K[S, S]."""
+    """Nystrom factor L = C chol(W)^{-T} (float64), ``rank`` uniform landmarks S, C = K[:, S]."""
     n = op.shape[0]
     gen = torch.Generator().manual_seed(seed)
     landmarks = torch.randperm(n, generator=gen)[: min(int(rank), n)].to(op.device)
-    cols = op.columns(landmarks).to(op.dtype)
+    cols = op.columns(landmarks).to(torch.float64)
     w = cols[landmarks]
     w = (w + w.T) / 2
     scale = float(torch.diagonal(w).mean())
-    eye = torch.eye(len(landmarks), dtype=op.dtype, device=op.device)
+    eye = torch.eye(len(landmarks), dtype=torch.float64, device=op.device)
     chol = torch.linalg.cholesky(w + jitter * max(scale, 1e-300) * eye)
     return torch.linalg.solve_triangular(chol, cols.T, upper=False).T
 
 
 def make_preconditioner(
-    op: KernelOperator, kind: str, shift: float, rank: int | None = None, seed: int = 0
+    op: KernelOperator,
+    kind: str,
+    shift: float,
+    rank: int | None = None,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
 ):
-    """A callable ``v -> P^{-1} v`` for ``K + shift I``, or ``None`` for ``kind="none"``."""
+    """A callable ``v -> P^{-1} v`` for ``K + shift I``, or ``None`` for ``kind="none"``.
+
+    Built and applied in ``dtype`` (default: the operator's): float64 keeps the Woodbury solve
+    accurate when s is small against the kernel's scale.
+    """
+    dtype = dtype or op.dtype
     if kind not in PRECONDITIONERS:
         raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {kind!r}")
     if kind == "none":
         return None
     if kind == "jacobi":
-        diag = op.diagonal().to(op.dtype) + shift
+        diag = op.diagonal().to(dtype) + shift
         if bool((diag <= 0).any()):
             raise ValueError(
                 "the kernel has a non-positive diagonal entry; increase diag_reg (e.g. 1e-6)"
@@ -198,5 +208,6 @@ def make_preconditioner(
     if rank < 1:
         raise ValueError(f"rank must be a positive integer, got {rank}")
     factor = pivoted_cholesky(op, rank) if kind == "pivoted_cholesky" else nystrom(op, rank, seed)
-    missed = (op.diagonal().to(op.dtype) - (factor**2).sum(1)).clamp_min(0)
+    factor = factor.to(dtype)
+    missed = (op.diagonal().to(dtype) - (factor**2).sum(1)).clamp_min(0)
     return LowRankPreconditioner(factor, missed + shift)

@@ -168,7 +168,9 @@ def cg_solve(
         seed: landmark choice of the Nystrom preconditioner.
         progress: show a progress bar over iterations.
 
-    Returns ``(X, CGInfo)``; warns if it did not converge.
+    The iterations run in float64 (products with K in the kernel's own dtype), so a float32
+    kernel converges as far as its own rounding allows.  Returns ``(X, CGInfo)``, X in the
+    kernel's dtype; warns if it did not converge.
     """
     import time
 
@@ -180,18 +182,20 @@ def cg_solve(
     if not math.isfinite(diag_reg) or diag_reg < 0:
         raise ValueError(f"diag_reg must be a finite number >= 0, got {diag_reg}")
     n = op.shape[0]
-    like = torch.empty(0, dtype=op.dtype, device=op.device)
+    # Recurrences and preconditioner in float64 (products with K in its own dtype): a float32
+    # kernel still reaches small residuals, and a low-rank Woodbury solve stays accurate.
+    like = torch.empty(0, dtype=torch.float64, device=op.device)
     b = _to_tensor(b, like)
     shape = b.shape
     if shape[:1] != (n,):
         raise ValueError(f"right-hand side has {shape[0] if shape else 0} rows, kernel has {n}")
     b = b.reshape(n, -1)
     shift = diag_reg * float(op.diagonal().mean()) if n else 0.0
-    apply = make_preconditioner(op, preconditioner, shift, rank, seed)
+    apply = make_preconditioner(op, preconditioner, shift, rank, seed, dtype=like.dtype)
     max_iter = 10 * max(n, 1) if max_iter is None else int(max_iter)
 
     def kmul(v: Tensor) -> Tensor:
-        out = op.matmul(v)
+        out = op.matmul(v.to(op.dtype)).to(v.dtype)
         return out + shift * v if shift else out
 
     x = torch.zeros_like(b) if x0 is None else _to_tensor(x0, like).reshape(b.shape).clone()
@@ -239,7 +243,7 @@ def cg_solve(
             RuntimeWarning,
             stacklevel=2,
         )
-    return x.reshape(shape), info
+    return x.reshape(shape).to(op.dtype), info
 
 
 SOLVERS = ("cholesky", "cg")
