@@ -28,91 +28,34 @@ from widelimits.predict import gp_inference
 DIAG_REGS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
+def fc(depth: int) -> wl.Serial:
+    """[Dense(b_std=0.1), ReLU] x depth + Dense(10) on (N, 40) inputs."""
+    hidden = [m for _ in range(depth) for m in (wl.Dense(None, 1.0, 0.1), wl.ReLU())]
+    return wl.Serial(*hidden, wl.Dense(10))
+
+
+def cnn(convs: int, k: int, padding: str, pool_after: int | None = None) -> wl.Serial:
+    """``convs`` x [Conv(k, padding, b_std=0.1), ReLU], an AvgPool(2) after conv number
+    ``pool_after`` if given, then GlobalAvgPool and Dense(10), on (N, 1, 40) inputs."""
+    layers: list[wl.Layer] = []
+    for i in range(1, convs + 1):
+        layers += [wl.Conv(None, k, padding=padding, b_std=0.1), wl.ReLU()]
+        if i == pool_after:
+            layers.append(wl.AvgPool(2))
+    return wl.Serial(*layers, wl.GlobalAvgPool(), wl.Dense(10))
+
+
 def architectures() -> dict[str, tuple[str, wl.Layer]]:
     """name -> (input kind: "fc" (N, 40) or "cnn" (N, 1, 40), network)."""
-    relu = wl.ReLU
     return {
-        "fc2": (
-            "fc",
-            wl.Serial(
-                wl.Dense(None, 1.0, 0.1), relu(), wl.Dense(None, 1.0, 0.1), relu(), wl.Dense(10)
-            ),
-        ),
-        "fc3": (
-            "fc",
-            wl.Serial(
-                *[m for _ in range(3) for m in (wl.Dense(None, 1.0, 0.1), relu())], wl.Dense(10)
-            ),
-        ),
-        "cnn1_circ_k5": (
-            "cnn",
-            wl.Serial(
-                wl.Conv(None, 5, padding="circular", b_std=0.1),
-                relu(),
-                wl.GlobalAvgPool(),
-                wl.Dense(10),
-            ),
-        ),
-        "cnn2_same_k5_pool": (
-            "cnn",
-            wl.Serial(
-                wl.Conv(None, 5, padding="same", b_std=0.1),
-                relu(),
-                wl.AvgPool(2),
-                wl.Conv(None, 5, padding="same", b_std=0.1),
-                relu(),
-                wl.GlobalAvgPool(),
-                wl.Dense(10),
-            ),
-        ),
-        "cnn2_circ_k5": (
-            "cnn",
-            wl.Serial(
-                wl.Conv(None, 5, padding="circular", b_std=0.1),
-                relu(),
-                wl.Conv(None, 5, padding="circular", b_std=0.1),
-                relu(),
-                wl.GlobalAvgPool(),
-                wl.Dense(10),
-            ),
-        ),
-        "cnn2_same_k5": (
-            "cnn",
-            wl.Serial(
-                wl.Conv(None, 5, padding="same", b_std=0.1),
-                relu(),
-                wl.Conv(None, 5, padding="same", b_std=0.1),
-                relu(),
-                wl.GlobalAvgPool(),
-                wl.Dense(10),
-            ),
-        ),
-        "cnn3_circ_k3": (
-            "cnn",
-            wl.Serial(
-                *[
-                    m
-                    for _ in range(3)
-                    for m in (wl.Conv(None, 3, padding="circular", b_std=0.1), relu())
-                ],
-                wl.GlobalAvgPool(),
-                wl.Dense(10),
-            ),
-        ),
-        "cnn3_circ_k5_pool": (
-            "cnn",
-            wl.Serial(
-                wl.Conv(None, 5, padding="circular", b_std=0.1),
-                relu(),
-                wl.AvgPool(2),
-                wl.Conv(None, 5, padding="circular", b_std=0.1),
-                relu(),
-                wl.Conv(None, 5, padding="circular", b_std=0.1),
-                relu(),
-                wl.GlobalAvgPool(),
-                wl.Dense(10),
-            ),
-        ),
+        "fc2": ("fc", fc(2)),
+        "fc3": ("fc", fc(3)),
+        "cnn1_circ_k5": ("cnn", cnn(1, 5, "circular")),
+        "cnn2_same_k5_pool": ("cnn", cnn(2, 5, "same", pool_after=1)),
+        "cnn2_circ_k5": ("cnn", cnn(2, 5, "circular")),
+        "cnn2_same_k5": ("cnn", cnn(2, 5, "same")),
+        "cnn3_circ_k3": ("cnn", cnn(3, 3, "circular")),
+        "cnn3_circ_k5_pool": ("cnn", cnn(3, 5, "circular", pool_after=1)),
     }
 
 
