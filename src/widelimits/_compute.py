@@ -4,7 +4,8 @@ Every layer acts on pairs of examples independently, so the kernel of a (N1, N2)
 assembled from tiles (rows of x1 against rows of x2), each pushed through the whole network.
 Small tiles stay in the processor's cache, which makes the elementwise recursion cheap, and the
 working memory is bounded by the tile size rather than by N1 * N2 * depth.  For x2=None only the
-tiles on and above the diagonal are computed and mirrored.
+tiles on and above the diagonal are computed and mirrored, and the diagonal tiles themselves carry
+only their pairs i <= j (`Kernel.pairs`).
 
 Spatial inputs (N, C, *S) carry P = prod(S) entries per pair of examples in the per-pixel layout
 and P^2 in the full layout (chosen when a layer pools, see `widelimits.Kernel`); tiles hold the
