@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--rank", type=int, default=500)
     parser.add_argument("--diag-reg", type=float, default=1e-4)
+    parser.add_argument("--preconditioners", nargs="+", default=["pivoted_cholesky", "none"])
     parser.add_argument("--skip-full", action="store_true")
     parser.add_argument("--skip-cg", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the stores on disk")
@@ -127,10 +128,11 @@ def main() -> None:
         print(
             f"\n3. CG on the stored NTK, N = {store.shape[0]}, diag_reg {args.diag_reg}, tol 1e-6"
         )
-        for pre, rank in (("pivoted_cholesky", args.rank), ("none", 0)):
+        for pre in args.preconditioners:
+            rank = args.rank if pre in ("pivoted_cholesky", "nystrom") else 1
             _, _, info = scale.kernel_regression(
                 store, y, get="ntk", diag_reg=args.diag_reg, tol=1e-6, max_iter=args.max_iter,
-                preconditioner=pre, rank=rank or 1, progress=True,
+                preconditioner=pre, rank=rank, progress=True,
             )  # fmt: skip
             print(f"   {info}")
     if not args.keep:
