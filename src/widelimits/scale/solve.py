@@ -14,7 +14,6 @@ posterior mean: the t = infinity predictions of `widelimits.predict`, at any siz
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -26,6 +25,8 @@ from ..predict.solvers import CGInfo, cg_solve
 from .store import KernelStore
 
 __all__ = ["RecomputedKernel", "kernel_regression"]
+
+PREDICT_ROWS = 2048  # test rows per recomputed test-train band
 
 
 class RecomputedKernel(KernelOperator):
@@ -154,7 +155,7 @@ def _predict(alpha: Tensor, get, cross, net, x_train, x_test, op) -> Tensor | No
             raise ValueError("predicting from net and x_test needs x_train as well")
         device = getattr(op, "device", a.device)
         xt, xs = as_input(x_test, "x_test").to(device), as_input(x_train, "x_train").to(device)
-        step = max(1, int(math.sqrt(2**26)) // 4)
+        step = PREDICT_ROWS
         parts = [
             net.kernel(xt[r0 : r0 + step], xs, get=get, progress=False).to(a.dtype) @ a.to(device)
             for r0 in range(0, xt.shape[0], step)
