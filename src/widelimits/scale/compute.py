@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .._compute import GETS, as_input
+from ..testing import single_thread
 from .store import KernelStore, manifest_for
 
 __all__ = ["compute_kernel_store", "SCHEDULERS"]
@@ -48,16 +49,6 @@ def _tile_task(path: str, i: int, j: int, net, x1: np.ndarray, x2, gets, device:
         k = net.kernel(a, b, get=tuple(gets), progress=False)
     store.write_tile(i, j, {g: getattr(k, g).cpu().numpy() for g in gets})
     return i, j
-
-
-@contextlib.contextmanager
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def compute_kernel_store(
@@ -152,7 +143,7 @@ def _run_local(pending, args, a, b, scheduler: str, workers, bar) -> None:
             if isinstance(result, tuple) and len(result) == 2:
                 bar.update()
 
-    with _one_torch_thread(), Tick():
+    with single_thread(), Tick():
         dask.compute(*tasks, scheduler=scheduler, num_workers=workers or os.cpu_count())
 
 
