@@ -37,7 +37,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import widelimits as wl
 
-REFERENCE = Path(__file__).parents[2] / "shared" / "reference" / "neural_tangents_0.6.5.npz"
+REFERENCE = Path(__file__).parent / "data" / "neural_tangents_0.6.5.npz"
 
 F64 = torch.float64
 TOL = 1e-12
@@ -439,7 +439,7 @@ def _fc1(act):
     return wl.Serial(wl.Dense(512, W_std=1.0, b_std=0.1), act, wl.Dense(1))
 
 
-# key prefix -> (network, whether the second input is x2_fc); see shared/reference/README.md.
+# key prefix -> (network, whether the second input is x2_fc); see tests/data/README.md.
 REFERENCE_NETS = {
     "fc_relu": (lambda: _fc(wl.ReLU()), False),
     "fc_relu_x1x2": (lambda: _fc(wl.ReLU()), True),
@@ -461,8 +461,6 @@ REFERENCE_NETS = {
 
 @pytest.fixture(scope="module")
 def reference():
-    if not REFERENCE.exists():
-        pytest.skip(f"neural-tangents reference file not found at {REFERENCE}")
     return dict(np.load(REFERENCE))
 
 

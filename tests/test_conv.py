@@ -32,7 +32,7 @@ from widelimits.layers.base import BuildContext, SpatialFeatures
 from widelimits.predict import gp_inference
 from widelimits.testing import KernelContract, count_finite_width_layers
 
-REFERENCE = Path(__file__).parents[2] / "shared" / "reference" / "neural_tangents_0.6.5.npz"
+REFERENCE = Path(__file__).parent / "data" / "neural_tangents_0.6.5.npz"
 
 
 def _force_full_layout(monkeypatch) -> None:
@@ -49,7 +49,6 @@ def _images(n: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
 # neural-tangents reference
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason="neural-tangents reference values not found")
 @pytest.mark.parametrize("pool", ["flatten", "gap"])
 def test_matches_neural_tangents(pool):
     ref = np.load(REFERENCE)

@@ -1,6 +1,6 @@
 """Deep linear networks: finite widths, their deterministic infinite-width limit, measurements.
 
-See ``shared/background.md`` section 4 and the module docstrings of :mod:`.network` (finite
+See the module docstrings of :mod:`.network` (finite
 networks, main and NTK scalings, gradient flow/descent), :mod:`.paths` (the rooted-path basis),
 :mod:`.limit` (the infinite-width limit with automatic truncation) and :mod:`.measure`.
 """
