@@ -292,7 +292,12 @@ def test_solver_errors():
         predict.cholesky_solve(singular - 1e-9 * torch.eye(3, dtype=D64), torch.ones(3))
     x = predict.cholesky_solve(singular, torch.ones(3), diag_reg=1e-3)
     assert torch.isfinite(x).all()
+    # numerically singular: a right-hand side in its range solves with a warning, one outside
+    # it (no solution) raises
     with pytest.warns(RuntimeWarning, match="ill-conditioned"):
+        x = predict.cholesky_solve(singular + 1e-15 * torch.eye(3, dtype=D64), v[0])
+    torch.testing.assert_close(singular @ x, v[0], rtol=1e-6, atol=1e-6)
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="singular.*diag_reg"):
         predict.cholesky_solve(singular + 1e-15 * torch.eye(3, dtype=D64), torch.ones(3))
     with pytest.raises(ValueError, match="diag_reg"):
         predict.cholesky_solve(good, torch.ones(3), diag_reg=-1.0)
@@ -317,6 +322,9 @@ def test_ensemble_discrete_and_ill_conditioned_warning(problem):
     torch.testing.assert_close(mean, want, rtol=1e-10, atol=1e-12)
     v = torch.tensor([[1.0, 2.0, 3.0]], dtype=D64)
     near_singular = v.T @ v + 1e-13 * torch.eye(3, dtype=D64)
-    fn = predict.gradient_descent_mse(near_singular, torch.ones(3, dtype=D64))
+    fn = predict.gradient_descent_mse(near_singular, v[0])  # targets in the kernel's range
     with pytest.warns(RuntimeWarning, match="ill-conditioned"):
+        fn(None, k_test_train=near_singular)
+    fn = predict.gradient_descent_mse(near_singular, torch.ones(3, dtype=D64))  # no solution
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="singular.*diag_reg"):
         fn(None, k_test_train=near_singular)
