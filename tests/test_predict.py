@@ -1,6 +1,7 @@
 """Tests of widelimits.predict: MSE dynamics, infinite ensembles, GP inference, solvers."""
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -139,8 +140,12 @@ def test_max_learning_rate_is_the_stability_edge(problem):
     assert lr_max == pytest.approx(2 * y.numel() / float(lam), rel=1e-12)
     for factor, grows in ((0.98, False), (1.02, True)):
         fn = predict.gradient_descent_mse(theta[:n, :n], y, learning_rate=factor * lr_max)
-        err = (fn(2000, 1.0, discrete=True) - y).abs().max()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            err = (fn(2000, 1.0, discrete=True) - y).abs().max()
         assert (err > 1.0) == grows
+        unstable = [w for w in caught if issubclass(w.category, predict.UnstableDynamicsWarning)]
+        assert len(unstable) == int(grows)
     fn = predict.gradient_descent_mse(theta[:n, :n], y, learning_rate=1.02 * lr_max)
     with pytest.raises(ValueError, match="learning_rate"):
         fn(None, discrete=True)
