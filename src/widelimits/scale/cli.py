@@ -154,6 +154,12 @@ def _run_solve(args: argparse.Namespace) -> int:
             train, dtype = None, x_train.dtype
         else:
             raise ValueError("give --store, or --arch and --data to recompute the kernel")
+        n = train.shape[0] if train is not None else x_train.shape[0]
+        if y.shape[0] != n:
+            raise ValueError(
+                f"--targets has {y.shape[0]} rows but the training kernel is {n} x {n}: one "
+                "target per training point"
+            )
         x_test = None if args.test_data is None else _inputs(args.test_data, args.key, args.dtype)
         alpha, pred, info = kernel_regression(
             train, torch.from_numpy(y).to(dtype), get=args.get, cross=args.cross, net=net,
