@@ -193,11 +193,21 @@ LEARNING_RATE_USERS = {
 }
 
 
-@pytest.mark.parametrize("lr", [0.0, -1.0, math.nan, math.inf, -math.inf, "1", True, None])
+@pytest.mark.parametrize(
+    "lr",
+    [0.0, -1.0, math.nan, math.inf, -math.inf, "1", True, None, np.array([1.0, 2.0]),
+     torch.tensor(True)],
+)  # fmt: skip
 @pytest.mark.parametrize("user", list(LEARNING_RATE_USERS))
 def test_bad_learning_rates(p, user, lr):
-    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
+    with pytest.raises(ValueError, match="learning_rate must be a (single )?finite number > 0"):
         LEARNING_RATE_USERS[user](p, lr)
+
+
+@pytest.mark.parametrize("lr", [np.float32(0.5), np.array(0.5), torch.tensor(0.5), 1])
+def test_learning_rates_as_numpy_or_torch_scalars(p, lr):
+    want = predict.gradient_descent_mse(p["T"][:N, :N], p["y"], float(lr))(2.0)
+    torch.testing.assert_close(LEARNING_RATE_USERS["gradient_descent_mse"](p, lr)(2.0), want)
 
 
 @pytest.mark.parametrize("size", [0, -4, 2.5, True, None])

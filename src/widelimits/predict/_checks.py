@@ -117,10 +117,16 @@ def as_targets(
 
 def check_learning_rate(learning_rate, name: str = "learning_rate") -> float:
     """``learning_rate`` as a float, or a ValueError unless it is a finite number > 0."""
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real | Tensor):
+    arrays = (Tensor, np.ndarray)
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (numbers.Real, *arrays)):
         raise ValueError(f"{name} must be a finite number > 0, got {learning_rate!r}")
-    if isinstance(learning_rate, Tensor) and learning_rate.numel() != 1:
-        raise ValueError(f"{name} must be a single number, got shape {tuple(learning_rate.shape)}")
+    if isinstance(learning_rate, arrays):
+        size = learning_rate.numel() if isinstance(learning_rate, Tensor) else learning_rate.size
+        if size != 1 or learning_rate.dtype in (torch.bool, np.bool_):
+            raise ValueError(
+                f"{name} must be a single finite number > 0, got an array of shape "
+                f"{tuple(learning_rate.shape)} and dtype {learning_rate.dtype}"
+            )
     lr = float(learning_rate)
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {lr}")

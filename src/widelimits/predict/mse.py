@@ -360,9 +360,13 @@ def gradient_descent_mse_ensemble(
             k_td, k_tt = {g: kern[g] for g in kern}, kern["nngp"]
         else:
             kt = net.kernel(x_test, x_train, get=("nngp", "ntk"))
-            k_td = {g: _to_tensor(getattr(kt, g), ref).detach() for g in ("nngp", "ntk")}
+            k_td = {
+                g: check_test_train(getattr(kt, g), ref, f"K(x_test, x_train).{g}").detach()
+                for g in ("nngp", "ntk")
+            }
             if compute_cov:
                 k_tt = _to_tensor(net.kernel(x_test, None, get="nngp"), ref).detach()
+                check_finite(k_tt, "K(x_test, x_test)")
         out = {}
         for g in gets:
             eig = eigen(g)

@@ -78,7 +78,10 @@ def _loss_grad(loss, y: Tensor, y_shape: tuple[int, ...]) -> Callable[[Tensor], 
         return lambda f: (torch.sigmoid(f) - y) / n
     # cross_entropy: L = -sum(y * log_softmax(f, -1)) / n, softmax over y's last axis.
     if len(y_shape) < 2:
-        raise ValueError("loss='cross_entropy' needs targets of shape (N, ..., classes)")
+        raise ValueError(
+            f"loss='cross_entropy' needs y_train of shape (N, ..., classes) (one-hot or "
+            f"probabilities), got shape {tuple(y_shape)}"
+        )
     mass = yy.sum(-1, keepdim=True)
 
     def ce_grad(f: Tensor) -> Tensor:
