@@ -331,6 +331,7 @@ def _conflicting_duplicates(seed=14):
     return x, rng.standard_normal(n + 2)
 
 
+@pytest.mark.filterwarnings("ignore:.*ill-conditioned:RuntimeWarning")
 @pytest.mark.parametrize("est", list(SKLEARN))
 def test_sklearn_singular_fit_with_conflicting_duplicates_raises(est):
     x, y = _conflicting_duplicates()
@@ -357,7 +358,10 @@ def test_singular_but_consistent_system_still_solves():
 
 def test_sklearn_cg_that_cannot_converge_raises():
     x, y = _conflicting_duplicates()
-    with pytest.raises(ValueError, match="diag_reg"):
+    with (
+        pytest.warns(RuntimeWarning, match="did not reach"),
+        pytest.raises(ValueError, match="diag_reg"),
+    ):
         NNGPRegressor(diag_reg=0.0, solver="cg").fit(x, y)
 
 

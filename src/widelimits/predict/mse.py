@@ -150,9 +150,7 @@ class _Eigen:
         def matmul(v: Tensor) -> Tensor:
             return self.k @ v + shift * v
 
-        check_solution(
-            matmul, weights[i], b, self.cond, _cond_threshold(b.dtype), self.name, bname
-        )
+        check_solution(matmul, weights[i], b, self.cond, _cond_threshold(b.dtype), self.name, bname)
 
     def decay_and_coef(self, ts: Tensor, discrete: bool) -> tuple[Tensor, Tensor]:
         """(T, N) factors: decay d(lambda, t) and coef = (1 - d) / lambda (A_t's eigenvalues).
