@@ -63,6 +63,8 @@ def first_nonfinite_row(a) -> int | None:
 
 def check_finite(a, name: str) -> None:
     """ValueError naming ``name`` and its first row with a NaN or inf, if there is one."""
+    if not isinstance(a, Tensor):
+        a = np.asarray(a)
     row = first_nonfinite_row(a)
     if row is not None:
         value = (a[row] if a.ndim else a).reshape(-1)
