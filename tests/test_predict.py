@@ -1,6 +1,7 @@
 """Tests of widelimits.predict: MSE dynamics, infinite ensembles, GP inference, solvers."""
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -139,8 +140,12 @@ def test_max_learning_rate_is_the_stability_edge(problem):
     assert lr_max == pytest.approx(2 * y.numel() / float(lam), rel=1e-12)
     for factor, grows in ((0.98, False), (1.02, True)):
         fn = predict.gradient_descent_mse(theta[:n, :n], y, learning_rate=factor * lr_max)
-        err = (fn(2000, 1.0, discrete=True) - y).abs().max()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            err = (fn(2000, 1.0, discrete=True) - y).abs().max()
         assert (err > 1.0) == grows
+        unstable = [w for w in caught if issubclass(w.category, predict.UnstableDynamicsWarning)]
+        assert len(unstable) == int(grows)
     fn = predict.gradient_descent_mse(theta[:n, :n], y, learning_rate=1.02 * lr_max)
     with pytest.raises(ValueError, match="learning_rate"):
         fn(None, discrete=True)
@@ -292,7 +297,12 @@ def test_solver_errors():
         predict.cholesky_solve(singular - 1e-9 * torch.eye(3, dtype=D64), torch.ones(3))
     x = predict.cholesky_solve(singular, torch.ones(3), diag_reg=1e-3)
     assert torch.isfinite(x).all()
+    # numerically singular: a right-hand side in its range solves with a warning, one outside
+    # it (no solution) raises
     with pytest.warns(RuntimeWarning, match="ill-conditioned"):
+        x = predict.cholesky_solve(singular + 1e-15 * torch.eye(3, dtype=D64), v[0])
+    torch.testing.assert_close(singular @ x, v[0], rtol=1e-6, atol=1e-6)
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="singular.*diag_reg"):
         predict.cholesky_solve(singular + 1e-15 * torch.eye(3, dtype=D64), torch.ones(3))
     with pytest.raises(ValueError, match="diag_reg"):
         predict.cholesky_solve(good, torch.ones(3), diag_reg=-1.0)
@@ -317,6 +327,9 @@ def test_ensemble_discrete_and_ill_conditioned_warning(problem):
     torch.testing.assert_close(mean, want, rtol=1e-10, atol=1e-12)
     v = torch.tensor([[1.0, 2.0, 3.0]], dtype=D64)
     near_singular = v.T @ v + 1e-13 * torch.eye(3, dtype=D64)
-    fn = predict.gradient_descent_mse(near_singular, torch.ones(3, dtype=D64))
+    fn = predict.gradient_descent_mse(near_singular, v[0])  # targets in the kernel's range
     with pytest.warns(RuntimeWarning, match="ill-conditioned"):
+        fn(None, k_test_train=near_singular)
+    fn = predict.gradient_descent_mse(near_singular, torch.ones(3, dtype=D64))  # no solution
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="singular.*diag_reg"):
         fn(None, k_test_train=near_singular)

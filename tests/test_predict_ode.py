@@ -154,7 +154,7 @@ def test_bad_arguments_raise_clear_errors(problem):
         gradient_descent("cross_entropy", p["T"], p["y"][:, 0])
     with pytest.raises(ValueError, match="momentum"):
         gradient_descent("mse", p["T"], p["y"], momentum=1.0)
-    with pytest.raises(ValueError, match="points"):
+    with pytest.raises(ValueError, match="y_train has 3 rows"):
         gradient_descent("mse", p["T"], p["y"][:3])
     fn = gradient_descent("mse", p["T"], p["y"])
     with pytest.raises(ValueError, match="finite"):

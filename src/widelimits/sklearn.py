@@ -27,7 +27,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .layers import Dense, ReLU, Serial
-from .predict import gp_inference, solve
+from .predict import cg_solve, cholesky_solve, gp_inference
+from .predict._checks import FIX, first_nonfinite_row
 
 __all__ = [
     "NNGPClassifier",
@@ -66,6 +67,25 @@ def _as_tensor(x: np.ndarray) -> torch.Tensor:
     if not x.flags.writeable:  # e.g. read-only memmaps: torch wants writable buffers
         x = x.copy()
     return torch.from_numpy(x)
+
+
+def _check_targets(y) -> None:
+    """A ValueError naming ``y`` and its first row with NaN or inf (before sklearn's checks)."""
+    try:
+        arr = np.asarray(y)
+    except (TypeError, ValueError):  # ragged or odd containers: sklearn's own checks report
+        return
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            return
+    row = first_nonfinite_row(arr) if arr.ndim else None
+    if row is not None:
+        raise ValueError(
+            f"Input y contains NaN or inf (first at row {row}: {arr[row]!r}); targets must be "
+            "finite: drop or impute that row"
+        )
 
 
 def _kernel(net, x1, x2, get):
@@ -139,12 +159,25 @@ class _InfiniteWidthBase(BaseEstimator):
         """Store the fitted state for training inputs X (n, d) and 2-D targets Y (n, c)."""
         if isinstance(self.diag_reg, bool) or not isinstance(self.diag_reg, numbers.Real):
             raise ValueError(f"diag_reg must be a real number >= 0, got {self.diag_reg!r}")
+        if self.solver not in ("cholesky", "cg"):
+            raise ValueError(f"solver must be one of ('cholesky', 'cg'), got {self.solver!r}")
         self.net_ = _resolve_net(self.architecture, self.depth, self.W_std, self.b_std)
         k_train = _kernel(self.net_, X, None, self._get)
         self.X_fit_ = X
         self.y_fit_ = Y
         y = _as_tensor(Y)
-        self.dual_coef_ = solve(k_train, y, float(self.diag_reg), self.solver).numpy()
+        name = f"the training kernel ({self._get}) K(X, X)"
+        if self.solver == "cholesky":
+            coef = cholesky_solve(k_train, y, float(self.diag_reg), name=name, bname="y")
+        else:
+            coef, info = cg_solve(k_train, y, float(self.diag_reg), tol=1e-10)
+            if not info.converged:
+                raise ValueError(
+                    f"conjugate gradients did not solve {name} + diag_reg ({info}): the system "
+                    f"is (nearly) singular, e.g. duplicate rows of X with different targets; "
+                    f"{FIX}, or solver='cholesky'"
+                )
+        self.dual_coef_ = coef.numpy()
         return self
 
     def _decision(self, X):
@@ -161,7 +194,13 @@ class _InfiniteWidthRegressor(RegressorMixin, _InfiniteWidthBase):
         return tags
 
     def fit(self, X, y):
-        """Fit on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_targets)."""
+        """Fit on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_targets).
+
+        Raises a ValueError for non-finite y (naming the first bad row) and, with
+        ``diag_reg=0``, for a singular kernel that cannot fit y (e.g. duplicate rows of X with
+        different targets): pass ``diag_reg > 0``.
+        """
+        _check_targets(y)
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
         self._y_1d = y.ndim == 1
@@ -233,6 +272,7 @@ class NTKRegressor(_InfiniteWidthRegressor):
 class _InfiniteWidthClassifier(ClassifierMixin, _InfiniteWidthBase):
     def fit(self, X, y):
         """Fit on X (n_samples, n_features) and class labels y (n_samples,)."""
+        _check_targets(y)
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
         encoder = LabelEncoder()

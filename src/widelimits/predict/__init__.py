@@ -4,6 +4,7 @@ Conventions follow neural-tangents: loss ||f - y||^2 / (2 * y.size), eta' = lear
 y.size, and relative diagonal regularization K + diag_reg * mean(diag K) * I.
 """
 
+from ._checks import UnstableDynamicsWarning
 from .gp import gp_inference
 from .mse import Gaussian, gradient_descent_mse, gradient_descent_mse_ensemble, max_learning_rate
 from .ode import gradient_descent
@@ -20,6 +21,7 @@ from .solvers import (
 __all__ = [
     "CGInfo",
     "Gaussian",
+    "UnstableDynamicsWarning",
     "add_diagonal_regularizer",
     "cg_solve",
     "solve",

@@ -7,14 +7,17 @@ With K_reg = K(X, X) + diag_reg * mean(diag K) * I (and likewise Theta_reg):
 - ``"ntk"``: as neural-tangents' ``gp_inference(get="ntk")``: the t = inf distribution of the
   infinite ensemble trained by gradient flow (Theta for the dynamics, f_0 ~ GP(0, K)),
       mean = Theta(x, X) Theta_reg^{-1} Y,
-      cov  = K(x, x') + Theta(x, X) Theta_reg^{-1} K_reg Theta_reg^{-1} Theta(X, x')
-             - [Theta(x, X) Theta_reg^{-1} K(X, x') + Theta(x', X) Theta_reg^{-1} K(X, x)];
+      cov  = K(x, x') + Theta(x, X) Theta_reg^{-1} K Theta_reg^{-1} Theta(X, x')
+             - [Theta(x, X) Theta_reg^{-1} K(X, x') + Theta(x', X) Theta_reg^{-1} K(X, x)],
+  with the unregularized K = K(X, X) in the middle (the covariance of f_0(X)): diag_reg enters
+  only the inverted matrix, as in neural-tangents;
 - ``"ntkgp"``: the posterior of a GP whose prior covariance is the NTK (He et al. 2020),
       mean = Theta(x, X) Theta_reg^{-1} Y,
       cov  = Theta(x, x') - Theta(x, X) Theta_reg^{-1} Theta(X, x').
 
 Kernels are passed as a `widelimits.Kernel` (anything with ``.nngp`` / ``.ntk``) or a plain
-(N, N) matrix, which then serves as both the NNGP and the NTK.
+(N, N) matrix, which then serves as both the NNGP and the NTK. Targets must be finite with one
+row per training point; ``k_test_train`` must be (M, N) and ``k_test_test`` (M, M), finite.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .mse import Gaussian
-from .solvers import _to_tensor, check_kernel, cholesky_factor
+from ._checks import as_targets, check_finite
+from .mse import Gaussian, check_test_train
+from .solvers import _to_tensor, check_kernel, checked_cholesky_solve, cholesky_factor
 
 __all__ = ["gp_inference"]
 
@@ -42,6 +46,18 @@ def _part(k, g: str, like: Tensor | None = None) -> Tensor:
     return _to_tensor(k, like)
 
 
+def _test_test(k_test_test, g: str, like: Tensor, m: int) -> Tensor:
+    """The ``g`` part of ``k_test_test``, checked to be a finite (M, M) matrix."""
+    ktt = _part(k_test_test, g, like)
+    if ktt.ndim != 2 or ktt.shape != (m, m):
+        raise ValueError(
+            f"k_test_test must be the ({m}, {m}) kernel of the {m} test points (k_test_train has "
+            f"{m} rows), got shape {tuple(ktt.shape)}"
+        )
+    check_finite(ktt, "k_test_test")
+    return ktt
+
+
 def gp_inference(k_train_train, y_train, diag_reg: float = 0.0) -> Callable:
     """GP posterior predictor from training kernels (see the module docstring for formulas).
 
@@ -52,16 +68,17 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0) -> Callable:
     dict from each entry to that. Cholesky factors are computed once per kernel and cached.
     """
     ref = check_kernel(_part(k_train_train, "nngp"), "k_train_train.nngp")
-    y = _to_tensor(y_train, ref)
-    y_shape = tuple(y.shape)
-    y = y.reshape(y.shape[0], -1)
-    if y.shape[0] != ref.shape[0]:
-        raise ValueError(f"y_train has {y.shape[0]} points but k_train_train has {ref.shape[0]}")
+    y, y_shape = as_targets(y_train, ref, "y_train", ref.shape[0])
     chols: dict[str, Tensor] = {}
+    alphas: dict[str, Tensor] = {}
 
     def chol(g: str) -> Tensor:
         if g not in chols:
-            chols[g] = cholesky_factor(_part(k_train_train, g, ref), diag_reg, f"k_train_train.{g}")
+            kg = check_kernel(_part(k_train_train, g, ref), f"k_train_train.{g}")
+            chols[g] = cholesky_factor(kg, diag_reg, f"k_train_train.{g}")
+            alphas[g] = checked_cholesky_solve(
+                chols[g], kg, diag_reg, y, f"k_train_train.{g}", "y_train"
+            )
         return chols[g]
 
     def predict_fn(get, k_test_train, k_test_test=None):
@@ -72,25 +89,22 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0) -> Callable:
             if g not in _GETS:
                 raise ValueError(f"get must be one of {_GETS} or a tuple of them, got {g!r}")
             kind = "nngp" if g == "nngp" else "ntk"
-            ktd = _part(k_test_train, kind, ref)
-            if ktd.ndim != 2 or ktd.shape[1] != ref.shape[0]:
-                raise ValueError(f"k_test_train must be (M, {ref.shape[0]}), got {ktd.shape}")
+            ktd = check_test_train(_part(k_test_train, kind, ref), ref, f"k_test_train.{kind}")
             lg = chol(kind)
-            mean = ktd @ torch.cholesky_solve(y, lg)
+            mean = ktd @ alphas[kind]
             mean = mean.reshape(ktd.shape[0], *y_shape[1:])
             if k_test_test is None:
                 out[g] = mean
                 continue
             bt = torch.cholesky_solve(ktd.T, lg).T  # k_td K_reg^{-1}, (M, N)
             if g == "ntk":
-                kn = _part(k_test_train, "nngp", ref)
-                l_n = chol("nngp")
-                k_reg = l_n @ l_n.T
+                kn = check_test_train(_part(k_test_train, "nngp", ref), ref, "k_test_train.nngp")
+                k_dd = check_kernel(_part(k_train_train, "nngp", ref), "k_train_train.nngp")
                 cross = bt @ kn.T
-                ktt = _part(k_test_test, "nngp", ref)
-                cov = ktt + bt @ k_reg @ bt.T - cross - cross.T
+                ktt = _test_test(k_test_test, "nngp", ref, ktd.shape[0])
+                cov = ktt + bt @ k_dd @ bt.T - cross - cross.T
             else:
-                ktt = _part(k_test_test, kind, ref)
+                ktt = _test_test(k_test_test, kind, ref, ktd.shape[0])
                 cov = ktt - bt @ ktd.T
             out[g] = Gaussian(mean, cov)
         return out[gets[0]] if single else out

@@ -9,18 +9,29 @@ Theta + diag_reg * mean(diag Theta) * I) = V diag(lambda) V^T, computed once:
                    A_t = Theta^{-1} (I - exp(-eta' Theta t))
                        = V diag((1 - e^{-eta' lambda t}) / lambda) V^T;
 - gradient descent (t counts steps): exp(-eta' Theta t) -> (I - eta' Theta)^t,
-  stable iff eta' < 2 / lambda_max;
+  stable iff eta' < 2 / lambda_max, i.e. learning_rate < `max_learning_rate`
+  = 2 * Y.size / lambda_max. Above it the outputs grow like |1 - eta' lambda_max|^t: an
+  `UnstableDynamicsWarning` names the bound, and a ValueError is raised instead when the
+  outputs overflow (or for t = inf);
 - t = inf: A_inf = Theta^{-1} (kernel regression).
 
 Infinite ensemble (f_0 ~ GP(0, K)): mean mu_t(x) = Theta(x, X) A_t Y and covariance
 Sigma_t(x, x') = K(x, x') + Theta(x, X) A_t K(X, X) A_t Theta(X, x')
-                 - [Theta(x, X) A_t K(X, x') + Theta(x', X) A_t K(X, x)];
-training only the readout ("nngp") puts K in place of Theta.
+                 - [Theta(x, X) A_t K(X, x') + Theta(x', X) A_t K(X, x)],
+with the *unregularized* K(X, X) in the middle term (it is the covariance of f_0(X));
+diag_reg enters only the matrix that is inverted (A_t), as in neural-tangents. Training only
+the readout ("nngp") puts K in place of Theta, and there (as in neural-tangents) the middle term
+is K_reg, which makes the covariance K(x, x') - K(x, X) V diag((1 - e^{-2 eta' lambda t}) /
+lambda) V^T K(X, x'), the GP posterior at t = inf.
+
+The training kernel must be PSD: the eigendecomposition is checked for eigenvalues below
+-tol * max |lambda| (tol from `widelimits.predict._checks.psd_tolerance`), named in the error.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -28,6 +39,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ._checks import (
+    UnstableDynamicsWarning,
+    as_targets,
+    check_finite,
+    check_learning_rate,
+    check_solution,
+    check_spectrum,
+)
 from .solvers import _FIX, _cond_threshold, _to_tensor, add_diagonal_regularizer, check_kernel
 
 __all__ = [
@@ -49,10 +68,22 @@ def max_learning_rate(k_train_train, y_train_size: int, diag_reg: float = 0.0) -
     """Largest stable gradient-descent learning rate, ``2 * y_train_size / lambda_max(Theta)``.
 
     With eta' = learning_rate / y.size, GD is stable iff eta' < 2 / lambda_max (neural-tangents
-    convention); the regularized kernel is used when ``diag_reg > 0``.
+    convention); the regularized kernel is used when ``diag_reg > 0``. A kernel that is not
+    PSD (e.g. negative definite) raises a ValueError naming its lowest eigenvalue; the zero
+    kernel (no dynamics at all) gives inf.
     """
-    k = add_diagonal_regularizer(check_kernel(k_train_train, "k_train_train"), diag_reg)
-    lam_max = float(torch.linalg.eigvalsh(k).max())
+    if (
+        isinstance(y_train_size, bool)
+        or not isinstance(y_train_size, numbers.Integral)
+        or y_train_size < 1
+    ):
+        raise ValueError(f"y_train_size must be a positive integer (y.size), got {y_train_size!r}")
+    k0 = check_kernel(k_train_train, "k_train_train")
+    k = add_diagonal_regularizer(k0, diag_reg)
+    evals = torch.linalg.eigvalsh(k)
+    mean_diag = float(torch.diagonal(k0).mean()) if k0.numel() else 0.0
+    check_spectrum(evals, "k_train_train", float(diag_reg), mean_diag)
+    lam_max = float(evals.max()) if evals.numel() else 0.0
     if lam_max <= 0:
         return math.inf
     return 2.0 * int(y_train_size) / lam_max
@@ -71,12 +102,55 @@ def _times(t, like: Tensor) -> tuple[Tensor, bool]:
 
 
 class _Eigen:
-    """Eigendecomposition of a (regularized) training kernel, made once and reused."""
+    """Eigendecomposition of a (regularized) training kernel, made once and reused.
 
-    def __init__(self, k: Tensor, eta: float) -> None:
-        self.evals, self.evecs = torch.linalg.eigh(k)
+    ``k`` is the unregularized kernel (N, N), ``eta`` = learning_rate / y.size; the
+    decomposition is checked for a PSD spectrum (free: the eigenvalues are at hand).
+    """
+
+    def __init__(self, k: Tensor, eta: float, diag_reg: float, name: str, y_size: int) -> None:
+        self.k, self.diag_reg, self.name = k, float(diag_reg), name
+        self.mean_diag = float(torch.diagonal(k).mean()) if k.numel() else 0.0
+        self.evals, self.evecs = torch.linalg.eigh(add_diagonal_regularizer(k, diag_reg))
+        check_spectrum(self.evals, name, self.diag_reg, self.mean_diag)
         self.eta = eta
+        self.y_size = y_size
         self.warned = False
+        self.cond = 1.0
+        self.unstable = False
+
+    def stable_bound(self) -> str:
+        """The stable learning rate 2 * y.size / lambda_max, in words."""
+        lam_max = float(self.evals[-1])
+        return (
+            f"learning_rate={self.eta * self.y_size:.6g} is above the stable bound "
+            f"max_learning_rate = 2 * y.size / lambda_max = 2 * {self.y_size} / {lam_max:.6g} "
+            f"= {2 * self.y_size / lam_max:.6g} for discrete gradient descent"
+        )
+
+    def check_finite(self, out: Tensor, what: str) -> Tensor:
+        """``out``, or a ValueError if it overflowed (naming the learning rate if unstable)."""
+        if bool(torch.isfinite(out).all()):
+            return out
+        if self.unstable:
+            raise ValueError(
+                f"{self.stable_bound()}: the {what} overflow (NaN or inf after these steps); "
+                "lower learning_rate below the bound"
+            )
+        raise ValueError(f"the {what} overflowed (NaN or inf); {_FIX}, or use float64")
+
+    def check_inf(self, ts: Tensor, weights: Tensor, b: Tensor, bname: str) -> None:
+        """At t = inf, refuse weights that do not solve K_reg w = b for a singular K_reg."""
+        inf = torch.isinf(ts)
+        if not bool(inf.any()):
+            return
+        i = int(inf.nonzero()[0, 0])
+        shift = self.diag_reg * self.mean_diag
+
+        def matmul(v: Tensor) -> Tensor:
+            return self.k @ v + shift * v
+
+        check_solution(matmul, weights[i], b, self.cond, _cond_threshold(b.dtype), self.name, bname)
 
     def decay_and_coef(self, ts: Tensor, discrete: bool) -> tuple[Tensor, Tensor]:
         """(T, N) factors: decay d(lambda, t) and coef = (1 - d) / lambda (A_t's eigenvalues).
@@ -94,25 +168,41 @@ class _Eigen:
             base = 1.0 - eta * lam
             if bool(inf_t.any()) and bool((base.abs() >= 1).any()):
                 raise ValueError(
-                    "gradient descent diverges or does not converge at this learning rate "
-                    f"(need learning_rate < max_learning_rate); cannot take t=inf; {_FIX}"
+                    "gradient descent diverges or does not converge at this learning rate: "
+                    f"{self.stable_bound()}; cannot take t=inf: lower learning_rate below the "
+                    f"bound (or, for a singular kernel, {_FIX})"
                 )
+            self.unstable = float(eta * self.evals[-1]) > 2.0 and bool((t > 0).any())
             pos = base > 0
             logb = torch.log1p(-eta * lam).where(pos, torch.zeros_like(lam))
             d = torch.where(pos, torch.exp(t * logb), torch.pow(base, t))
             d = torch.where(inf_t, torch.zeros_like(d), d)
             one_minus = torch.where(pos & ~inf_t, -torch.expm1(t * logb), 1.0 - d)
         else:
+            self.unstable = False
             d = torch.exp(-eta * lam * t)
             one_minus = -torch.expm1(-eta * lam * t)
         small = lam.abs() <= torch.finfo(lam.dtype).tiny
         coef = torch.where(
             small, eta * t, one_minus / torch.where(small, torch.ones_like(lam), lam)
         )
+        if self.unstable:
+            if not (bool(torch.isfinite(d).all()) and bool(torch.isfinite(coef).all())):
+                raise ValueError(
+                    f"{self.stable_bound()}: the outputs overflow (|1 - eta' lambda_max|^t is "
+                    "not representable after these steps); lower learning_rate below the bound"
+                )
+            warnings.warn(
+                f"{self.stable_bound()}: the outputs diverge (they grow like "
+                f"|1 - eta' lambda_max|^t = {float((1 - eta * self.evals[-1]).abs()):.4g}^t)",
+                UnstableDynamicsWarning,
+                stacklevel=3,
+            )
         if bool(inf_t.any()):
             if bool((lam <= 0).any()):
                 raise ValueError(f"the training kernel is singular, so t=inf is undefined; {_FIX}")
             cond = float(lam.max() / lam.min())
+            self.cond = cond
             if cond > _cond_threshold(lam.dtype) and not self.warned:
                 self.warned = True
                 warnings.warn(
@@ -129,11 +219,17 @@ class _Eigen:
         return torch.einsum("ij,tj,jc->tic", self.evecs, factors, proj)
 
 
-def _as_2d_targets(y_train, like: Tensor | None = None) -> tuple[Tensor, tuple[int, ...]]:
-    y = _to_tensor(y_train, like)
-    if y.ndim == 0:
-        raise ValueError("y_train must have a leading training-point axis")
-    return y.reshape(y.shape[0], -1), tuple(y.shape)
+def initial_outputs(f0, shape: tuple[int, ...], like: Tensor, name: str) -> Tensor:
+    """Initial outputs ``f0`` (a number or an array) broadcast to ``shape``, checked finite."""
+    f = _to_tensor(f0, like)
+    try:
+        f = torch.broadcast_to(f, shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} of shape {tuple(f.shape)} does not broadcast to the outputs' shape {shape}"
+        ) from None
+    check_finite(f, name)
+    return f
 
 
 def gradient_descent_mse(
@@ -157,23 +253,24 @@ def gradient_descent_mse(
                     + Theta(x_test, X) Theta^{-1} (I - exp(-eta' Theta t)) (Y - fx_train_0)
     """
     k = check_kernel(k_train_train, "k_train_train")
-    y, y_shape = _as_2d_targets(y_train, k)
-    if y.shape[0] != k.shape[0]:
-        raise ValueError(f"y_train has {y.shape[0]} points but k_train_train has {k.shape[0]}")
-    eta = float(learning_rate) / y.numel()
-    eig = _Eigen(add_diagonal_regularizer(k, diag_reg), eta)
+    y, y_shape = as_targets(y_train, k, "y_train", k.shape[0])
+    eta = check_learning_rate(learning_rate) / y.numel()
+    eig = _Eigen(k, eta, diag_reg, "k_train_train", y.numel())
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None, discrete=False):
         ts, scalar = _times(t, k)
-        f0 = torch.broadcast_to(_to_tensor(fx_train_0, k), y_shape).reshape(y.shape)
+        f0 = initial_outputs(fx_train_0, y_shape, k, "fx_train_0").reshape(y.shape)
         d, coef = eig.decay_and_coef(ts, discrete)
-        fx_train = y + eig.apply(d, f0 - y)
+        fx_train = eig.check_finite(y + eig.apply(d, f0 - y), "training outputs")
         fx_train = fx_train.reshape(len(ts), *y_shape)
         if scalar:
             fx_train = fx_train[0]
         if k_test_train is None:
             return fx_train
-        fx_test = outputs_on_test(k, k_test_train, fx_test_0, y_shape, eig.apply(coef, y - f0))
+        weights = eig.apply(coef, y - f0)
+        eig.check_inf(ts, weights, y - f0, "y_train - fx_train_0")
+        fx_test = outputs_on_test(k, k_test_train, fx_test_0, y_shape, weights)
+        fx_test = eig.check_finite(fx_test, "test outputs")
         return fx_train, fx_test[0] if scalar else fx_test
 
     return predict_fn
@@ -182,14 +279,26 @@ def gradient_descent_mse(
 def outputs_on_test(k: Tensor, k_test_train, fx_test_0, y_shape: tuple, weights: Tensor) -> Tensor:
     """f_test(t) = f_test(0) + Theta(test, train) w(t) for train-side weights w of shape
     (T, N, C): the form every function-space predictor takes on test points."""
-    ktd = _to_tensor(k_test_train, k)
-    if ktd.ndim != 2 or ktd.shape[1] != k.shape[0]:
-        raise ValueError(f"k_test_train must have shape (M, {k.shape[0]}), got {ktd.shape}")
+    ktd = check_test_train(k_test_train, k)
     m = ktd.shape[0]
     out_shape = (m, *y_shape[1:])
     ft0 = 0.0 if fx_test_0 is None else fx_test_0
-    ft0 = torch.broadcast_to(_to_tensor(ft0, k), out_shape).reshape(m, -1)
+    ft0 = initial_outputs(ft0, out_shape, k, "fx_test_0").reshape(m, -1)
     return (ft0 + ktd @ weights).reshape(weights.shape[0], *out_shape)
+
+
+def check_test_train(k_test_train, k: Tensor, name: str = "k_test_train") -> Tensor:
+    """``k_test_train`` as a finite (M, N) tensor like the (N, N) training kernel ``k``."""
+    if k_test_train is None:
+        raise ValueError(f"{name} is None: pass the (M, {k.shape[0]}) test-train kernel")
+    ktd = _to_tensor(k_test_train, k)
+    if ktd.ndim != 2 or ktd.shape[1] != k.shape[0]:
+        raise ValueError(
+            f"{name} must have shape (M, {k.shape[0]}) (test points x training points), got "
+            f"{tuple(ktd.shape)}"
+        )
+    check_finite(ktd, name)
+    return ktd
 
 
 def _canonical_get(get) -> tuple[tuple[str, ...], bool]:
@@ -213,32 +322,33 @@ def gradient_descent_mse_ensemble(
 
     ``get="ntk"``: all layers trained (dynamics by Theta, initial outputs f_0 ~ GP(0, K));
     ``get="nngp"``: only the readout trained (K in place of Theta). With A_t as in the module
-    docstring (regularized kernels K_reg, Theta_reg on the training set),
+    docstring (built from the regularized Theta_reg, resp. K_reg, on the training set),
 
         mean  = Theta(x, X) A_t Y
-        cov   = K(x, x') + Theta(x, X) A_t K_reg A_t Theta(X, x')
+        cov   = K(x, x') + Theta(x, X) A_t K(X, X) A_t Theta(X, x')
                 - [Theta(x, X) A_t K(X, x') + Theta(x', X) A_t K(X, x)]
 
-    so t = inf reproduces `gp_inference` exactly. ``x_test=None`` predicts on ``x_train``.
+    with the unregularized K(X, X) in the middle for "ntk" (the covariance of f_0(X); diag_reg
+    only in A_t) and K_reg for "nngp", both as in neural-tangents; t = inf reproduces
+    `gp_inference` exactly. ``x_test=None`` predicts on ``x_train``.
     Returns, for a string ``get``, the mean (shape ([T,] M, C)) or a `Gaussian` (mean,
     covariance of shape ([T,] M, M), shared by all outputs) when ``compute_cov``; for a tuple
     ``get``, a dict from each entry to that.
     """
+    lr = check_learning_rate(learning_rate)
     k_dd = net.kernel(x_train, None, get=("nngp", "ntk"))
     kern = {
         g: check_kernel(getattr(k_dd, g), f"k_train_train.{g}").detach() for g in ("nngp", "ntk")
     }
     ref = kern["nngp"]
-    y, y_shape = _as_2d_targets(y_train, ref)
-    if y.shape[0] != ref.shape[0]:
-        raise ValueError(f"y_train has {y.shape[0]} points but x_train has {ref.shape[0]}")
-    eta = float(learning_rate) / y.numel()
-    reg = {g: add_diagonal_regularizer(kern[g], diag_reg) for g in kern}
+    y, y_shape = as_targets(y_train, ref, "y_train", ref.shape[0], "K(x_train, x_train)")
+    eta = lr / y.numel()
+    middle = {"nngp": add_diagonal_regularizer(kern["nngp"], diag_reg), "ntk": kern["nngp"]}
     eigs: dict[str, _Eigen] = {}
 
     def eigen(g: str) -> _Eigen:
         if g not in eigs:
-            eigs[g] = _Eigen(reg[g], eta)
+            eigs[g] = _Eigen(kern[g], eta, diag_reg, f"k_train_train.{g}", y.numel())
         return eigs[g]
 
     def predict_fn(t=None, x_test=None, get=("nngp", "ntk"), compute_cov=False, discrete=False):
@@ -248,15 +358,21 @@ def gradient_descent_mse_ensemble(
             k_td, k_tt = {g: kern[g] for g in kern}, kern["nngp"]
         else:
             kt = net.kernel(x_test, x_train, get=("nngp", "ntk"))
-            k_td = {g: _to_tensor(getattr(kt, g), ref).detach() for g in ("nngp", "ntk")}
+            k_td = {
+                g: check_test_train(getattr(kt, g), ref, f"K(x_test, x_train).{g}").detach()
+                for g in ("nngp", "ntk")
+            }
             if compute_cov:
                 k_tt = _to_tensor(net.kernel(x_test, None, get="nngp"), ref).detach()
+                check_finite(k_tt, "K(x_test, x_test)")
         out = {}
         for g in gets:
             eig = eigen(g)
             _, coef = eig.decay_and_coef(ts, discrete)
             theta_td = k_td[g]
-            mean = theta_td @ eig.apply(coef, y)  # (T, M, C)
+            weights = eig.apply(coef, y)
+            eig.check_inf(ts, weights, y, "y_train")
+            mean = eig.check_finite(theta_td @ weights, "predicted means")  # (T, M, C)
             mean = mean.reshape(len(ts), theta_td.shape[0], *y_shape[1:])
             if not compute_cov:
                 out[g] = mean[0] if scalar else mean
@@ -264,7 +380,8 @@ def gradient_descent_mse_ensemble(
             # B_t = Theta(x, X) A_t, shape (T, M, N).
             bt = torch.einsum("mn,tn,kn->tmk", theta_td @ eig.evecs, coef, eig.evecs)
             cross = bt @ k_td["nngp"].T
-            cov = k_tt + bt @ reg["nngp"] @ bt.transpose(-1, -2) - cross - cross.transpose(-1, -2)
+            cov = k_tt + bt @ middle[g] @ bt.transpose(-1, -2) - cross - cross.transpose(-1, -2)
+            cov = eig.check_finite(cov, "predicted covariances")
             out[g] = Gaussian(mean[0], cov[0]) if scalar else Gaussian(mean, cov)
         return out[gets[0]] if single else out
 

@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .mse import _as_2d_targets, outputs_on_test
+from ._checks import as_targets, check_learning_rate
+from .mse import initial_outputs, outputs_on_test
 from .solvers import _to_tensor, check_kernel
 
 __all__ = ["gradient_descent"]
@@ -77,7 +78,10 @@ def _loss_grad(loss, y: Tensor, y_shape: tuple[int, ...]) -> Callable[[Tensor], 
         return lambda f: (torch.sigmoid(f) - y) / n
     # cross_entropy: L = -sum(y * log_softmax(f, -1)) / n, softmax over y's last axis.
     if len(y_shape) < 2:
-        raise ValueError("loss='cross_entropy' needs targets of shape (N, ..., classes)")
+        raise ValueError(
+            f"loss='cross_entropy' needs y_train of shape (N, ..., classes) (one-hot or "
+            f"probabilities), got shape {tuple(y_shape)}"
+        )
     mass = yy.sum(-1, keepdim=True)
 
     def ce_grad(f: Tensor) -> Tensor:
@@ -124,14 +128,10 @@ def gradient_descent(
         shape (M, N)) is given; ``fx_test_0=None`` means 0.
     """
     k = check_kernel(k_train_train, "k_train_train").detach()
-    y, y_shape = _as_2d_targets(y_train, k)
+    y, y_shape = as_targets(y_train, k, "y_train", k.shape[0])
     y = y.detach()
-    if y.shape[0] != k.shape[0]:
-        raise ValueError(f"y_train has {y.shape[0]} points but k_train_train has {k.shape[0]}")
     grad = _loss_grad(loss, y, y_shape)
-    lr = float(learning_rate)
-    if not lr > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    lr = check_learning_rate(learning_rate)
     m = 0.0 if momentum is None else float(momentum)
     if not 0.0 <= m < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
@@ -175,7 +175,11 @@ def gradient_descent(
             rhs, (0.0, tmax), state0, method=method, t_eval=t_eval, rtol=rtol, atol=atol
         )
         if not sol.success:
-            raise RuntimeError(f"ODE integration failed: {sol.message}")
+            raise RuntimeError(
+                f"ODE integration failed: {sol.message} (inputs were finite: the dynamics are "
+                "too stiff or a callable loss returns non-finite gradients; try method='LSODA' "
+                "or looser rtol/atol)"
+            )
         zs = sol.y[:size].T  # (len(t_eval), size)
         out = zs[np.searchsorted(t_eval, ts)]
         return torch.from_numpy(np.ascontiguousarray(out).reshape(len(ts), *shape2))
@@ -188,7 +192,7 @@ def gradient_descent(
             raise ValueError("times t must be finite and >= 0 (the ODE is integrated up to t)")
         scalar = tt.ndim == 0
         ts = tt.reshape(-1).detach().cpu().to(torch.float64).numpy()
-        f0 = torch.broadcast_to(_to_tensor(fx_train_0, k), y_shape).reshape(shape2)
+        f0 = initial_outputs(fx_train_0, y_shape, k, "fx_train_0").reshape(shape2)
         z = integrate(ts, f0).to(dtype=k.dtype, device=k.device)  # (T, N, C)
         fx_train = (f0 + k @ z).reshape(len(ts), *y_shape)
         if scalar:

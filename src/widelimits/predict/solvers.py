@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._checks import FIX, as_targets, check_finite, check_solution, not_pd_error
+
 __all__ = [
     "CGInfo",
     "add_diagonal_regularizer",
@@ -27,7 +29,7 @@ __all__ = [
     "cholesky_solve",
 ]
 
-_FIX = "increase diag_reg (e.g. diag_reg=1e-6 or larger)"
+_FIX = FIX
 
 
 def _to_tensor(x, like: Tensor | None = None) -> Tensor:
@@ -54,8 +56,17 @@ def check_kernel(k, name: str = "kernel") -> Tensor:
         )
     scale = float(k.abs().max()) if k.numel() else 0.0
     tol = 1000 * torch.finfo(k.dtype).eps * max(scale, 1e-300)
-    if k.numel() and float((k - k.T).abs().max()) > tol:
-        raise ValueError(f"{name} is not symmetric (max |K - K^T| > {tol:.3g})")
+    if k.numel():
+        asym = (k - k.T).abs()
+        worst = int(asym.argmax())
+        if float(asym.reshape(-1)[worst]) > tol:
+            i, j = divmod(worst, k.shape[0])
+            raise ValueError(
+                f"{name} is not symmetric: |K[{i}, {j}] - K[{j}, {i}]| = "
+                f"{float(asym[i, j]):.3g} > {tol:.3g} (1000 eps x max |K|): a kernel matrix "
+                "K(X, X) is symmetric; pass the train-train kernel, or (K + K.T) / 2 if the "
+                "asymmetry is rounding"
+            )
     return k
 
 
@@ -78,19 +89,16 @@ def cholesky_factor(k, diag_reg: float = 0.0, name: str = "kernel") -> Tensor:
     """Lower Cholesky factor L of ``K_reg = K + diag_reg * mean(diag K) * I`` (``L L^T = K_reg``).
 
     Raises a ValueError naming the fix (increase ``diag_reg``) when K_reg is not positive
-    definite, and warns when its condition number (estimated as (max L_ii / min L_ii)^2, a lower
-    bound) exceeds 1 / (100 eps) of the dtype.
+    definite (naming its lowest eigenvalue, computed on this error path only), and warns when
+    its condition number (estimated as (max L_ii / min L_ii)^2, a lower bound) exceeds
+    1 / (100 eps) of the dtype.
     """
     k = add_diagonal_regularizer(check_kernel(k, name), diag_reg)
     chol, info = torch.linalg.cholesky_ex(k)
     if int(info) != 0:
-        raise ValueError(
-            f"Cholesky factorization of {name} (+ diag_reg={diag_reg} * mean diagonal) failed: "
-            f"the matrix is not positive definite (leading minor {int(info)}); {_FIX}"
-        )
-    d = torch.diagonal(chol).abs()
-    if d.numel():
-        cond = float((d.max() / d.min()) ** 2)
+        raise not_pd_error(k, name, float(diag_reg))
+    if chol.numel():
+        cond = cholesky_condition(chol)
         if not math.isfinite(cond) or cond > _cond_threshold(k.dtype):
             warnings.warn(
                 f"{name} is ill-conditioned (condition number >= {cond:.3g} in {k.dtype}); "
@@ -101,18 +109,45 @@ def cholesky_factor(k, diag_reg: float = 0.0, name: str = "kernel") -> Tensor:
     return chol
 
 
-def cholesky_solve(k, b, diag_reg: float = 0.0) -> Tensor:
+def cholesky_condition(chol: Tensor) -> float:
+    """Lower bound (max L_ii / min L_ii)^2 on the condition number of L L^T."""
+    d = torch.diagonal(chol).abs()
+    return float((d.max() / d.min()) ** 2) if d.numel() else 1.0
+
+
+def checked_cholesky_solve(
+    chol: Tensor, k: Tensor, diag_reg: float, b: Tensor, name: str = "kernel", bname: str = "b"
+) -> Tensor:
+    """``K_reg^{-1} b`` from the Cholesky factor of K_reg, refusing a singular inconsistent system.
+
+    ``k`` is the unregularized K. See `widelimits.predict._checks.check_solution`: past the
+    ill-conditioning threshold the residual is checked (one extra product), below it nothing
+    extra is done.
+    """
+    x = torch.cholesky_solve(b, chol)
+    cond = cholesky_condition(chol)
+    shift = float(diag_reg) * float(torch.diagonal(k).mean()) if k.numel() else 0.0
+
+    def matmul(v: Tensor) -> Tensor:
+        return k @ v + shift * v
+
+    check_solution(matmul, x, b, cond, _cond_threshold(chol.dtype), name, bname)
+    return x
+
+
+def cholesky_solve(k, b, diag_reg: float = 0.0, name: str = "kernel", bname: str = "b") -> Tensor:
     """Solve ``(K + diag_reg * mean(diag K) * I) X = B`` by Cholesky factorization.
 
-    ``b`` has shape (N,) or (N, C); the result has the same shape. See `cholesky_factor` for
-    the errors and the ill-conditioning warning.
+    ``b`` has shape (N,) or (N, C) and must be finite; the result has the same shape. See
+    `cholesky_factor` for the errors and the ill-conditioning warning; a numerically singular
+    system that ``b`` does not fit (e.g. duplicate points with different targets) raises a
+    ValueError (`checked_cholesky_solve`).
     """
-    chol = cholesky_factor(k, diag_reg)
-    b = _to_tensor(b, chol)
-    if b.shape[:1] != chol.shape[:1]:
-        raise ValueError(f"right-hand side has {b.shape[0]} rows, kernel has {chol.shape[0]}")
-    x = torch.cholesky_solve(b.reshape(b.shape[0], -1), chol)
-    return x.reshape(b.shape)
+    k = check_kernel(k, name)
+    b2, shape = as_targets(b, k, bname, k.shape[0], name)
+    chol = cholesky_factor(k, diag_reg, name)
+    x = checked_cholesky_solve(chol, k, diag_reg, b2, name, bname)
+    return x.reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -170,7 +205,10 @@ def cg_solve(
 
     The iterations run in float64 (products with K in the kernel's own dtype), so a float32
     kernel converges as far as its own rounding allows.  Returns ``(X, CGInfo)``, X in the
-    kernel's dtype; warns if it did not converge.
+    kernel's dtype; warns if it did not converge.  Raises a ValueError for a non-finite ``b``
+    (naming its first bad row), a non-finite kernel diagonal, a non-PD kernel met on the way
+    (p^T K p <= 0) and non-finite iterates (a NaN or inf anywhere in the kernel): it never
+    returns a NaN solution.
     """
     import time
 
@@ -185,12 +223,15 @@ def cg_solve(
     # Recurrences and preconditioner in float64 (products with K in its own dtype): a float32
     # kernel still reaches small residuals, and a low-rank Woodbury solve stays accurate.
     like = torch.empty(0, dtype=torch.float64, device=op.device)
-    b = _to_tensor(b, like)
-    shape = b.shape
-    if shape[:1] != (n,):
-        raise ValueError(f"right-hand side has {shape[0] if shape else 0} rows, kernel has {n}")
-    b = b.reshape(n, -1)
-    shift = diag_reg * float(op.diagonal().mean()) if n else 0.0
+    b, shape = as_targets(b, like, "b", n, "the kernel")
+    diagonal = op.diagonal()
+    if not bool(torch.isfinite(diagonal).all()):
+        i = int((~torch.isfinite(diagonal)).nonzero()[0, 0])
+        raise ValueError(
+            f"the kernel's diagonal holds NaN or inf (first at row {i}): recompute the kernel "
+            "(a damaged store, or a network that overflows)"
+        )
+    shift = diag_reg * float(diagonal.mean()) if n else 0.0
     apply = make_preconditioner(op, preconditioner, shift, rank, seed, dtype=like.dtype)
     max_iter = 10 * max(n, 1) if max_iter is None else int(max_iter)
 
@@ -198,6 +239,8 @@ def cg_solve(
         out = op.matmul(v.to(op.dtype)).to(v.dtype)
         return out + shift * v if shift else out
 
+    if x0 is not None:
+        check_finite(_to_tensor(x0), "x0")
     x = torch.zeros_like(b) if x0 is None else _to_tensor(x0, like).reshape(b.shape).clone()
     bnorm = torch.linalg.vector_norm(b, dim=0)
     bnorm = torch.where(bnorm > 0, bnorm, torch.ones_like(bnorm))
@@ -226,6 +269,13 @@ def cg_solve(
         rz = rz_new
         it += 1
         res = float((torch.linalg.vector_norm(r, dim=0) / bnorm).max())
+        if not math.isfinite(res):
+            bar.close()
+            raise ValueError(
+                f"conjugate gradients produced non-finite iterates at iteration {it}: the kernel "
+                "holds NaN or inf entries (a damaged store, or a network that overflows) or "
+                f"its products overflow; check and recompute the kernel (nothing was returned)"
+            )
         history.append(res)
         bar.update()
         bar.set_postfix(residual=f"{res:.2e}")

@@ -9,8 +9,10 @@
     widelimits kernel solve --arch ... --data x.npy --targets y.npy ...   (recomputed tiles)
 
 Arrays are ``.npy`` files, or ``.npz`` files with one array (or the one named by ``--key``).
-Integer targets are class labels: they are one-hot encoded (centred), and the predicted class is
-the largest output.
+Integer, boolean or string targets are class labels: the classes are their sorted unique values
+(e.g. {-1, +1}, {3, 7, 9} or {"cat", "dog"}), encoded as centred one-hot rows in that order, and
+the predicted class is the one with the largest output (the columns of the written predictions
+follow the same order). Float targets are regression targets and must be finite.
 """
 
 from __future__ import annotations
@@ -74,15 +76,63 @@ def _run_compute(args: argparse.Namespace) -> int:
     return 0
 
 
-def _targets(y: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Targets as a float matrix; integer labels become centred one-hot rows."""
-    if np.issubdtype(y.dtype, np.integer):
+def _is_labels(y: np.ndarray) -> bool:
+    return y.dtype.kind in "biuUS"
+
+
+def _targets(y: np.ndarray, name: str = "--targets") -> tuple[np.ndarray, np.ndarray | None]:
+    """Targets as a float matrix and the sorted classes (None for regression targets).
+
+    Class labels (integers, booleans, strings) become centred one-hot rows over their sorted
+    unique values; float targets must be finite (the first bad row is named).
+    """
+    from ..predict._checks import check_finite
+
+    if y.ndim == 0:
+        raise ValueError(f"{name} is a scalar: give one target (row) per training point")
+    if _is_labels(y):
         if y.ndim != 1:
-            raise ValueError("integer targets must be a 1-D array of class labels")
-        classes = int(y.max()) + 1
-        onehot = np.eye(classes)[y] - 1.0 / classes
-        return onehot, True
-    return y.astype(np.float64), False
+            raise ValueError(f"{name}: class labels must be a 1-D array, got shape {y.shape}")
+        classes, index = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"{name} holds a single class {classes.tolist()}: nothing to learn")
+        onehot = np.eye(len(classes))[index.reshape(-1)] - 1.0 / len(classes)
+        return onehot, classes
+    if y.dtype.kind not in "f":
+        raise ValueError(f"{name} must hold numbers or class labels, got dtype {y.dtype}")
+    check_finite(y, name)
+    return y.astype(np.float64), None
+
+
+def _test_targets(path: str | None, classes: np.ndarray | None) -> np.ndarray | None:
+    """The --test-targets array, checked before any solve: labels iff the targets are labels."""
+    if path is None:
+        return None
+    truth = _load(path)
+    if classes is not None:
+        if truth.ndim != 1 or not _is_labels(truth):
+            raise ValueError(
+                f"--test-targets must be a 1-D array of class labels like --targets, got dtype "
+                f"{truth.dtype} and shape {truth.shape}"
+            )
+    else:
+        _targets(truth, "--test-targets")
+    return truth
+
+
+def _report(pred, truth: np.ndarray, classes: np.ndarray | None) -> str:
+    """Test accuracy (labels) or mean squared error (regression) of the predictions."""
+    p = pred.double().numpy()
+    if len(truth) != p.shape[0]:
+        raise ValueError(
+            f"--test-targets has {len(truth)} rows but there are {p.shape[0]} test predictions"
+        )
+    if classes is not None:
+        predicted = classes[p.argmax(1)]
+        return f"test accuracy {np.mean(predicted == truth):.4f} on {len(truth)} examples"
+    if p.size != truth.size:
+        raise ValueError(f"--test-targets has shape {truth.shape}, predictions {p.shape}")
+    return f"test mean squared error {np.mean((p.reshape(truth.shape) - truth) ** 2):.4g}"
 
 
 def _run_solve(args: argparse.Namespace) -> int:
@@ -92,7 +142,8 @@ def _run_solve(args: argparse.Namespace) -> int:
     from . import KernelStore, kernel_regression
 
     try:
-        y, labels = _targets(_load(args.targets))
+        y, classes = _targets(_load(args.targets))
+        truth = _test_targets(args.test_targets, classes)
         if args.store is not None:
             train = KernelStore.open(args.store)
             net = x_train = None
@@ -103,6 +154,12 @@ def _run_solve(args: argparse.Namespace) -> int:
             train, dtype = None, x_train.dtype
         else:
             raise ValueError("give --store, or --arch and --data to recompute the kernel")
+        n = train.shape[0] if train is not None else x_train.shape[0]
+        if y.shape[0] != n:
+            raise ValueError(
+                f"--targets has {y.shape[0]} rows but the training kernel is {n} x {n}: one "
+                "target per training point"
+            )
         x_test = None if args.test_data is None else _inputs(args.test_data, args.key, args.dtype)
         alpha, pred, info = kernel_regression(
             train, torch.from_numpy(y).to(dtype), get=args.get, cross=args.cross, net=net,
@@ -110,17 +167,15 @@ def _run_solve(args: argparse.Namespace) -> int:
             max_iter=args.max_iter, preconditioner=args.preconditioner, rank=args.rank,
             progress=not args.no_progress,
         )  # fmt: skip
+        report = None if pred is None or truth is None else _report(pred, truth, classes)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
         return _fail("solve", err)
     print(info)
     out = alpha if pred is None else pred
-    if pred is not None and args.test_targets is not None:
-        truth = _load(args.test_targets)
-        p = pred.double().numpy()
-        if labels:
-            print(f"test accuracy {np.mean(p.argmax(1) == truth):.4f} on {len(truth)} examples")
-        else:
-            print(f"test mean squared error {np.mean((p.reshape(truth.shape) - truth) ** 2):.4g}")
+    if classes is not None:
+        print(f"classes (prediction columns, in order): {classes.tolist()}")
+    if report is not None:
+        print(report)
     if args.out is not None:
         np.save(args.out, out.double().numpy())
         what = "predictions" if pred is not None else "dual coefficients alpha"
@@ -168,7 +223,9 @@ def add_kernel(subparsers) -> None:
     common(s)
     s.add_argument("--store", help="train kernel store (symmetric, from compute without --data2)")
     s.add_argument("--data", help="train inputs, to recompute the kernel instead of --store")
-    s.add_argument("--targets", required=True, help="train targets (.npy); integers = labels")
+    s.add_argument("--targets", required=True,
+                   help="train targets (.npy): floats (regression) or class labels (integers, "
+                   "strings), one-hot over their sorted unique values")  # fmt: skip
     s.add_argument("--get", choices=("nngp", "ntk"), default="ntk")
     s.add_argument("--diag-reg", type=float, default=1e-4,
                    help="relative regularization (times mean diag K), default 1e-4")  # fmt: skip

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .._compute import as_input
+from ..predict._checks import as_targets
 from ..predict.operators import KernelOperator
 from ..predict.solvers import CGInfo, cg_solve
 from .store import KernelStore
@@ -125,10 +126,20 @@ def kernel_regression(
 
     Returns:
         ``(alpha, predictions or None, info)``; ``print(info)`` is the convergence report.
+
+    Raises a ValueError for targets that are not a finite (N,) or (N, C) array (naming the
+    first NaN/inf row), and when CG meets a non-PD kernel or produces non-finite iterates (a
+    kernel holding NaN or inf): no NaN or zero alpha is ever returned.
     """
     if y is None:
         raise ValueError("kernel_regression needs targets y")
+    rows = as_targets(y, None, "y")[0].shape[0]  # checked before any kernel is read
     op = _train_operator(train, get, net, x_train)
+    if tuple(op.shape)[:1] != (rows,):
+        raise ValueError(
+            f"y has {rows} rows but the train kernel has shape {tuple(op.shape)}: one target row "
+            "per training point"
+        )
     alpha, info = cg_solve(
         op, y, diag_reg=diag_reg, tol=tol, max_iter=max_iter, preconditioner=preconditioner,
         rank=rank, progress=progress,
