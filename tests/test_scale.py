@@ -183,7 +183,7 @@ def test_stale_store_refused_and_overwritten(fc, tmp_path, monkeypatch):
     )  # fmt: skip
     cases = [
         (dict(net=fc, x1=job.inputs(120, seed=5)), "inputs x1"),
-        (dict(net=other_net, x1=x), "architecture"),
+        (dict(net=other_net, x1=x), r"network \(it differs at net.layers\[0\].W_std"),
         (dict(net=fc, x1=x, tile_size=40), "tile size"),
         (dict(net=fc, x1=x.float()), "dtype"),
         (dict(net=fc, x1=x, x2=x), "symmetry"),
@@ -528,7 +528,7 @@ def test_store_errors(fc, tmp_path):
     import zarr
 
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
-    with pytest.raises(StaleStoreError, match="not a widelimits kernel store"):
+    with pytest.raises(scale.NotAStoreError, match="not a widelimits kernel store"):
         KernelStore.open(tmp_path / "plain.zarr")
     with pytest.raises(ValueError, match="tile_size"):
         compute_kernel_store(fc, x, path=tmp_path / "t.zarr", tile_size=0)
