@@ -183,7 +183,7 @@ def test_stale_store_refused_and_overwritten(fc, tmp_path, monkeypatch):
     )  # fmt: skip
     cases = [
         (dict(net=fc, x1=job.inputs(120, seed=5)), "inputs x1"),
-        (dict(net=other_net, x1=x), r"network \(it differs at net.layers\[0\].W_std"),
+        (dict(net=other_net, x1=x), r"architecture \(it differs at net.layers\[0\].W_std"),
         (dict(net=fc, x1=x, tile_size=40), "tile size"),
         (dict(net=fc, x1=x.float()), "dtype"),
         (dict(net=fc, x1=x, x2=x), "symmetry"),

@@ -115,7 +115,7 @@ def manifest_for(
     return {
         "store": MARKER,
         "format": FORMAT,
-        "description": repr(net),  # for people; the fingerprint is what is compared
+        "architecture": repr(net),  # for people; the fingerprint is what is compared
         "network": network_identity(net, fingerprint),
         "x1": input_digest(x1),
         "x2": input_digest(x2),
@@ -191,7 +191,7 @@ def _problems(m: dict) -> list[str]:
         )  # fmt: skip
 
     rules = {
-        "description": (lambda v: isinstance(v, str), "a string"),
+        "architecture": (lambda v: isinstance(v, str), "a string"),
         "network": (network, "a fingerprint and its parts"),
         "x1": (lambda v: isinstance(v, str) and bool(_HEX64.fullmatch(v)), "a sha256 digest"),
         "x2": (

@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 _LABELS = {
-    "network": "network", "x1": "inputs x1", "x2": "inputs x2", "shape": "kernel shape",
+    "network": "architecture", "x1": "inputs x1", "x2": "inputs x2", "shape": "kernel shape",
     "kernels": "set of kernels", "dtype": "dtype", "tile": "tile size",
     "symmetric": "symmetry (x2=None or not)", "version": "widelimits version",
     "torch": "torch version", "format": "store format",
@@ -215,12 +215,12 @@ class KernelStore:
         if old != new:
             from ..fingerprint import Fingerprint
 
-            named = [n["fingerprint"][5:] for n in (old, new) if n["fingerprint"][:5] == "name:"]
-            if named:
-                detail = (
-                    f" (the network is named {old['fingerprint']!r} in the store and "
-                    f"{new['fingerprint']!r} now)"
-                )
+            def said(n: dict) -> str:
+                fp = n["fingerprint"]
+                return f"the name {fp[5:]!r}" if fp.startswith("name:") else "its exact fingerprint"
+
+            if old["fingerprint"].startswith("name:") or new["fingerprint"].startswith("name:"):
+                detail = f" (the store knows the network by {said(old)}, this call by {said(new)})"
             else:
                 where = Fingerprint(new["fingerprint"], new["parts"]).differences(old["parts"])
                 detail = f" (it differs at {', '.join(where)})" if where else ""
