@@ -107,7 +107,9 @@ class KernelStore:
     def __init__(self, path: Path, group, manifest: dict, verify: bool = True) -> None:
         self.path, self.group, self.verify = Path(path), group, bool(verify)
         self._manifest = manifest
-        self._verified: set[tuple[str, int, int]] = set()
+        self._verified: set[tuple[str, int, int]] = set()  # chunks checked by this object
+        self._arrays: dict = {}
+        self._complete = False  # seen complete (reads then skip re-reading the markers)
 
     def __repr__(self) -> str:
         return (
@@ -258,21 +260,27 @@ class KernelStore:
         rows, cols = grid(self._manifest)
         return [(i, j) for i in range(rows) for j in range(cols) if not self.symmetric or j >= i]
 
-    def _grid(self, name: str, fill) -> np.ndarray:
-        """The small per-tile array ``name`` (done, checksums); unreadable chunks read as
-        ``fill``, so that their tiles count as not done / damaged."""
-        arr = self.group[name]
+    def _array(self, name: str):
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
+
+    def _grid(self, name: str, fill, rows=slice(None), cols=slice(None)) -> np.ndarray:
+        """The per-tile array ``name`` (done, checksums) read over tile rows ``rows`` and
+        columns ``cols`` (``fill`` elsewhere); unreadable chunks read as ``fill``, so that
+        their tiles count as not done / damaged."""
+        arr = self._array(name)
+        out = np.full(arr.shape, fill, dtype=arr.dtype)
         try:
-            return np.asarray(arr[...])
+            out[rows, cols] = arr[rows, cols]
         except Exception:  # noqa: BLE001 - a damaged chunk: read the others one by one
-            out = np.full(arr.shape, fill, dtype=arr.dtype)
-            for i in range(arr.shape[0]):
-                for j in range(arr.shape[1]):
+            for i in range(arr.shape[0])[rows]:
+                for j in range(arr.shape[1])[cols]:
                     try:
                         out[i, j] = arr[i, j]
                     except Exception:  # noqa: BLE001, S112
                         continue
-            return out
+        return out
 
     def pending(self) -> list[tuple[int, int]]:
         """Tiles without a valid marker (a damaged marker counts as missing)."""
@@ -304,20 +312,20 @@ class KernelStore:
         sums = {c: np.zeros(len(self.kernels), dtype=np.uint64) for c in self._chunks_of(i, j)}
         for k, name in enumerate(self.kernels):
             block = np.ascontiguousarray(values[name], dtype=dtype)
-            arr = self.group[name]
+            arr = self._array(name)
             for r, c in sums:
                 data = block if (r, c) == (i, j) else np.ascontiguousarray(block.T)
                 arr[self.bounds(r, c)] = data
                 sums[r, c][k] = checksum(data)
         for (r, c), s in sums.items():
-            self.group["checksums"][r, c, :] = s
-        self.group["done"][i, j] = 1
+            self._array("checksums")[r, c, :] = s
+        self._array("done")[i, j] = 1
 
     # -- verification -------------------------------------------------------------------------
 
     def _chunk_ok(self, name: str, r: int, c: int, sums: np.ndarray) -> bool:
         try:
-            block = np.asarray(self.group[name][self.bounds(r, c)])
+            block = np.asarray(self._array(name)[self.bounds(r, c)])
         except Exception:  # noqa: BLE001 - a truncated or unreadable chunk
             return False
         return checksum(block) == int(sums[r, c, self.kernels.index(name)])
@@ -339,8 +347,9 @@ class KernelStore:
 
     def unmark(self, tiles) -> None:
         """Mark tiles as not done (a resume recomputes them)."""
+        self._complete = False
         for i, j in tiles:
-            self.group["done"][i, j] = 0
+            self._array("done")[i, j] = 0
 
     def _verify(self, name: str, rows, cols, verify: bool | None) -> None:
         """Check the chunks of ``name`` that ``[rows, cols]`` reads, once per chunk."""
@@ -353,7 +362,8 @@ class KernelStore:
         ]  # fmt: skip
         if not todo:
             return
-        sums = self._grid("checksums", 0)
+        r_, c_ = [r for r, _ in todo], [c for _, c in todo]
+        sums = self._grid("checksums", 0, slice(min(r_), max(r_) + 1), slice(min(c_), max(c_) + 1))
         bad = sorted({self._owner(r, c) for r, c in todo if not self._chunk_ok(name, r, c, sums)})
         if bad:
             shown = ", ".join(map(str, bad[:8])) + (f" and {len(bad) - 8} more" if bad[8:] else "")
@@ -367,7 +377,7 @@ class KernelStore:
 
     def _get(self, name: str, rows, cols) -> np.ndarray:
         try:
-            return np.asarray(self.group[name][rows, cols])
+            return np.asarray(self._array(name)[rows, cols])
         except Exception as err:  # noqa: BLE001 - only reachable with verify=False
             raise CorruptStoreError(
                 f"cannot read {name} from the kernel store at {self.path} ({err}): it is "
@@ -377,7 +387,10 @@ class KernelStore:
     # -- reading ------------------------------------------------------------------------------
 
     def _require_complete(self) -> None:
+        if self._complete:
+            return
         pending = len(self.pending())
+        self._complete = not pending
         if pending:
             raise RuntimeError(
                 f"the kernel store at {self.path} is incomplete ({pending} of "
@@ -426,7 +439,7 @@ class StoreKernel(KernelOperator):
     ) -> None:
         self.store, self.name = store, name
         self.verify = store.verify if verify is None else bool(verify)
-        self.array = store.group[name]
+        self.array = store._array(name)
         self.shape = store.shape
         self.dtype = store.dtype
         self.device = torch.device("cpu")
