@@ -23,6 +23,25 @@ def inputs(n: int, seed: int = 0, features: int = 6) -> torch.Tensor:
     return torch.randn(n, features, generator=g, dtype=torch.float64)
 
 
+def scaled_tanh(a: float):
+    """An activation that captures ``a`` in a closure."""
+    return wl.Elementwise(lambda x: a * torch.tanh(x))
+
+
+def look_alikes() -> dict:
+    """Networks that print alike in pairs but compute different kernels (and one that is
+    rebuilt equal), for the fingerprint tests; also fingerprinted in a subprocess."""
+    return {
+        "tanh": wl.Serial(wl.Dense(8), wl.Elementwise(lambda x: torch.tanh(x)), wl.Dense(1)),
+        "sin": wl.Serial(wl.Dense(8), wl.Elementwise(lambda x: torch.sin(x)), wl.Dense(1)),
+        "w1": wl.Serial(wl.Dense(8, W_std=torch.tensor(1.50001)), wl.ReLU(), wl.Dense(1)),
+        "w4": wl.Serial(wl.Dense(8, W_std=torch.tensor(1.50004)), wl.ReLU(), wl.Dense(1)),
+        "a2": wl.Serial(wl.Dense(8), scaled_tanh(2.0), wl.Dense(1)),
+        "a3": wl.Serial(wl.Dense(8), scaled_tanh(3.0), wl.Dense(1)),
+        "float": wl.Serial(wl.Dense(8, W_std=1.5, b_std=0.1), wl.Erf(), wl.Dense(1)),
+    }
+
+
 def main(argv: list[str]) -> None:
     from widelimits.scale import compute_kernel_store
 

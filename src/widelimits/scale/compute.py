@@ -12,13 +12,18 @@ and writes its block and its marker.  Schedulers:
   the inputs scattered once and failed tasks (a worker that died) retried by the scheduler.
 
 An interrupted run (killed process, crashed worker, lost cluster) is resumed by calling the same
-function again with the same arguments: only the tiles without a marker are computed.
+function again with the same arguments: every marked tile is first verified against its
+checksums (one read of the store), then the tiles without a marker and the damaged ones are
+computed.  A store for another computation (network, inputs, tile, dtype, versions) is never
+reused: the network is identified by its exact fingerprint (`widelimits.fingerprint`), or by a
+name the caller gives it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +70,8 @@ def compute_kernel_store(
     device: str | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    fingerprint: str | None = None,
+    verify: bool = True,
 ) -> KernelStore:
     """Compute ``net``'s kernels between x1 and x2 (or x1 with itself) into a zarr store.
 
@@ -73,8 +80,10 @@ def compute_kernel_store(
             schedulers: layers are, functions given to `Elementwise` must be importable).
         x1, x2: inputs as for `Layer.kernel` (x2=None: symmetric, only tiles j >= i computed,
             both triangles stored).
-        path: the store's directory.  An existing store for the same computation is resumed;
-            one for anything else raises `StaleStoreError` unless ``overwrite``.
+        path: the store's directory (new, or an empty directory).  An existing store for the
+            same computation is resumed; one for anything else raises `StaleStoreError` unless
+            ``overwrite``.  Anything at ``path`` that is not a store (a file, a folder with
+            other content) raises `NotAStoreError` and is left untouched.
         get: kernels to store, ``"nngp"`` and/or ``"ntk"``.
         tile_size: edge of the tiles (= zarr chunks) in examples; each task holds a few tiles.
         scheduler: ``None``/"threads", "processes", "synchronous", a scheduler address or a
@@ -83,8 +92,16 @@ def compute_kernel_store(
         retries: how often the cluster retries a failed tile task.
         device: where tiles are computed (default: "cuda" if available, else "cpu"); part of
             the manifest, since GPU and CPU results differ in the last bits.
-        overwrite: delete a mismatched (or any) existing store first.
+        overwrite: delete an existing store at ``path`` first (only a directory that is
+            recognisably a widelimits store: else `NotAStoreError`, nothing deleted).
         progress: show a progress bar (default: when there are 4 tiles or more).
+        fingerprint: a name or version string you choose for the network, used instead of its
+            exact fingerprint to recognise the store on a resume; required when the network
+            holds something that cannot be fingerprinted (`FingerprintError` says what).
+            Change it whenever the network changes.
+        verify: on a resume, check every finished tile against its checksums (a read of the
+            whole store) and recompute the damaged ones with a warning; the returned store
+            verifies chunks when read.  ``False`` skips both.
 
     Returns:
         The finished `KernelStore`; ``store.read("ntk")`` loads a kernel, ``store.operator()``
@@ -106,8 +123,20 @@ def compute_kernel_store(
     if not isinstance(tile_size, int) or tile_size < 1:
         raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    manifest = manifest_for(net, x1, x2, gets, x1.dtype, tile_size, torch.device(device).type)
+    manifest = manifest_for(
+        net, x1, x2, gets, x1.dtype, tile_size, torch.device(device).type, fingerprint=fingerprint
+    )
     store = KernelStore.create_or_resume(path, manifest, overwrite=overwrite)
+    store.verify = verify
+    if verify and (damaged := store.damaged_tiles()):
+        warnings.warn(
+            f"{len(damaged)} finished tile(s) of the kernel store at {store.path} do not match "
+            f"their checksums (damaged on disk): {damaged[:8]}{' ...' if damaged[8:] else ''}; "
+            "recomputing them",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        store.unmark(damaged)
     pending = store.pending()
     if not pending:
         return store
@@ -128,7 +157,7 @@ def compute_kernel_store(
             _run_distributed(pending, args, a, b, scheduler, workers, retries, bar)
     if not store.complete:  # pragma: no cover - every task either wrote its tile or raised
         raise RuntimeError(f"{len(store.pending())} tiles are still missing; run again to resume")
-    return store
+    return KernelStore.open(path, verify=verify)
 
 
 def _run_local(pending, args, a, b, scheduler: str, workers, bar) -> None:
