@@ -284,16 +284,15 @@ def watched_call(fm: FunctionalModel, values: dict, x: Tensor, name: str):
     try:
         return fm(values, x)
     except (RuntimeError, IndexError, ValueError) as err:
-        where = "the model's forward pass"
+        where = "the model's forward pass failed"
         if stack:
             module, args = stack[-1]
             shape = tuple(args[0].shape) if args and isinstance(args[0], Tensor) else None
             label = names.get(id(module)) or "the model"
-            where = f"layer {label!r} ({module!r}) on an input of shape {shape}"
-            where += _expectation(module, shape)
+            where = f"layer {label!r} ({module!r}) {_expectation(module, shape)}"
         raise ValueError(
-            f"{name} does not fit the model: {name} has examples of shape "
-            f"{tuple(x.shape[1:])}, and {where} failed: {err}"
+            f"{name} does not fit the model ({name} has examples of shape "
+            f"{tuple(x.shape[1:])}): {where}; torch says: {err}"
         ) from err
     finally:
         for h in handles:
@@ -301,15 +300,17 @@ def watched_call(fm: FunctionalModel, values: dict, x: Tensor, name: str):
 
 
 def _expectation(module: nn.Module, shape: tuple | None) -> str:
+    """What ``module`` expected, against the ``shape`` it got."""
+    got = f"got an input of shape {shape}"
     if shape is None:
-        return ""
+        return "failed"
     if isinstance(module, nn.Linear):
-        return f" (it expects {module.in_features} features on the last axis, got {shape[-1]})"
-    if isinstance(module, nn.modules.conv._ConvNd) and len(shape) > 1:
-        return f" (it expects {module.in_channels} channels on axis 1, got {shape[1]})"
+        return f"expects {module.in_features} features on the last axis but {got}"
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return f"expects {module.in_channels} channels on axis 1 but {got}"
     if isinstance(module, nn.Embedding | nn.EmbeddingBag):
-        return f" (it takes indices 0 to {module.num_embeddings - 1})"
-    return ""
+        return f"takes indices 0 to {module.num_embeddings - 1} and {got}"
+    return f"failed on an input of shape {shape}"
 
 
 class _IndexOutOfRange(Exception):
