@@ -91,7 +91,7 @@ def select_parameters(model: nn.Module, params: ParamSelection) -> dict[str, nn.
         found = sorted(f"{d} on {dev}" for d, dev in kinds)
         raise ValueError(
             f"the model's parameters must share one floating dtype and one device, found "
-            f"{found}; convert the model first, e.g. model.to(torch.float64)"
+            f"{found}; convert the model first, e.g. model.to(device, torch.float64)"
         )
     return chosen
 
@@ -102,7 +102,7 @@ def check_model(model: nn.Module, stochastic: bool = False) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for name, m in model.named_modules():
-        name = name or "the model"
+        name = f"layer {name!r}" if name else "the model itself"
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
             raise ValueError(
                 f"model: {name} is a BatchNorm layer in training mode, which couples the "
@@ -301,16 +301,18 @@ def watched_call(fm: FunctionalModel, values: dict, x: Tensor, name: str):
 
 def _expectation(module: nn.Module, shape: tuple | None) -> str:
     """What ``module`` expected, against the ``shape`` it got."""
-    got = f"got an input of shape {shape}"
     if shape is None:
         return "failed"
-    if isinstance(module, nn.Linear):
-        return f"expects {module.in_features} features on the last axis but {got}"
+    failed = f"failed on an input of shape {shape}"
+    if isinstance(module, nn.Linear) and shape[-1] != module.in_features:
+        return f"expects {module.in_features} features on the last axis but got shape {shape}"
     if isinstance(module, nn.modules.conv._ConvNd):
-        return f"expects {module.in_channels} channels on axis 1 but {got}"
+        if len(shape) < 2 or shape[1] != module.in_channels:
+            return f"expects {module.in_channels} channels on axis 1 but got shape {shape}"
+        return f"with kernel size {module.kernel_size} {failed}"
     if isinstance(module, nn.Embedding | nn.EmbeddingBag):
-        return f"takes indices 0 to {module.num_embeddings - 1} and {got}"
-    return f"failed on an input of shape {shape}"
+        return f"takes indices 0 to {module.num_embeddings - 1} and {failed}"
+    return failed
 
 
 class _IndexOutOfRange(Exception):

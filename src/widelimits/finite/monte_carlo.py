@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .checks import as_outputs
+from ._functional import FunctionalModel
+from .checks import as_outputs, watched_call
 from .ntk import empirical_ntk
 
 __all__ = ["monte_carlo_kernel", "monte_carlo_kernels", "MonteCarloKernel", "relative_error"]
@@ -70,6 +71,15 @@ def _draws_randomness(model: nn.Module) -> bool:
     )
 
 
+def _outputs(model: nn.Module, x: Tensor, name: str, watched: bool) -> Tensor:
+    """f(x) as (N, O).  The input is copied (a model changing it in place is harmless); a
+    watched call turns a shape error inside the model into one that names ``name``."""
+    fm = FunctionalModel(model)
+    with torch.no_grad():
+        out = watched_call(fm, {}, x, name) if watched else fm({}, x)
+    return as_outputs(out, len(x))
+
+
 def monte_carlo_kernels(
     net,
     x1: Tensor,
@@ -120,9 +130,8 @@ def monte_carlo_kernels(
         if not isinstance(model, nn.Module):
             raise TypeError(f"net(seed) must return a torch.nn.Module, got {type(model).__name__}")
         if "nngp" in get:
-            with torch.no_grad():  # copies: a model changing its input in place is harmless
-                f1 = as_outputs(model(x1.clone()), len(x1))
-                f2 = f1 if x2 is None else as_outputs(model(x2.clone()), len(x2))
+            f1 = _outputs(model, x1, "x1", watched=s == 0)
+            f2 = f1 if x2 is None else _outputs(model, x2, "x2", watched=s == 0)
             nngp.add(f1 @ f2.T / f1.shape[1])
         if "ntk" in get:
             options = dict(ntk_options)
