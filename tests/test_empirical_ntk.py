@@ -456,6 +456,30 @@ def test_linearize_leaves_model_untouched_and_counts_shared_parameters_once(name
     assert_same_snapshot(before, snapshot(model))
 
 
+def test_linearized_tied_weights_stay_tied_after_a_dtype_change():
+    """``.double()`` copies a Taylor model's buffers module by module; the tied readout still
+    moves with its embedding: f_lin(theta_0 + eps d) - f(theta_0 + eps d) = O(eps^2)."""
+    import copy
+
+    model, _ = make("shared")
+    model = model.float()
+    x = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    gaps = []
+    for eps in (1e-2, 5e-3):
+        lin = finite.linearize(model).double()
+        gen = torch.Generator().manual_seed(4)
+        with torch.no_grad():
+            for p in lin.parameters():
+                p.add_(eps * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        moved = copy.deepcopy(model).double()
+        theta = {n.replace(":", "."): p.detach() for n, p in lin.theta.items()}
+        with torch.no_grad():
+            for n, p in moved.named_parameters():
+                p.copy_(theta[n])
+            gaps.append(float((lin(x) - moved(x)).abs().max()))
+    assert 3.5 < gaps[0] / gaps[1] < 4.5, gaps
+
+
 # --------------------------------------------------------- outputs that mix examples or are random
 class Centred(nn.Module):
     def __init__(self):

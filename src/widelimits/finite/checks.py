@@ -297,7 +297,7 @@ def watched_call(fm: FunctionalModel, values: dict, x: Tensor, name: str):
             where = f"layer {label!r} ({module!r}) {_expectation(module, shape)}"
         raise ValueError(
             f"{name} does not fit the model ({name} has examples of shape "
-            f"{tuple(x.shape[1:])}): {where}; torch says: {err}"
+            f"{tuple(x.shape[1:])}): {where}; the error was: {err}"
         ) from err
     finally:
         for h in handles:

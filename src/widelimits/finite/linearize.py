@@ -55,6 +55,13 @@ class TaylorExpanded(nn.Module):
                 module.register_buffer(name, None if p is None else frozen[id(p)])
         state = dict(self.base.named_buffers())
         self.names = names
+        # Every name (slot) of each selected parameter: ``.to()`` copies buffers slot by slot,
+        # so a tie between two modules is kept by substituting all the slots, not by identity.
+        slots: dict[int, list[str]] = {}
+        for n, p in model.named_parameters(remove_duplicate=False):
+            slots.setdefault(id(p), []).append(n)
+        named = dict(model.named_parameters())
+        self.slots = {n: slots[id(named[n])] for n in names}
         self.theta = nn.ParameterDict(
             {n.replace(".", ":"): nn.Parameter(state[n].clone()) for n in names}
         )
@@ -66,7 +73,8 @@ class TaylorExpanded(nn.Module):
         delta = {n: self.theta[n.replace(".", ":")] - theta0[n] for n in self.names}
 
         def f(p: dict) -> Tensor:
-            out = fm(p, x)  # a copy of x: a model that changes its input in place is harmless
+            values = {slot: v for n, v in p.items() for slot in self.slots[n]}
+            out = fm(values, x)  # a copy of x: a model changing its input in place is harmless
             if not isinstance(out, Tensor):
                 raise TypeError(f"the model must return a tensor, got {type(out).__name__}")
             if not out.is_floating_point():
