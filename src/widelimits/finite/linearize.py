@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.func import jvp
 
 from ._functional import FunctionalModel
-from .checks import ParamSelection, check_model, select_parameters
+from .checks import ParamSelection, check_model, select_parameters, watched_call
 
 __all__ = ["TaylorExpanded", "linearize", "taylor_expand"]
 
@@ -43,6 +43,7 @@ class TaylorExpanded(nn.Module):
         check_model(model)
         names = list(select_parameters(model, params))
         self.degree = degree
+        self._checked = False  # whether a forward pass has run (the first one is watched)
         self.base = copy.deepcopy(model)  # the caller's model is never touched
         # theta_0 becomes buffers (nothing here trains it), one tensor per distinct parameter
         # in every slot that held it: tied weights and shared modules stay shared.
@@ -72,16 +73,19 @@ class TaylorExpanded(nn.Module):
         theta0 = {n: state[n] for n in self.names}
         delta = {n: self.theta[n.replace(".", ":")] - theta0[n] for n in self.names}
 
-        def f(p: dict) -> Tensor:
+        def f(p: dict, watched: bool = False) -> Tensor:
             values = {slot: v for n, v in p.items() for slot in self.slots[n]}
-            out = fm(values, x)  # a copy of x: a model changing its input in place is harmless
+            # fm copies x: a model changing its input in place is harmless.  The first call is
+            # watched: a shape error inside the model names the argument x.
+            out = watched_call(fm, values, x, "x") if watched else fm(values, x)
             if not isinstance(out, Tensor):
                 raise TypeError(f"the model must return a tensor, got {type(out).__name__}")
             if not out.is_floating_point():
                 raise TypeError(f"the model returned {out.dtype} outputs: no derivatives")
             return out
 
-        total, term, fn = f(theta0), None, f
+        total, term, fn = f(theta0, watched=not self._checked), None, f
+        self._checked = True
         for j in range(1, self.degree + 1):
             fn = _directional(fn, delta)
             term = fn(theta0)
