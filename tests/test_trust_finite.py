@@ -125,6 +125,8 @@ NTK_CASES = [
     ("x1-sparse", lambda: finite.empirical_ntk(mlp(), X.to_sparse()), TypeError, "x1 is a sparse"),
     ("x1-features", lambda: finite.empirical_ntk(mlp(), torch.randn(4, 7)),
      ValueError, r"x1 does not fit the model .*expects 3 features .* shape \(1, 7\)"),
+    ("x1-integers-into-linear", lambda: finite.empirical_ntk(mlp(), X.long()),
+     ValueError, "x1 does not fit the model .*layer '0'.*dtype"),
     ("x1-channels", lambda: finite.empirical_ntk(conv(), torch.randn(2, 2, 5, 5)),
      ValueError, "x1 does not fit the model .*expects 3 channels"),
     ("x1-spatial-too-small", lambda: finite.empirical_ntk(conv(), torch.randn(2, 3, 2, 2)),
