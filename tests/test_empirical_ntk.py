@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
 
 import widelimits as wl
 from widelimits import finite
@@ -293,3 +295,317 @@ def test_an_explicit_jacobian_request_that_cannot_fit_is_refused():
     model, x = make("layernorm")  # only the LayerNorm selected: no structured path
     auto = finite.empirical_ntk(model, x, params=[model[1]], memory_budget=100)  # ntk_vector
     torch.testing.assert_close(auto, finite.empirical_ntk(model, x, params=[model[1]]))
+
+
+# ------------------------------------------------------------------ the caller's objects stay put
+class InPlaceInput(nn.Module):
+    """A layer used twice and registered under two names, a frozen parameter, BatchNorm
+    statistics (eval mode), and a forward that scales its input in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Linear(5, 5)
+        self.again = self.shared  # the same module under a second name
+        self.norm = nn.BatchNorm1d(5)
+        self.out = nn.Linear(5, 3)
+        self.frozen = nn.Linear(5, 5)
+        self.frozen.requires_grad_(False)
+
+    def forward(self, x):
+        x.mul_(2.0)  # modifies its input, as some user code does
+        h = torch.tanh(self.again(torch.tanh(self.shared(self.frozen(x)))))
+        return self.out(self.norm(h))
+
+
+def shared_models():
+    """Models whose parameters are shared by several layers or slots, in eval mode."""
+    torch.manual_seed(1)
+    lin = nn.Linear(5, 5)
+    sequential = nn.Sequential(lin, nn.Tanh(), lin, nn.Tanh(), nn.Linear(5, 3)).double()
+    inplace = InPlaceInput().double().eval()
+    with torch.no_grad():
+        inplace.norm.running_mean.uniform_(-0.5, 0.5)
+        inplace.norm.running_var.uniform_(0.5, 2.0)
+    tied, _ = make("shared")
+    return {"sequential": sequential, "inplace": inplace, "tied": tied}
+
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything a finite-width tool must leave exactly as it was."""
+    slots = {}
+    for prefix, m in model.named_modules(remove_duplicate=False):
+        for kind, store in (("p", m._parameters), ("b", m._buffers)):
+            for name, t in store.items():
+                slots[(prefix, kind, name)] = None if t is None else (
+                    id(t), type(t), t.requires_grad, t.detach().clone(),
+                    None if t.grad is None else (id(t.grad), t.grad.clone()),
+                )  # fmt: skip
+    return {
+        "slots": slots,
+        "modes": [m.training for _, m in model.named_modules(remove_duplicate=False)],
+        "hooks": [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for m in model.modules()
+        ],
+    }
+
+
+def assert_same_snapshot(before: dict, after: dict) -> None:
+    assert before["modes"] == after["modes"] and before["hooks"] == after["hooks"]
+    assert before["slots"].keys() == after["slots"].keys()
+    for key, b in before["slots"].items():
+        a = after["slots"][key]
+        assert (a is None) == (b is None), key
+        if a is None:
+            continue
+        assert a[:3] == b[:3], key  # same object, same type (nn.Parameter), same requires_grad
+        assert torch.equal(a[3], b[3]), key  # bit for bit
+        assert (a[4] is None) == (b[4] is None) and (a[4] is None or (
+            a[4][0] == b[4][0] and torch.equal(a[4][1], b[4][1]))), key  # fmt: skip
+
+
+def prepare_caller(model: nn.Module) -> None:
+    """Give the caller's model a populated .grad and a user hook of its own."""
+    model.zero_grad(set_to_none=True)
+    x = torch.randn(3, 5, dtype=torch.float64)
+    model(x.clone()).sum().backward()
+    model.register_forward_hook(lambda m, i, o: None)
+
+
+@pytest.mark.parametrize("impl", IMPLS + ("auto",))
+@pytest.mark.parametrize("name", ["sequential", "inplace", "tied"])
+def test_empirical_ntk_leaves_model_and_inputs_untouched(name, impl):
+    """Issue 13: a module used twice came back holding plain tensors (requires_grad=False
+    after ntk_vector), so the next call was tens of percent off; an input scaled in place
+    changed the caller's tensor.  Now everything is identical after two calls, and the two
+    results agree exactly."""
+    model = shared_models()[name]
+    prepare_caller(model)
+    x = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x2 = x[:2] + 0.5
+    inputs = (x.clone(), x2.clone())
+    before = snapshot(model)
+    first = finite.empirical_ntk(model, x, outputs="full", implementation=impl)
+    cross = finite.empirical_ntk(model, x, x2, implementation=impl, chunk_size=2)
+    assert_same_snapshot(before, snapshot(model))
+    second = finite.empirical_ntk(model, x, outputs="full", implementation=impl)
+    assert_same_snapshot(before, snapshot(model))
+    assert torch.equal(x, inputs[0]) and torch.equal(x2, inputs[1])
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+    # Shared parameters count once, as autograd counts them: an independent computation.
+    explicit = explicit_ntk(model, torch.cat([x, x2]))
+    torch.testing.assert_close(first, explicit[:4, :4])
+    torch.testing.assert_close(cross, explicit[:4, 4:].diagonal(dim1=2, dim2=3).mean(-1))
+
+
+def explicit_ntk(model: nn.Module, x: Tensor) -> Tensor:
+    """An independent NTK: rows of the Jacobian over the distinct trainable parameters
+    (``model.parameters()``, which autograd also sees once each) by plain backward passes on a
+    deep copy, one per example and output: (N, N, O, O)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    for xi in x:
+        out = model(xi[None].clone())[0]
+        rows.append(torch.stack([
+            torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+                out[o], params, retain_graph=True, allow_unused=True, materialize_grads=True)])
+            for o in range(len(out))
+        ]))  # fmt: skip
+    jac = torch.stack(rows)  # (N, O, P)
+    return torch.einsum("iop,jqp->ijoq", jac, jac)
+
+
+@pytest.mark.parametrize("name", ["sequential", "inplace", "tied"])
+def test_linearize_leaves_model_untouched_and_counts_shared_parameters_once(name):
+    """The Taylor model copies the network: the caller's model and inputs are untouched; a
+    shared parameter is one trainable parameter, and moving it moves every use of it (the
+    first-order gap to the moved network, built independently by copying values into a deep
+    copy, shrinks 4x when the step halves)."""
+    import copy
+
+    model = shared_models()[name]
+    prepare_caller(model)
+    x = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    kept = x.clone()
+    before = snapshot(model)
+    lin = finite.linearize(model)
+    torch.testing.assert_close(lin(x), model(x.clone()))
+    assert torch.equal(x, kept)
+    assert_same_snapshot(before, snapshot(model))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sum(p.numel() for p in lin.parameters()) == sum(p.numel() for p in trainable)
+    gaps = []
+    for eps in (1e-2, 5e-3):
+        moved_lin = finite.linearize(model)
+        gen = torch.Generator().manual_seed(4)
+        with torch.no_grad():
+            for p in moved_lin.parameters():
+                p.add_(eps * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        theta = {n.replace(":", "."): p.detach() for n, p in moved_lin.theta.items()}
+        moved = copy.deepcopy(model)
+        with torch.no_grad():
+            for n, p in moved.named_parameters():
+                if n in theta:
+                    p.copy_(theta[n])
+        with torch.no_grad():
+            gaps.append(float((moved_lin(x) - moved(x.clone())).abs().max()))
+    assert 3.5 < gaps[0] / gaps[1] < 4.5, gaps
+    assert_same_snapshot(before, snapshot(model))
+
+
+def test_linearized_tied_weights_stay_tied_after_a_dtype_change():
+    """``.double()`` copies a Taylor model's buffers module by module; the tied readout still
+    moves with its embedding: f_lin(theta_0 + eps d) - f(theta_0 + eps d) = O(eps^2)."""
+    import copy
+
+    model, _ = make("shared")
+    model = model.float()
+    x = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    gaps = []
+    for eps in (1e-2, 5e-3):
+        lin = finite.linearize(model).double()
+        gen = torch.Generator().manual_seed(4)
+        with torch.no_grad():
+            for p in lin.parameters():
+                p.add_(eps * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        moved = copy.deepcopy(model).double()
+        theta = {n.replace(":", "."): p.detach() for n, p in lin.theta.items()}
+        with torch.no_grad():
+            for n, p in moved.named_parameters():
+                p.copy_(theta[n])
+            gaps.append(float((lin(x) - moved(x)).abs().max()))
+    assert 3.5 < gaps[0] / gaps[1] < 4.5, gaps
+
+
+# --------------------------------------------------------- outputs that mix examples or are random
+class Centred(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.lin(x)
+        return y - y.mean(0)  # each output depends on the whole batch
+
+
+class Noisy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin(x) + 0.1 * torch.randn(len(x), 3, dtype=x.dtype)
+
+
+def norm_net(norm):
+    return nn.Sequential(nn.Linear(4, 6), norm, nn.Tanh(), nn.Linear(6, 3))
+
+
+COUPLED = {
+    "centred": (Centred, "depends on the other examples"),
+    "randn": (Noisy, "different outputs for the same input"),
+    "batchnorm-train": (lambda: norm_net(nn.BatchNorm1d(6)), "BatchNorm layer in training"),
+    "dropout-train": (lambda: norm_net(nn.Dropout(0.3)), "Dropout in training mode"),
+}
+
+
+@pytest.mark.parametrize("impl", IMPLS + ("auto",))
+@pytest.mark.parametrize("case", list(COUPLED))
+def test_models_mixing_examples_or_drawing_randomness_are_refused(case, impl):
+    """Every implementation refuses the same models, with the same message (before, they
+    returned different numbers, or different numbers on each call)."""
+    factory, message = COUPLED[case]
+    torch.manual_seed(0)
+    model = factory().double().train()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    for x2 in (None, x[:2] + 1.0):
+        with pytest.raises(ValueError, match=message):
+            finite.empirical_ntk(model, x, x2, implementation=impl)
+    if case in ("centred", "randn"):
+        with pytest.raises(ValueError, match=message):
+            finite.empirical_nngp(model, x)
+    else:  # found by module type, without inputs
+        with pytest.raises(ValueError, match=message):
+            finite.linearize(model)
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "dropout", "instancenorm", "dropout0"])
+def test_per_example_models_pass_and_implementations_agree(norm):
+    """BatchNorm and Dropout in eval mode, InstanceNorm in either mode (per example) and
+    Dropout(p=0) in training mode are per-example and deterministic: accepted, and the three
+    implementations agree with an explicit Jacobian."""
+    torch.manual_seed(0)
+    layer = {
+        "batchnorm": nn.BatchNorm1d(6), "dropout": nn.Dropout(0.3),
+        "instancenorm": nn.Sequential(nn.Unflatten(1, (2, 3)), nn.InstanceNorm1d(2),
+                                      nn.Flatten()),
+        "dropout0": nn.Dropout(0.0),
+    }[norm]  # fmt: skip
+    model = norm_net(layer).double()
+    model.train(norm in ("instancenorm", "dropout0"))
+    x = torch.randn(5, 4, dtype=torch.float64)
+    explicit = explicit_ntk(model, x)
+    for impl in IMPLS:
+        got = finite.empirical_ntk(model, x, outputs="full", implementation=impl)
+        torch.testing.assert_close(got, explicit)
+    finite.linearize(model)
+
+
+def test_stochastic_sample_is_opt_in_and_jacobian_only():
+    """stochastic=True: each example draws its own mask, shared by both sides of its entries,
+    so one sample is symmetric; each call draws a new sample.  (Its mean is the Dropout NTK:
+    tests/test_monte_carlo.py.)  Other implementations are refused."""
+    torch.manual_seed(0)
+    model = norm_net(nn.Dropout(0.5)).double().train()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    theta = finite.empirical_ntk(model, x, stochastic=True, chunk_size=5)
+    torch.testing.assert_close(theta, theta.T)
+    again = finite.empirical_ntk(model, x, stochastic=True, chunk_size=5)
+    assert not torch.allclose(theta, again)  # a new sample on each call
+    for impl in ("ntk_vector", "structured"):
+        with pytest.raises(ValueError, match="stochastic=True needs"):
+            finite.empirical_ntk(model, x, stochastic=True, implementation=impl)
+
+
+class Reused(nn.Module):
+    """A random stack in which some Linear layers are applied several times."""
+
+    def __init__(self, width: int, plan: list[int], n_layers: int, in_features: int):
+        super().__init__()
+        self.inp = nn.Linear(in_features, width)
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(n_layers))
+        self.plan = plan  # which layer to apply at each step; repeats share parameters
+        self.out = nn.Linear(width, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x))
+        for i in self.plan:
+            h = torch.tanh(self.layers[i](h))
+        return self.out(h)
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(
+    width=st.integers(2, 5),
+    n_layers=st.integers(1, 3),
+    plan=st.lists(st.integers(0, 2), min_size=1, max_size=4),
+    n=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_shared_layers_property(width, n_layers, plan, n, seed):
+    """Any reuse pattern: each implementation equals the explicit Jacobian over the distinct
+    parameters, twice in a row, and leaves the model as it was."""
+    torch.manual_seed(seed)
+    plan = [i % n_layers for i in plan]
+    model = Reused(width, plan, n_layers, 3).double()
+    x = torch.randn(n, 3, dtype=torch.float64)
+    explicit = explicit_ntk(model, x)
+    before = snapshot(model)
+    for impl in IMPLS:
+        for _ in range(2):
+            got = finite.empirical_ntk(model, x, outputs="full", implementation=impl)
+            torch.testing.assert_close(got, explicit)
+    assert_same_snapshot(before, snapshot(model))

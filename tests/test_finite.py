@@ -158,3 +158,26 @@ def test_monte_carlo_arguments():
         finite.monte_carlo_kernel(_torch_mlp, x, n_samples=2, width=8)
     with pytest.raises(ValueError, match="get must name"):
         finite.monte_carlo_kernel(wl.Dense(1), x, width=4, n_samples=2, get=("ntgp",))
+
+
+class _ScalesInput(nn.Module):
+    def __init__(self, seed: int, in_place: bool):
+        super().__init__()
+        self.net, self.in_place = _torch_mlp(seed), in_place
+
+    def forward(self, x):
+        x = x.mul_(2.0) if self.in_place else 2.0 * x
+        return self.net(x)
+
+
+def test_monte_carlo_leaves_inputs_untouched():
+    """A factory model that scales its input in place neither changes the caller's tensors
+    nor sees them changed between calls: same estimates as the out-of-place model."""
+    x1 = torch.randn(4, 3, dtype=torch.float64)
+    x2 = torch.randn(2, 3, dtype=torch.float64)
+    kept = (x1.clone(), x2.clone())
+    got = finite.monte_carlo_kernel(lambda s: _ScalesInput(s, True), x1, x2, n_samples=3)
+    assert torch.equal(x1, kept[0]) and torch.equal(x2, kept[1])
+    ref = finite.monte_carlo_kernel(lambda s: _ScalesInput(s, False), x1, x2, n_samples=3)
+    torch.testing.assert_close(got.ntk, ref.ntk)
+    torch.testing.assert_close(got.nngp, ref.nngp)

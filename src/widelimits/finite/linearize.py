@@ -16,15 +16,19 @@ import copy
 import math
 
 from torch import Tensor, nn
-from torch.func import functional_call, jvp
+from torch.func import jvp
 
-from .ntk import ParamSelection, check_model, select_parameters
+from ._functional import FunctionalModel
+from .checks import ParamSelection, check_model, select_parameters, watched_call
 
 __all__ = ["TaylorExpanded", "linearize", "taylor_expand"]
 
 
 class TaylorExpanded(nn.Module):
     """The degree-``degree`` Taylor model of ``model`` around its current parameters.
+
+    ``model`` is copied (``copy.deepcopy``), never changed; a parameter shared by several
+    layers, or a layer used twice, is one parameter of the Taylor model, as in autograd.
 
     Its trainable parameters (``self.theta``, keyed by the model's parameter names with ``.``
     written as ``:``) start at theta_0; a frozen copy of the model keeps theta_0 and the buffers
@@ -34,34 +38,54 @@ class TaylorExpanded(nn.Module):
 
     def __init__(self, model: nn.Module, degree: int = 1, params: ParamSelection = None):
         super().__init__()
-        if not isinstance(degree, int) or degree < 1:
+        if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
             raise ValueError(f"degree must be a positive integer, got {degree!r}")
         check_model(model)
         names = list(select_parameters(model, params))
         self.degree = degree
-        self.base = copy.deepcopy(model)
-        for module in self.base.modules():  # theta_0 becomes buffers: nothing here trains it
+        self._checked = False  # whether a forward pass has run (the first one is watched)
+        self.base = copy.deepcopy(model)  # the caller's model is never touched
+        # theta_0 becomes buffers (nothing here trains it), one tensor per distinct parameter
+        # in every slot that held it: tied weights and shared modules stay shared.
+        frozen: dict[int, Tensor] = {}
+        for module in self.base.modules():
             for name, p in list(module._parameters.items()):
                 del module._parameters[name]
-                module.register_buffer(name, None if p is None else p.detach().clone())
+                if p is not None and id(p) not in frozen:
+                    frozen[id(p)] = p.detach().clone()
+                module.register_buffer(name, None if p is None else frozen[id(p)])
         state = dict(self.base.named_buffers())
         self.names = names
+        # Every name (slot) of each selected parameter: ``.to()`` copies buffers slot by slot,
+        # so a tie between two modules is kept by substituting all the slots, not by identity.
+        slots: dict[int, list[str]] = {}
+        for n, p in model.named_parameters(remove_duplicate=False):
+            slots.setdefault(id(p), []).append(n)
+        named = dict(model.named_parameters())
+        self.slots = {n: slots[id(named[n])] for n in names}
         self.theta = nn.ParameterDict(
             {n.replace(".", ":"): nn.Parameter(state[n].clone()) for n in names}
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        fm = FunctionalModel(self.base)
         state = dict(self.base.named_buffers())
         theta0 = {n: state[n] for n in self.names}
         delta = {n: self.theta[n.replace(".", ":")] - theta0[n] for n in self.names}
 
-        def f(p: dict) -> Tensor:
-            out = functional_call(self.base, {**state, **p}, (x,))
+        def f(p: dict, watched: bool = False) -> Tensor:
+            values = {slot: v for n, v in p.items() for slot in self.slots[n]}
+            # fm copies x: a model changing its input in place is harmless.  The first call is
+            # watched: a shape error inside the model names the argument x.
+            out = watched_call(fm, values, x, "x") if watched else fm(values, x)
             if not isinstance(out, Tensor):
                 raise TypeError(f"the model must return a tensor, got {type(out).__name__}")
+            if not out.is_floating_point():
+                raise TypeError(f"the model returned {out.dtype} outputs: no derivatives")
             return out
 
-        total, term, fn = f(theta0), None, f
+        total, term, fn = f(theta0, watched=not self._checked), None, f
+        self._checked = True
         for j in range(1, self.degree + 1):
             fn = _directional(fn, delta)
             term = fn(theta0)

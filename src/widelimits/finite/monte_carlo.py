@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ._functional import FunctionalModel
+from .checks import as_outputs, watched_call
 from .ntk import empirical_ntk
 
 __all__ = ["monte_carlo_kernel", "monte_carlo_kernels", "MonteCarloKernel", "relative_error"]
@@ -62,6 +64,22 @@ def _model_factory(net, x1: Tensor, width, dtype) -> Callable[[int], nn.Module]:
     raise TypeError("net must be a widelimits layer description or a callable seed -> module")
 
 
+def _draws_randomness(model: nn.Module) -> bool:
+    return any(
+        isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0
+        for m in model.modules()
+    )
+
+
+def _outputs(model: nn.Module, x: Tensor, name: str, watched: bool) -> Tensor:
+    """f(x) as (N, O).  The input is copied (a model changing it in place is harmless); a
+    watched call turns a shape error inside the model into one that names ``name``."""
+    fm = FunctionalModel(model)
+    with torch.no_grad():
+        out = watched_call(fm, {}, x, name) if watched else fm({}, x)
+    return as_outputs(out, len(x))
+
+
 def monte_carlo_kernels(
     net,
     x1: Tensor,
@@ -79,12 +97,24 @@ def monte_carlo_kernels(
 
     ``net`` is a widelimits description (built at hidden ``width``) or any factory
     ``seed -> nn.Module``; network ``s`` uses seed ``seed + s``.  ``ntk_options`` go to
-    `empirical_ntk` (e.g. ``implementation``, ``params``).
+    `empirical_ntk` (e.g. ``implementation``, ``params``).  A described network with Dropout
+    gets ``stochastic=True`` (each example its own mask, as its analytic kernel assumes); a
+    factory's model with Dropout in training mode needs it passed explicitly.
     """
     from tqdm.auto import tqdm
 
-    if n_samples < 2:
-        raise ValueError("n_samples must be at least 2 to estimate a standard error")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+        raise ValueError(
+            f"n_samples must be an integer, at least 2 to estimate a standard error; got "
+            f"{n_samples!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+        raise ValueError(f"width must be a positive integer, got {width!r}")
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None and not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
     get = (get,) if isinstance(get, str) else tuple(get)
     if not get or not set(get) <= {"nngp", "ntk"}:
         raise ValueError(f"get must name 'nngp' and/or 'ntk', got {get}")
@@ -92,18 +122,22 @@ def monte_carlo_kernels(
     x1 = x1.to(dtype)
     x2 = None if x2 is None else x2.to(dtype)
     make = _model_factory(net, x1, width, dtype)
+    described = hasattr(net, "build")
     nngp, ntk = _Running(), _Running()
     show = progress if progress is not None else n_samples >= 50 and sys.stderr.isatty()
     for s in tqdm(range(n_samples), desc="Monte Carlo", disable=not show, leave=False):
         model = make(seed + s)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"net(seed) must return a torch.nn.Module, got {type(model).__name__}")
         if "nngp" in get:
-            with torch.no_grad():
-                f1 = model(x1)
-                f2 = f1 if x2 is None else model(x2)
-            f1, f2 = f1.reshape(len(f1), -1), f2.reshape(len(f2), -1)
+            f1 = _outputs(model, x1, "x1", watched=s == 0)
+            f2 = f1 if x2 is None else _outputs(model, x2, "x2", watched=s == 0)
             nngp.add(f1 @ f2.T / f1.shape[1])
         if "ntk" in get:
-            ntk.add(empirical_ntk(model, x1, x2, **ntk_options))
+            options = dict(ntk_options)
+            if described:  # widelimits' Dropout: independent masks per example, by design
+                options.setdefault("stochastic", _draws_randomness(model))
+            ntk.add(empirical_ntk(model, x1, x2, **options))
         if s >= 1:
             yield MonteCarloKernel(
                 nngp=nngp.mean,

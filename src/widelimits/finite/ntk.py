@@ -29,122 +29,39 @@ Three implementations compute the same numbers:
 
 ``implementation="auto"`` takes the structured path when Linear/Conv layers hold most of the
 selected parameters, else the Jacobian one while a single example's Jacobian fits the memory
-budget, else NTK-vector products.  Examples must not interact: a model with BatchNorm in
-training mode is refused (call ``model.eval()``).
+budget, else NTK-vector products.  Examples must not interact and outputs must be
+deterministic: what can be detected is refused the same way for every implementation (see
+`widelimits.finite.checks`).  The caller's model is called with substituted values
+(`widelimits.finite._functional`), never modified.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev, jvp, vjp, vmap
+from torch.func import jacrev, jvp, vjp, vmap
 
 from .._compute import _blocks, available_memory
+from ._functional import FunctionalModel, detached_values
+from .checks import (
+    IMPLEMENTATIONS,
+    ParamSelection,
+    check_embedding_indices,
+    check_inputs,
+    check_model,
+    check_options,
+    model_outputs,
+    probe,
+    select_parameters,
+)
 
 __all__ = ["empirical_ntk", "empirical_nngp", "empirical_kernel", "EmpiricalKernel"]
 
 Outputs = Literal["trace", "full", "diagonal"]
-IMPLEMENTATIONS = ("auto", "jacobian", "ntk_vector", "structured")
-ParamSelection = Iterable[str] | Iterable[nn.Module] | Callable[[str, Tensor], bool] | None
-
-
-# ------------------------------------------------------------------------------ shared plumbing
-def select_parameters(model: nn.Module, params: ParamSelection) -> dict[str, nn.Parameter]:
-    """Resolve ``params`` to {name: parameter}.
-
-    None: every parameter with ``requires_grad``.  A callable ``(name, parameter) -> bool``: those
-    it accepts.  An iterable of names, or of submodules (all their parameters).
-    """
-    named = dict(model.named_parameters())
-    if params is None:
-        chosen = {k: v for k, v in named.items() if v.requires_grad}
-    elif callable(params):
-        chosen = {k: v for k, v in named.items() if params(k, v)}
-    else:
-        items = list(params)
-        if all(isinstance(p, nn.Module) for p in items):
-            ids = {id(p) for m in items for p in m.parameters()}
-            chosen = {k: v for k, v in named.items() if id(v) in ids}
-        elif all(isinstance(p, str) for p in items):
-            unknown = [p for p in items if p not in named]
-            if unknown:
-                raise ValueError(
-                    f"unknown parameter name(s) {unknown}; the model has {list(named)[:8]}..."
-                )
-            chosen = {k: named[k] for k in items}
-        else:
-            raise TypeError("params must be parameter names, submodules, or a callable")
-    if not chosen:
-        raise ValueError(
-            "the model has no trainable parameters (or none were selected), so its NTK is undefined"
-        )
-    return chosen
-
-
-def check_model(model: nn.Module) -> None:
-    """Refuse models whose examples interact, where a per-example NTK is undefined."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    coupled = [
-        name
-        for name, m in model.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
-    ]
-    if coupled:
-        raise ValueError(
-            f"{coupled[0]} is a BatchNorm layer in training mode, which couples the examples of "
-            "a batch, so a per-example NTK is undefined; call model.eval() first"
-        )
-
-
-def check_inputs(model: nn.Module, x1, x2) -> tuple[Tensor, Tensor | None]:
-    """Inputs as tensors on the model's device, with one batch axis and matching trailing shape."""
-    ref = next(iter(model.parameters()), None)
-
-    def prepare(x, name: str) -> Tensor:
-        if not isinstance(x, Tensor):
-            x = torch.as_tensor(x)
-        if ref is not None:
-            x = x.to(device=ref.device)
-            if x.is_floating_point():
-                x = x.to(ref.dtype)
-        if x.ndim == 0 or x.shape[0] == 0:
-            raise ValueError(f"{name} must have a leading batch axis with at least one example")
-        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or infinite values; clean them first")
-        return x
-
-    x1 = prepare(x1, "x1")
-    if x2 is None:
-        return x1, None
-    x2 = prepare(x2, "x2")
-    if x2.shape[1:] != x1.shape[1:]:
-        raise ValueError(
-            f"x1 has examples of shape {tuple(x1.shape[1:])} but x2 of shape "
-            f"{tuple(x2.shape[1:])}; both batches must hold the same kind of example"
-        )
-    return x1, x2
-
-
-def model_outputs(model: nn.Module, params: dict, x: Tensor) -> Tensor:
-    """f(x) as (N, O) with the given parameter values, checking what the model returns."""
-    out = functional_call(model, params, (x,))
-    if not isinstance(out, Tensor):
-        raise TypeError(
-            f"the model must return a tensor, got {type(out).__name__}; wrap it so that it "
-            "returns the outputs whose NTK you want"
-        )
-    if out.ndim == 0 or out.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"the model returned shape {tuple(out.shape)} for a batch of {x.shape[0]}: the "
-            "first axis of the output must be the batch axis"
-        )
-    return out.reshape(x.shape[0], -1)
 
 
 def contract(a: Tensor, b: Tensor, outputs: Outputs, pairs: bool) -> Tensor:
@@ -170,30 +87,34 @@ def chunks(n: int, size: int) -> list[slice]:
 
 
 # --------------------------------------------------------------------------- the implementations
-def jacobians(model: nn.Module, params: dict, frozen: dict, x: Tensor) -> dict[str, Tensor]:
-    """Per-example Jacobians {name: (N, O, *param.shape)} by vmap over examples of jacrev."""
+def jacobians(
+    fm: FunctionalModel, params: dict, frozen: dict, x: Tensor, stochastic: bool = False
+) -> dict[str, Tensor]:
+    """Per-example Jacobians {name: (N, O, *param.shape)} by vmap over examples of jacrev.
+    With ``stochastic`` each example draws its own random numbers (one dropout mask each)."""
 
     def f(p: dict, xi: Tensor) -> Tensor:
-        return model_outputs(model, {**p, **frozen}, xi.unsqueeze(0))[0]
+        return model_outputs(fm, {**p, **frozen}, xi.unsqueeze(0))[0]
 
+    randomness = "different" if stochastic else "error"
     with _math_attention():
-        return vmap(jacrev(f), in_dims=(None, 0), randomness="different")(params, x)
+        return vmap(jacrev(f), in_dims=(None, 0), randomness=randomness)(params, x)
 
 
-def jacobian_block(model, params, frozen, x1, x2, outputs, pairs) -> Tensor:
-    j1 = jacobians(model, params, frozen, x1)
-    j2 = j1 if x2 is None else jacobians(model, params, frozen, x2)
+def jacobian_block(fm, params, frozen, x1, x2, outputs, pairs, stochastic=False) -> Tensor:
+    j1 = jacobians(fm, params, frozen, x1, stochastic)
+    j2 = j1 if x2 is None else jacobians(fm, params, frozen, x2, stochastic)
     return sum(contract(j1[k], j2[k], outputs, pairs) for k in params)
 
 
-def ntk_vector_block(model, params, frozen, x1, x2, outputs, pairs, batch: int) -> Tensor:
+def ntk_vector_block(fm, params, frozen, x1, x2, outputs, pairs, batch: int) -> Tensor:
     """Theta columns J1 (J2^T e) for basis cotangents e, ``batch`` of them at a time."""
     x2 = x1 if x2 is None else x2
 
     def f1(p):
-        return model_outputs(model, {**p, **frozen}, x1)
+        return model_outputs(fm, {**p, **frozen}, x1)
 
-    f2_out, vjp2 = vjp(lambda p: model_outputs(model, {**p, **frozen}, x2), params)
+    f2_out, vjp2 = vjp(lambda p: model_outputs(fm, {**p, **frozen}, x2), params)
     n1, n2, n_out = len(x1), len(x2), f2_out.shape[1]
     basis = torch.eye(n2 * n_out, dtype=f2_out.dtype, device=f2_out.device)
 
@@ -239,6 +160,7 @@ def empirical_ntk(
     chunk_size: int | None = None,
     memory_budget: int | None = None,
     progress: bool | None = None,
+    stochastic: bool = False,
 ) -> Tensor:
     r"""Empirical NTK of ``model`` between the batches ``x1`` and ``x2`` (``x1`` if None).
 
@@ -250,25 +172,44 @@ def empirical_ntk(
     module docstring); all give the same numbers.  Work is chunked over examples so that it
     stays within ``memory_budget`` bytes (default: a quarter of the free memory), or
     ``chunk_size`` examples when given.  The result has the parameters' dtype and device.
+
+    The model and the inputs are left exactly as they were (parameters, ``requires_grad``,
+    ``.grad``, buffers, mode, hooks; each forward pass gets a copy of its input batch).  Its
+    outputs must be per-example and deterministic (`widelimits.finite.checks`); a model that
+    draws random numbers (Dropout in training mode) is refused unless ``stochastic=True``:
+    then each example draws its own randomness, used on both sides of its kernel entries, and
+    the result is one random sample (Jacobian implementation; the diagonal x_i, x_i uses one
+    draw, other pairs independent draws).
     """
     from .structured import StructuredNTK
 
-    if implementation not in IMPLEMENTATIONS:
+    if not isinstance(implementation, str) or implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-    if outputs not in ("trace", "full", "diagonal"):
+    if not isinstance(outputs, str) or outputs not in ("trace", "full", "diagonal"):
         raise ValueError(f"outputs must be 'trace', 'full' or 'diagonal', got {outputs!r}")
+    check_options(
+        chunk_size=chunk_size, memory_budget=memory_budget, diagonal=diagonal,
+        progress=progress, stochastic=stochastic,
+    )  # fmt: skip
     if diagonal and x2 is not None:
         raise ValueError("diagonal=True pairs each example with itself: leave x2=None")
-    check_model(model)
+    if stochastic and implementation not in ("auto", "jacobian"):
+        raise ValueError(
+            "stochastic=True needs one forward pass per example shared by both sides of each "
+            f"kernel entry, which only implementation='jacobian' does; got {implementation!r}"
+        )
+    check_model(model, stochastic)
     chosen = select_parameters(model, params)
     x1, x2 = check_inputs(model, x1, x2)
-    params_d = {k: v.detach() for k, v in chosen.items()}
-    frozen = {k: v.detach() for k, v in model.named_parameters() if k not in chosen}
-    frozen.update(dict(model.named_buffers()))
-    with torch.no_grad():
-        probe = model_outputs(model, {**params_d, **frozen}, x1[:1])
-    n_out = probe.shape[1]
-    itemsize = probe.element_size()
+    fm = FunctionalModel(model)
+    params_d, frozen = detached_values(model, chosen)
+    state = {**params_d, **frozen}
+    check_embedding_indices(fm, state, {"x1": x1} if x2 is None else {"x1": x1, "x2": x2})
+    first = probe(fm, state, x1, x2, stochastic)
+    if stochastic:
+        implementation = "jacobian"
+    n_out = first.shape[1]
+    itemsize = first.element_size()
     n_params = sum(p.numel() for p in chosen.values())
     budget = memory_budget or available_memory(x1.device) // 4
 
@@ -301,9 +242,9 @@ def empirical_ntk(
         if implementation == "structured":
             return structured.block(a, b, outputs, pairs)
         if implementation == "jacobian":
-            return jacobian_block(model, params_d, frozen, a, b, outputs, pairs)
+            return jacobian_block(fm, params_d, frozen, a, b, outputs, pairs, stochastic)
         vectors = max(1, int(budget // (2 * n_params * itemsize)))
-        return ntk_vector_block(model, params_d, frozen, a, b, outputs, pairs, vectors)
+        return ntk_vector_block(fm, params_d, frozen, a, b, outputs, pairs, vectors)
 
     return assemble(block, x1, x2, size, n_out, outputs, diagonal, progress)
 
@@ -340,27 +281,36 @@ def assemble(block, x1, x2, size, n_out, outputs, diagonal, progress) -> Tensor:
     return result
 
 
-def readout_features(model: nn.Module, x: Tensor, readout: nn.Module | None) -> Tensor:
+def readout_features(
+    fm: FunctionalModel, state: dict, x: Tensor, readout: nn.Module | None
+) -> Tensor:
     """The inputs of ``readout`` (default: the last Linear, Conv or widelimits Dense layer
     called), (N, F)."""
     from ..layers.dense import DenseModule
 
     kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, DenseModule)
     seen: list[tuple[nn.Module, Tensor]] = []
+    model = fm.model
+    if readout is not None and not isinstance(readout, nn.Module):
+        raise TypeError(f"readout must be a submodule of the model, got {type(readout).__name__}")
     targets = (
         [readout] if readout is not None else [m for m in model.modules() if isinstance(m, kinds)]
     )
     if not targets:
         raise ValueError("the model has no Linear or Conv layer; pass readout=<module>")
-    hooks = [m.register_forward_hook(lambda m, i, o: seen.append((m, i[0]))) for m in targets]
+
+    def record(m: nn.Module, inputs: tuple, out) -> None:
+        seen.append((m, inputs[0]))
+
+    hooks = [m.register_forward_hook(record) for m in targets]
     try:
         with torch.no_grad():
-            model(x)
+            fm(state, x)
     finally:
         for h in hooks:
             h.remove()
     if not seen:
-        raise ValueError("the readout module was never called in the model's forward pass")
+        raise ValueError("readout: the module was never called in the model's forward pass")
     return seen[-1][1].reshape(len(x), -1)
 
 
@@ -378,15 +328,22 @@ def empirical_nngp(
     calls), flattened per example.  For a readout f = W_std W phi / sqrt(F) + b_std b with
     standard normal W, b, the output covariance over the readout's draw is
     W_std^2 K + b_std^2: this is one sample of the NNGP of the layers below the readout.
+    The model and inputs are checked and left as they are, as in `empirical_ntk`.
     """
+    check_options(diagonal=diagonal)
     check_model(model)
     x1, x2 = check_inputs(model, x1, x2)
     if diagonal and x2 is not None:
         raise ValueError("diagonal=True pairs each example with itself: leave x2=None")
-    f1 = readout_features(model, x1, readout)
+    fm = FunctionalModel(model)
+    params, frozen = detached_values(model, dict(model.named_parameters()))
+    state = {**params, **frozen}
+    check_embedding_indices(fm, state, {"x1": x1} if x2 is None else {"x1": x1, "x2": x2})
+    probe(fm, state, x1, x2, stochastic=False)
+    f1 = readout_features(fm, state, x1, readout)
     if diagonal:
         return (f1 * f1).sum(1) / f1.shape[1]
-    f2 = f1 if x2 is None else readout_features(model, x2, readout)
+    f2 = f1 if x2 is None else readout_features(fm, state, x2, readout)
     return f1 @ f2.T / f1.shape[1]
 
 

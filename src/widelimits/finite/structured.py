@@ -21,7 +21,6 @@ check and, with every parameter outside Linear/Conv layers, goes to the Jacobian
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers.dense import DenseModule
+from ._functional import FunctionalModel
 from .ntk import Outputs, contract, jacobian_block
 
 # Layers z = c W a + d b; c and d are the module's ``weight_multiplier`` / ``bias_multiplier``
@@ -87,18 +87,6 @@ def cotangent(module: nn.Module, g: Tensor) -> Tensor:
     return g.reshape(n, o, g.shape[2], -1).transpose(2, 3)
 
 
-@contextlib.contextmanager
-def requiring_grad(params):
-    old = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(True)
-        yield
-    finally:
-        for p, r in zip(params, old, strict=True):
-            p.requires_grad_(r)
-
-
 class StructuredNTK:
     """Empirical NTK blocks with Linear/Conv layers done from factors (see module docstring)."""
 
@@ -112,6 +100,7 @@ class StructuredNTK:
         cache_bytes: int = 0,
     ):
         self.model, self.n_out, self.chosen = model, n_out, chosen
+        self.fm, self._frozen_all = FunctionalModel(model), frozen
         self.cache_bytes, self._cache, self._cached_bytes = cache_bytes, {}, 0
         self.groups = self._find_groups(model, chosen)
         self._verify(probe)
@@ -171,14 +160,17 @@ class StructuredNTK:
             return out.clone()  # later in-place ops must not touch the tensor we differentiate
 
         hooks = [m.register_forward_hook(hook) for g in self.groups for m in g.modules]
-        params = list(self.chosen.values())
+        # Fresh leaves stand in for the parameters: the caller's keep requires_grad and .grad.
+        leaves = {k: v.detach().requires_grad_() for k, v in self.chosen.items()}
+        leaf_of = {id(v): leaves[k] for k, v in self.chosen.items()}
+        extra = [leaf_of[id(t)] for t in extra]
         try:
-            with torch.enable_grad(), requiring_grad(params):
-                out = self.model(x).reshape(len(x), -1)
+            with torch.enable_grad():
+                out = self.fm({**self._frozen_all, **leaves}, x).reshape(len(x), -1)
                 zs = [z for gi in sorted(records) for _, _, z in records[gi]]
                 grads, extra_grads = [], None
                 for o in range(out.shape[1]):
-                    wrt = zs + list(extra) if o == 0 else zs
+                    wrt = zs + extra if o == 0 else zs
                     g = torch.autograd.grad(
                         out[:, o].sum(), wrt, retain_graph=o < out.shape[1] - 1,
                         allow_unused=True, materialize_grads=True,
@@ -294,7 +286,7 @@ class StructuredNTK:
                 part = part + cb**2 * contract(g1.sum(2), g2.sum(2), outputs, pairs)
             total = part if total is None else total + part
         if self.leftover:
-            rest = jacobian_block(self.model, self.leftover, self.frozen, x1, x2, outputs, pairs)
+            rest = jacobian_block(self.fm, self.leftover, self.frozen, x1, x2, outputs, pairs)
             total = rest if total is None else total + rest
         return total
 
