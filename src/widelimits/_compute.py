@@ -16,8 +16,8 @@ from its example alone, and every pair of rows with equal values (an example wit
 repeating x1 rows, duplicates; `widelimits._inputs.point_ids`) starts from its variance instead of
 a Gram product, whose rounding would put the correlation at 1 - O(eps), which activations turn into
 O(sqrt(eps)) (3e-4 relative in float32).  Such pairs then go through the same elementwise maps
-as an example with itself, whatever tile or batch they fall in.  ``x2`` equal to ``x1`` is
-computed as ``x2=None``.
+as an example with itself, whatever tile or batch they fall in.  (Which pairs are the same
+*example*, e.g. for `Dropout`'s masks, is another matter: only the diagonal of ``x2=None``.)
 """
 
 from __future__ import annotations
@@ -272,12 +272,8 @@ def compute_kernel(
     return out if "nngp" in gets else out.replace(nngp=None)
 
 
-def _pair_inputs(x1: Tensor, x2) -> tuple[Tensor, Tensor | None]:
-    """``x1`` and ``x2`` checked against each other and promoted to a common dtype.
-
-    ``x2`` becomes ``None`` when it equals ``x1``: the kernel is then the symmetric one, as in
-    neural-tangents (its diagonal pairs each example with itself, which matters for `Dropout`).
-    """
+def _pair_inputs(x1: Tensor, x2) -> tuple[Tensor, Tensor]:
+    """``x1`` and ``x2`` checked against each other and promoted to a common dtype."""
     x2 = as_input(x2, "x2", stacklevel=4)
     if x2.shape[1:] != x1.shape[1:]:
         raise ValueError(
@@ -287,14 +283,8 @@ def _pair_inputs(x1: Tensor, x2) -> tuple[Tensor, Tensor | None]:
         )
     if x2.device != x1.device:
         raise ValueError(f"x1 is on {x1.device} but x2 is on {x2.device}: move them together")
-    if x2 is x1:
-        return x1, None
     dtype = torch.promote_types(x1.dtype, x2.dtype)
-    x1, x2 = x1.to(dtype), x2.to(dtype)
-    separate_grad = torch.is_grad_enabled() and x2.requires_grad
-    if x2.shape == x1.shape and not separate_grad and torch.equal(x1, x2):
-        return x1, None
-    return x1, x2
+    return x1.to(dtype), x2.to(dtype)
 
 
 def _batch_diagonal(layer, x: Tensor, need_ntk: bool, layout: str, edge: int) -> Kernel:
