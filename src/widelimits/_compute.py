@@ -73,9 +73,9 @@ def _tile_edge(
     by_budget = math.isqrt(max(budget, 0) // per_pair)
     if by_budget < 1:
         raise MemoryError(
-            f"one pair of examples needs about {per_pair / 2**20:.0f} MiB of working memory "
+            f"one pair of examples needs about {per_pair / 2**20:.3g} MiB of working memory "
             f"({pair_entries} kernel entries per pair), more than the budget of "
-            f"{budget / 2**20:.0f} MiB: raise memory_budget, use smaller inputs, or end the "
+            f"{budget / 2**20:.3g} MiB: raise memory_budget, use smaller inputs, or end the "
             "network in Flatten without pooling (per-pixel layout, P instead of P^2 entries)"
         )
     default = math.isqrt(DEFAULT_TILE_ENTRIES.get(device.type, 512**2) // pair_entries)
