@@ -309,6 +309,7 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress) -> Kernel:
     tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not symmetric or j >= i]
     entries = n1 * n2 * _pair_entries(x1, layout)
     show = progress if progress is not None else entries >= PROGRESS_MIN_ENTRIES
+    _check_fits((n1, n2), need_ntk, x1.element_size(), x1.device)  # before any work
     ids = point_ids(x1, x2)
     from tqdm.auto import tqdm
 
@@ -356,15 +357,20 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress) -> Kernel:
     )
 
 
-def _allocate(tile: Kernel, n1: int, n2: int, need_ntk: bool) -> tuple[Tensor, Tensor | None]:
-    """Empty (N1, N2, *pixels) results shaped like the first tile's output, if they fit."""
-    shape = (n1, n2, *tile.pixel_shape)
-    needed = (2 if need_ntk else 1) * math.prod(shape) * tile.nngp.element_size()
-    if needed > available_memory(tile.nngp.device):
+def _check_fits(shape: tuple[int, ...], need_ntk: bool, itemsize: int, device) -> None:
+    """Raise MemoryError if results of ``shape`` (nngp, and ntk if needed) cannot fit."""
+    needed = (2 if need_ntk else 1) * math.prod(shape) * itemsize
+    if needed > available_memory(device):
         raise MemoryError(
             f"the {shape} kernel needs {needed / 2**30:.1f} GiB, more than is available; "
             "compute it in row blocks (x1[i:j] against x2), ask get='nngp' only, or use "
             "diagonal=True if only k(x, x) is needed"
         )
+
+
+def _allocate(tile: Kernel, n1: int, n2: int, need_ntk: bool) -> tuple[Tensor, Tensor | None]:
+    """Empty (N1, N2, *pixels) results shaped like the first tile's output, if they fit."""
+    shape = (n1, n2, *tile.pixel_shape)
+    _check_fits(shape, need_ntk, tile.nngp.element_size(), tile.nngp.device)
     nngp = torch.empty(shape, dtype=tile.nngp.dtype, device=tile.nngp.device)
     return nngp, torch.empty_like(nngp) if need_ntk else None

@@ -130,23 +130,21 @@ def check_kernel_options(
 def _row_keys(x: Tensor) -> Tensor:
     """An int64 key per row, equal for rows with equal values (+0.0 and -0.0 alike).
 
-    The key is sum_k w_k c_k over the 16-bit pieces c_k of the values' bits with fixed random
-    weights w_k < 2^20: integer sums are exact (or wrap the same way), whatever the order of
-    summation, so equal rows in different batches get equal keys.
+    The key is sum_k w_k b_k over the bit patterns b_k of the row's values, with fixed random
+    odd weights w_k, in wrapping 64-bit integer arithmetic: exact and associative, so equal rows
+    get equal keys whatever the batch and the order of summation.  Different rows may collide;
+    `point_ids` compares the values of rows with equal keys.
     """
     flat = x.reshape(len(x), -1) + 0.0  # -0.0 -> +0.0
     int_type = torch.int64 if flat.dtype == torch.float64 else torch.int32
-    pieces = 4 if int_type == torch.int64 else 2
     d = flat.shape[1]
     gen = torch.Generator().manual_seed(20260101)
-    weights = torch.randint(1, 2**20, (pieces, d), generator=gen).to(x.device)
-    keys = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+    weights = (torch.randint(-(2**62), 2**62, (d,), generator=gen) * 2 + 1).to(x.device)
+    keys = torch.empty(len(x), dtype=torch.int64, device=x.device)
     step = max(1, HASH_BLOCK // d)
     for r0 in range(0, len(x), step):
         bits = flat[r0 : r0 + step].view(int_type).to(torch.int64)
-        for p in range(pieces):
-            piece = (bits >> (16 * p)) & 0xFFFF
-            keys[r0 : r0 + step] += (piece * weights[p]).sum(1)
+        keys[r0 : r0 + step] = (bits * weights).sum(1)
     return keys
 
 
