@@ -48,6 +48,8 @@ def as_input(x, name: str, *, stacklevel: int = 2) -> Tensor:
             raise TypeError(
                 f"{name} must be a torch tensor or numpy array of numbers, got {type(x).__name__}"
             ) from err
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device and holds no values; pass real data")
     if x.is_complex() or not x.is_floating_point():
         raise TypeError(
             f"{name} has dtype {x.dtype}; kernels need real floating inputs: convert with "

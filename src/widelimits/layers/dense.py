@@ -216,6 +216,12 @@ class DenseModule(nn.Module):
         self.parametrization = parametrization
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.ndim < 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"this Dense layer was built for {self.in_features} input features (axis 1 of "
+                f"its input), got an input of shape {tuple(x.shape)}; build the network with "
+                "in_features matching your data"
+            )
         if x.ndim > 2:  # spatial inputs (N, C, ...): act on the channel axis
             return (
                 self.forward(x.movedim(1, -1).reshape(-1, x.shape[1]))
