@@ -41,13 +41,32 @@ def test_symmetric_matches_explicit_x2(x):
     net = relu_net(2, b_std=0.2)
     sym = net.kernel(x, tile_size=16)
     full = net.kernel(x, x.clone(), tile_size=16)
-    # With an explicit copy, k12 of a self-pair comes from the Gram product and k11 from a sum of
-    # squares; their rounding (~eps) puts the correlation at 1 - O(eps), and arccos turns that into
-    # an angle of O(sqrt(eps)) ~ 1e-8: the NTK (through Tdot, linear in the angle) inherits it.
-    # x2=None pairs an example with itself exactly, which is why it is the preferred call.
-    torch.testing.assert_close(sym.nngp, full.nngp, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(sym.ntk, full.ntk, rtol=5e-8, atol=0)
+    # Rows of x2 equal to rows of x1 start from their variances, as x2=None does, so the diagonal
+    # agrees bit for bit (from a Gram product, the rounding of k12 would put the correlation at
+    # 1 - O(eps), and arccos would turn that into O(sqrt(eps)) ~ 1e-8 in the NTK).  Off the
+    # diagonal only the Gram products' rounding differs.
+    assert torch.equal(sym.nngp.diagonal(), full.nngp.diagonal())
+    assert torch.equal(sym.ntk.diagonal(), full.ntk.diagonal())
+    torch.testing.assert_close(sym.nngp, full.nngp, rtol=1e-13, atol=0)
+    torch.testing.assert_close(sym.ntk, full.ntk, rtol=1e-13, atol=0)
     assert torch.equal(sym.nngp, sym.nngp.T) and torch.equal(sym.ntk, sym.ntk.T)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("depth", [3, 10])
+def test_same_point_same_value_deep(depth, dtype):
+    # The issue's measurement: K(x) and K(x, x.clone()) differed on the diagonal by 3e-4 (depth
+    # 3) to 1e-3 (depth 10) relative in float32, and a self-pair's value depended on its tile.
+    net = relu_net(depth, W_std=1.5, b_std=0.1)
+    x = torch.randn(24, 30, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    ref = net.kernel(x, get="ntk").diagonal()
+    for tile in (5, 64):
+        assert torch.equal(net.kernel(x, x.clone(), get="ntk", tile_size=tile).diagonal(), ref)
+        assert torch.equal(net.kernel(x, get="ntk", tile_size=tile).diagonal(), ref)
+    # a permuted copy: each example meets itself off the diagonal, in another tile
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(3))
+    k = net.kernel(x, x[perm], get="ntk", tile_size=7)
+    assert torch.equal(k[perm, torch.arange(len(x))], ref[perm])
 
 
 def test_diagonal_matches_full(x):
