@@ -393,3 +393,28 @@ def test_property_duplicate_rows_are_the_same_point(arch, seed, n):
         assert torch.equal(block, torch.full_like(block, float(k.ntk[0, 0])))
     else:
         _close(block, torch.full_like(block, float(k.ntk[0, 0])))
+
+
+def test_same_point_same_value_with_pixel_pair_outputs():
+    # A network ending with spatial features that pooled: the output keeps every pixel pair,
+    # (N1, N2, H, W, H, W).  An example with itself is symmetric in (p, q) bit for bit, wherever
+    # it is computed: on the diagonal, against a copy, in another tile, or alone.
+    net = wl.Serial(
+        wl.Conv(None, 3, W_std=1.2, b_std=0.1, padding="same"),
+        wl.ReLU(),
+        wl.AvgPool(2),
+        wl.Conv(None, 3, padding="same"),
+    )
+    x = torch.randn(5, 2, 6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    k = net.kernel(x, tile_size=2)
+    assert k.ntk.shape == (5, 5, 3, 3, 3, 3)
+    diag = k.ntk[torch.arange(5), torch.arange(5)]
+    assert torch.equal(diag, diag.permute(0, 3, 4, 1, 2))
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    cross = net.kernel(x, x[perm], tile_size=2).ntk
+    assert torch.equal(cross[perm, torch.arange(5)], diag[perm])
+    assert torch.equal(net.kernel(x, x.clone()).ntk[torch.arange(5), torch.arange(5)], diag)
+    assert torch.equal(net.kernel(x, diagonal=True).ntk, diag)
+    alone = torch.stack([net.kernel(x[i : i + 1]).ntk[0, 0] for i in range(5)])
+    assert torch.equal(alone, diag)
+    torch.testing.assert_close(cross, k.ntk[:, perm], rtol=1e-13, atol=1e-15)
