@@ -41,13 +41,32 @@ def test_symmetric_matches_explicit_x2(x):
     net = relu_net(2, b_std=0.2)
     sym = net.kernel(x, tile_size=16)
     full = net.kernel(x, x.clone(), tile_size=16)
-    # With an explicit copy, k12 of a self-pair comes from the Gram product and k11 from a sum of
-    # squares; their rounding (~eps) puts the correlation at 1 - O(eps), and arccos turns that into
-    # an angle of O(sqrt(eps)) ~ 1e-8: the NTK (through Tdot, linear in the angle) inherits it.
-    # x2=None pairs an example with itself exactly, which is why it is the preferred call.
-    torch.testing.assert_close(sym.nngp, full.nngp, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(sym.ntk, full.ntk, rtol=5e-8, atol=0)
+    # Rows of x2 equal to rows of x1 start from their variances, as x2=None does, so the diagonal
+    # agrees bit for bit (from a Gram product, the rounding of k12 would put the correlation at
+    # 1 - O(eps), and arccos would turn that into O(sqrt(eps)) ~ 1e-8 in the NTK).  Off the
+    # diagonal only the Gram products' rounding differs.
+    assert torch.equal(sym.nngp.diagonal(), full.nngp.diagonal())
+    assert torch.equal(sym.ntk.diagonal(), full.ntk.diagonal())
+    torch.testing.assert_close(sym.nngp, full.nngp, rtol=1e-13, atol=0)
+    torch.testing.assert_close(sym.ntk, full.ntk, rtol=1e-13, atol=0)
     assert torch.equal(sym.nngp, sym.nngp.T) and torch.equal(sym.ntk, sym.ntk.T)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("depth", [3, 10])
+def test_same_point_same_value_deep(depth, dtype):
+    # The issue's measurement: K(x) and K(x, x.clone()) differed on the diagonal by 3e-4 (depth
+    # 3) to 1e-3 (depth 10) relative in float32, and a self-pair's value depended on its tile.
+    net = relu_net(depth, W_std=1.5, b_std=0.1)
+    x = torch.randn(24, 30, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    ref = net.kernel(x, get="ntk").diagonal()
+    for tile in (5, 64):
+        assert torch.equal(net.kernel(x, x.clone(), get="ntk", tile_size=tile).diagonal(), ref)
+        assert torch.equal(net.kernel(x, get="ntk", tile_size=tile).diagonal(), ref)
+    # a permuted copy: each example meets itself off the diagonal, in another tile
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(3))
+    k = net.kernel(x, x[perm], get="ntk", tile_size=7)
+    assert torch.equal(k[perm, torch.arange(len(x))], ref[perm])
 
 
 def test_diagonal_matches_full(x):
@@ -217,3 +236,185 @@ def test_zero_input_row_gives_zero_kernel_row(act):
     assert torch.equal(k.nngp[1], torch.zeros(4, dtype=x.dtype))
     rest = net.kernel(x[[0, 2, 3]])
     torch.testing.assert_close(k.ntk[[0, 2, 3]][:, [0, 2, 3]], rest.ntk, rtol=1e-14, atol=0)
+
+
+# --- kernel invariants, property-based ----------------------------------------------------------
+#
+# Random small architectures and inputs.  "Same point" values (an example with itself, wherever
+# it appears) are compared bit for bit where every closed form meets them at correlation exactly
+# 1; torch's vectorised and scalar atan2 differ in the last bit, so networks that evaluate atan2 at
+# other correlations for them (GELU; pixel pairs p != q after pooling) are held to a few ulps.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PROPERTY = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+EXACT_ACTS = [wl.ReLU, lambda: wl.LeakyReLU(0.2), wl.Abs, wl.Erf, wl.Sign]
+ALL_ACTS = [*EXACT_ACTS, wl.GELU]
+
+
+@st.composite
+def networks(draw, conv: bool | None = None):
+    """``(net, example_shape, exact)``: a random Dense / activation / Residual / LayerNorm stack,
+    or a small conv net that may pool; ``exact``: same-point values agree bit for bit."""
+    conv = draw(st.booleans()) if conv is None else conv
+    acts = draw(st.lists(st.sampled_from(range(len(ALL_ACTS))), min_size=1, max_size=3))
+    w = draw(st.floats(0.5, 2.0))
+    b = draw(st.sampled_from([None, 0.1, 0.5]))
+    layers, exact = [], all(ALL_ACTS[a] is not wl.GELU for a in acts)
+    for a in acts:
+        act = ALL_ACTS[a]
+        kind = draw(st.sampled_from(["plain", "residual", "layernorm"]))
+        weight = (
+            wl.Conv(None, 3, W_std=w, b_std=b, padding="same")
+            if conv
+            else wl.Dense(W_std=w, b_std=b)
+        )
+        layers.append(weight)
+        if kind == "layernorm" and not conv:
+            layers.append(wl.LayerNorm())
+        layers.append(act())
+        if kind == "residual":
+            layers += [wl.Dense(W_std=w), wl.Residual(act(), wl.Dense(W_std=1.0, b_std=b))]
+    if conv:
+        pool = draw(st.booleans())
+        layers += [wl.AvgPool(2), wl.GlobalAvgPool()] if pool else [wl.Flatten()]
+        exact = exact and not pool
+    layers.append(wl.Dense(1, W_std=w))
+    return wl.Serial(*layers), ((2, 4, 4) if conv else (draw(st.integers(1, 5)),)), exact
+
+
+def _batch(seed: int, n: int, shape, dtype=torch.float64) -> torch.Tensor:
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _close(a, b, dtype=torch.float64):
+    rtol = 1e-11 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * float(b.abs().max()))
+
+
+@PROPERTY
+@given(networks(), st.integers(0, 2**16), st.integers(1, 7))
+def test_property_symmetric_and_psd(arch, seed, n):
+    net, shape, _ = arch
+    k = net.kernel(_batch(seed, n, shape))
+    for t in (k.nngp, k.ntk):
+        assert torch.equal(t, t.T)
+        eig = torch.linalg.eigvalsh(t)
+        assert eig[0] >= -1e-10 * eig[-1].abs()
+
+
+@PROPERTY
+@given(networks(), st.integers(0, 2**16), st.integers(1, 6), st.integers(1, 6))
+def test_property_permutation_equivariance(arch, seed, n1, n2):
+    net, shape, _ = arch
+    x, y = _batch(seed, n1, shape), _batch(seed + 1, n2, shape)
+    g = torch.Generator().manual_seed(seed)
+    p, q = torch.randperm(n1, generator=g), torch.randperm(n2, generator=g)
+    k, kp = net.kernel(x, y), net.kernel(x[p], y[q])
+    for name in ("nngp", "ntk"):
+        _close(getattr(kp, name), getattr(k, name)[p][:, q])
+
+
+@PROPERTY
+@given(networks(), st.integers(0, 2**16), st.integers(2, 8), st.integers(1, 5), st.data())
+def test_property_tiling_and_batch_independence(arch, seed, n, tile, data):
+    net, shape, _ = arch
+    x, y = _batch(seed, n, shape), _batch(seed + 1, 5, shape)
+    k = net.kernel(x, y, tile_size=64)
+    sym = net.kernel(x, tile_size=64)
+    rows = data.draw(st.integers(1, n))
+    budget = data.draw(st.integers(2**16, 2**22))
+    for other in (net.kernel(x, y, tile_size=tile), net.kernel(x, y, memory_budget=budget)):
+        _close(other.ntk, k.ntk)
+    _close(net.kernel(x, tile_size=tile).ntk, sym.ntk)
+    # the rows of x[:rows] do not depend on which other examples are in the batch
+    _close(net.kernel(x[:rows], y).ntk, k.ntk[:rows])
+    _close(net.kernel(x[:rows], x).ntk, sym.ntk[:rows])
+
+
+@PROPERTY
+@given(
+    networks(),
+    st.integers(0, 2**16),
+    st.integers(1, 7),
+    st.integers(1, 4),
+    st.sampled_from([torch.float32, torch.float64]),
+)
+def test_property_same_point_same_value(arch, seed, n, tile, dtype):
+    net, shape, exact = arch
+    x = _batch(seed, n, shape, dtype)
+    g = torch.Generator().manual_seed(seed)
+    # x's rows again, shuffled among new points: every x_i meets itself in some tile of K(x, y)
+    y = torch.cat([x, _batch(seed + 1, 3, shape, dtype)])
+    perm = torch.randperm(len(y), generator=g)
+    y = y[perm]
+    where = torch.argsort(perm)[:n]  # the column of x_i in y
+    ref = net.kernel(x)
+    seen = {
+        "K(x, x.clone())": net.kernel(x, x.clone()),
+        "K(x, tiled)": net.kernel(x, tile_size=tile),
+        "K(x, y)": net.kernel(x, y, tile_size=tile),
+        "K(x_i, x_i)": None,
+        "diagonal": net.kernel(x, diagonal=True),
+    }
+    for name in ("nngp", "ntk"):
+        diag = getattr(ref, name).diagonal()
+        values = {
+            "K(x, x.clone())": getattr(seen["K(x, x.clone())"], name).diagonal(),
+            "K(x, tiled)": getattr(seen["K(x, tiled)"], name).diagonal(),
+            "K(x, y)": getattr(seen["K(x, y)"], name)[torch.arange(n), where],
+            "K(x_i, x_i)": torch.stack(
+                [net.kernel(x[i : i + 1], get=name)[0, 0] for i in range(n)]
+            ),
+            "diagonal": getattr(seen["diagonal"], name),
+        }
+        for label, v in values.items():
+            if exact:
+                assert torch.equal(v, diag), (label, name, (v - diag).abs().max())
+            else:
+                torch.testing.assert_close(v, diag, rtol=64 * torch.finfo(dtype).eps, atol=0)
+
+
+@PROPERTY
+@given(networks(conv=False), st.integers(0, 2**16), st.integers(2, 6))
+def test_property_duplicate_rows_are_the_same_point(arch, seed, n):
+    net, shape, exact = arch
+    x = _batch(seed, n, shape)
+    x = torch.cat([x, x[:1], x[:1]])  # x_0 three times, in different tiles with tile_size=2
+    k = net.kernel(x, tile_size=2)
+    block = k.ntk[[0, n, n + 1]][:, [0, n, n + 1]]
+    if exact:
+        assert torch.equal(block, torch.full_like(block, float(k.ntk[0, 0])))
+    else:
+        _close(block, torch.full_like(block, float(k.ntk[0, 0])))
+
+
+def test_same_point_same_value_with_pixel_pair_outputs():
+    # A network ending with spatial features that pooled: the output keeps every pixel pair,
+    # (N1, N2, H, W, H, W).  An example with itself is symmetric in (p, q) bit for bit, wherever
+    # it is computed: on the diagonal, against a copy, in another tile, or alone.
+    net = wl.Serial(
+        wl.Conv(None, 3, W_std=1.2, b_std=0.1, padding="same"),
+        wl.ReLU(),
+        wl.AvgPool(2),
+        wl.Conv(None, 3, padding="same"),
+    )
+    x = torch.randn(5, 2, 6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    k = net.kernel(x, tile_size=2)
+    assert k.ntk.shape == (5, 5, 3, 3, 3, 3)
+    diag = k.ntk[torch.arange(5), torch.arange(5)]
+    assert torch.equal(diag, diag.permute(0, 3, 4, 1, 2))
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    cross = net.kernel(x, x[perm], tile_size=2).ntk
+    assert torch.equal(cross[perm, torch.arange(5)], diag[perm])
+    assert torch.equal(net.kernel(x, x.clone()).ntk[torch.arange(5), torch.arange(5)], diag)
+    assert torch.equal(net.kernel(x, diagonal=True).ntk, diag)
+    alone = torch.stack([net.kernel(x[i : i + 1]).ntk[0, 0] for i in range(5)])
+    assert torch.equal(alone, diag)
+    torch.testing.assert_close(cross, k.ntk[:, perm], rtol=1e-13, atol=1e-15)

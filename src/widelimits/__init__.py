@@ -8,6 +8,7 @@ Write an architecture once from layers; get its closed-form NNGP and NTK kernels
 from importlib.metadata import PackageNotFoundError, version
 
 from . import finite, limits, linear, predict
+from ._inputs import LayoutWarning
 from .kernel import Kernel
 from .layers import (
     GELU,
@@ -57,7 +58,8 @@ except PackageNotFoundError:  # running from a source tree without installation
 __all__ = [
     "ABReLU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "Dropout", "Elementwise",
     "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "GELU", "Gaussian",
-    "GlobalAvgPool", "Hermite", "Identity", "Kernel", "Layer", "LayerNorm", "LeakyReLU", "Monomial",
+    "GlobalAvgPool", "Hermite", "Identity", "Kernel", "Layer", "LayerNorm", "LayoutWarning",
+    "LeakyReLU", "Monomial",
     "Myrtle", "Parallel", "Polynomial", "RBF", "ReLU", "RectifiedMonomial", "Residual", "Serial",
     "Sign", "Sin", "SumPool", "__version__",
     "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected",

@@ -10,6 +10,14 @@ only their pairs i <= j (`Kernel.pairs`).
 Spatial inputs (N, C, *S) carry P = prod(S) entries per pair of examples in the per-pixel layout
 and P^2 in the full layout (chosen when a layer pools, see `widelimits.Kernel`); tiles hold the
 same number of kernel entries whatever the layout, so their edge in examples shrinks with P.
+
+The same point gets the same value wherever it appears.  Each variance K0(x_i, x_i) is computed
+from its example alone, and every pair of rows with equal values (an example with itself, x2 rows
+repeating x1 rows, duplicates; `widelimits._inputs.point_ids`) starts from its variance instead of
+a Gram product, whose rounding would put the correlation at 1 - O(eps), which activations turn into
+O(sqrt(eps)) (3e-4 relative in float32).  Such pairs then go through the same elementwise maps
+as an example with itself, whatever tile or batch they fall in.  (Which pairs are the same
+*example*, e.g. for `Dropout`'s masks, is another matter: only the diagonal of ``x2=None``.)
 """
 
 from __future__ import annotations
@@ -19,13 +27,13 @@ import math
 import os
 from collections.abc import Iterable
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from ._inputs import LayoutWarning, as_input, check_kernel_options, point_ids
 from .kernel import Kernel
 
-__all__ = ["compute_kernel", "as_input", "available_memory"]
+__all__ = ["compute_kernel", "as_input", "available_memory", "LayoutWarning"]
 
 GETS = ("nngp", "ntk")
 DEFAULT_TILE_ENTRIES = {"cpu": 512**2, "cuda": 8192**2}
@@ -33,43 +41,6 @@ MIN_SPATIAL_EDGE = 8
 SMALL_CHANNELS = 8
 TEMPORARIES_PER_TILE = 16  # live tile-sized tensors in the worst layer map, with margin
 PROGRESS_MIN_ENTRIES = 2**26
-
-
-def as_input(x, name: str) -> Tensor:
-    """Check an input batch and return it as a floating tensor (dtype and device kept)."""
-    if not isinstance(x, Tensor):
-        try:
-            x = torch.as_tensor(np.asarray(x))
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(x)}") from err
-    if not x.is_floating_point():
-        raise TypeError(
-            f"{name} has dtype {x.dtype}; kernels need floating inputs: convert with "
-            f"{name}.float() (float32) or {name}.double() (float64)"
-        )
-    if x.dtype in (torch.float16, torch.bfloat16):
-        raise TypeError(
-            f"{name} has dtype {x.dtype}, too imprecise for kernel recursions; "
-            "use float32 or float64"
-        )
-    if x.ndim not in (2, 3, 4):
-        raise ValueError(
-            f"{name} must have shape (examples, features), (examples, C, L) or (examples, C, H, "
-            f"W), got {tuple(x.shape)}"
-        )
-    if x.shape[0] == 0:
-        raise ValueError(
-            f"{name} is an empty batch (shape {tuple(x.shape)}): pass at least one example"
-        )
-    if 0 in x.shape[1:]:
-        raise ValueError(f"{name} has zero features (shape {tuple(x.shape)})")
-    # The sum is a cheap first test (NaN and inf propagate); count exactly only if it fails.
-    if not bool(torch.isfinite(x.sum())) and (bad := int((~torch.isfinite(x)).sum())):
-        raise ValueError(
-            f"{name} contains {bad} NaN or infinite value(s); clean or impute them before "
-            "computing kernels"
-        )
-    return x
 
 
 def available_memory(device: torch.device) -> int:
@@ -102,9 +73,9 @@ def _tile_edge(
     by_budget = math.isqrt(max(budget, 0) // per_pair)
     if by_budget < 1:
         raise MemoryError(
-            f"one pair of examples needs about {per_pair / 2**20:.0f} MiB of working memory "
+            f"one pair of examples needs about {per_pair / 2**20:.3g} MiB of working memory "
             f"({pair_entries} kernel entries per pair), more than the budget of "
-            f"{budget / 2**20:.0f} MiB: raise memory_budget, use smaller inputs, or end the "
+            f"{budget / 2**20:.3g} MiB: raise memory_budget, use smaller inputs, or end the "
             "network in Flatten without pooling (per-pixel layout, P instead of P^2 entries)"
         )
     default = math.isqrt(DEFAULT_TILE_ENTRIES.get(device.type, 512**2) // pair_entries)
@@ -130,16 +101,32 @@ def _pair_entries(x: Tensor, layout: str) -> int:
     return {"none": 1, "diagonal": pixels, "full": pixels**2}[layout]
 
 
+def _swap_pixels(t: Tensor, lead: int) -> Tensor:
+    """Swap the pixels p and q of a full-layout tensor with ``lead`` example axes."""
+    d = (t.ndim - lead) // 2
+    return t.permute(*range(lead), *range(lead + d, lead + 2 * d), *range(lead, lead + d))
+
+
 def _swap(t: Tensor, layout: str, lead: int = 2) -> Tensor:
     """K(x2, x1) from K(x1, x2): swap the example axes (and the pixels p, q of the full layout).
 
     ``lead=1`` for packed pairs (one example axis): only the pixels are swapped.
     """
-    examples = (1, 0) if lead == 2 else (0,)
-    if layout != "full":
-        return t.permute(*examples, *range(lead, t.ndim))
-    d = (t.ndim - lead) // 2
-    return t.permute(*examples, *range(lead + d, lead + 2 * d), *range(lead, lead + d))
+    if lead == 2:
+        t = t.transpose(0, 1)
+    return _swap_pixels(t, lead) if layout == "full" else t
+
+
+def _symmetric_pixels(t: Tensor, same: Tensor | None, layout: str, lead: int) -> Tensor:
+    """Entries of same-point pairs (``same``, over the example axes) made symmetric in p, q.
+
+    Pooling sums pixel pairs in an order that is not symmetric to the last bit; an example with
+    itself has K[p, q] = K[q, p] exactly, so its entry is averaged with its pixel transpose.
+    """
+    if layout != "full" or same is None:
+        return t
+    mask = same.reshape(*same.shape, *([1] * (t.ndim - same.ndim)))
+    return torch.where(mask, (t + _swap_pixels(t, lead)) / 2, t)
 
 
 def _variances(x: Tensor, layout: str) -> Tensor:
@@ -178,6 +165,7 @@ def _input_state(
     var_b: Tensor | None,
     need_ntk: bool,
     layout: str = "none",
+    same: Tensor | None = None,
 ) -> Kernel:
     """The kernel of the raw inputs: K0(x, x') = x . x' / d (d features or C channels), Theta0 = 0.
 
@@ -185,6 +173,8 @@ def _input_state(
     sides.  Only the pairs i <= j are kept (``Kernel.pairs``: half the work), and the
     self-pairs get exactly their variances (correlation exactly 1).
     ``var_b=None`` (with ``b=None``) asks for the batch diagonal k(x, x) only.
+    ``same`` (N_a, N_b) marks other pairs of equal rows; they get their variance as well, as
+    (var_a + var_b) / 2: exactly the variance, and gradients reach both sides.
     """
     d = a.shape[1]
     ntk = torch.zeros((), dtype=a.dtype, device=a.device) if need_ntk else None
@@ -195,8 +185,15 @@ def _input_state(
         i, j = torch.triu_indices(len(a), len(a), device=a.device)
         nngp = _cross(a, a, layout)[i, j].div_(d)
         nngp[i == j] = var_a
+        if same is not None:
+            t = (same[i, j] & (i != j)).nonzero().squeeze(1)
+            nngp[t] = (var_a[i[t]] + var_a[j[t]]) / 2
         return Kernel(nngp, ntk, var_a, var_a, pairs=(i, j), **common)
-    return Kernel(_cross(a, b, layout).div_(d), ntk, var_a, var_b, **common)
+    nngp = _cross(a, b, layout).div_(d)
+    if same is not None:
+        ii, jj = same.nonzero(as_tuple=True)
+        nngp[ii, jj] = (var_a[ii] + var_b[jj]) / 2
+    return Kernel(nngp, ntk, var_a, var_b, **common)
 
 
 def _check_finite(name: str, t: Tensor) -> None:
@@ -225,12 +222,8 @@ def _run(layer, state: Kernel) -> Kernel:
 
 
 def _normalize_get(get) -> tuple[tuple[str, ...], bool]:
-    single = isinstance(get, str)
-    gets = (get,) if single else tuple(get)
-    unknown = [g for g in gets if g not in GETS]
-    if unknown or not gets:
-        raise ValueError(f"get must name kernels among {GETS}, got {get!r}")
-    return gets, single
+    """``(names, single)`` for a ``get`` argument (validated)."""
+    return check_kernel_options(get, False, None, None, None, GETS)
 
 
 def compute_kernel(
@@ -245,25 +238,18 @@ def compute_kernel(
     progress: bool | None = None,
 ) -> Kernel | Tensor:
     """See `widelimits.Layer.kernel`."""
-    gets, single = _normalize_get(get)
+    gets, single = check_kernel_options(get, diagonal, tile_size, memory_budget, progress, GETS)
     need_ntk = "ntk" in gets
     if need_ntk and not layer.any_parameters():
         raise ValueError(
             "this network has no trainable layer, so it has no NTK; add a Dense layer or ask "
             "get='nngp'"
         )
-    x1 = as_input(x1, "x1")
+    x1 = as_input(x1, "x1", stacklevel=3)
+    if diagonal and x2 is not None:
+        raise ValueError("diagonal=True computes k(x, x) for x in x1: pass x2=None")
     if x2 is not None:
-        x2 = as_input(x2, "x2")
-        if x2.shape[1:] != x1.shape[1:]:
-            raise ValueError(
-                f"x1 examples have shape {tuple(x1.shape[1:])} but x2 examples "
-                f"{tuple(x2.shape[1:])}: both batches must have the same example shape"
-            )
-        if x2.device != x1.device:
-            raise ValueError(f"x1 is on {x1.device} but x2 is on {x2.device}: move them together")
-        dtype = torch.promote_types(x1.dtype, x2.dtype)
-        x1, x2 = x1.to(dtype), x2.to(dtype)
+        x1, x2 = _pair_inputs(x1, x2)
 
     needs_grad = torch.is_grad_enabled() and (
         x1.requires_grad
@@ -272,8 +258,6 @@ def compute_kernel(
     )
     layout = _layout(layer, x1)
     with contextlib.nullcontext() if needs_grad else torch.no_grad():
-        if diagonal and x2 is not None:
-            raise ValueError("diagonal=True computes k(x, x) for x in x1: pass x2=None")
         edge = _tile_edge(
             tile_size, memory_budget, x1.device, x1.element_size(), _pair_entries(x1, layout)
         )
@@ -288,17 +272,33 @@ def compute_kernel(
     return out if "nngp" in gets else out.replace(nngp=None)
 
 
+def _pair_inputs(x1: Tensor, x2) -> tuple[Tensor, Tensor]:
+    """``x1`` and ``x2`` checked against each other and promoted to a common dtype."""
+    x2 = as_input(x2, "x2", stacklevel=4)
+    if x2.shape[1:] != x1.shape[1:]:
+        raise ValueError(
+            f"x1 examples have shape {tuple(x1.shape[1:])} but x2 examples "
+            f"{tuple(x2.shape[1:])}: both batches must have the same example shape (the same "
+            "number of features, or of channels and pixels)"
+        )
+    if x2.device != x1.device:
+        raise ValueError(f"x1 is on {x1.device} but x2 is on {x2.device}: move them together")
+    dtype = torch.promote_types(x1.dtype, x2.dtype)
+    return x1.to(dtype), x2.to(dtype)
+
+
 def _batch_diagonal(layer, x: Tensor, need_ntk: bool, layout: str, edge: int) -> Kernel:
     """k(x_i, x_i) for every example, in blocks of as many examples as a tile has pairs."""
-    outs = []
+    nngps, ntks, last = [], [], None
     for r0, r1 in _blocks(x.shape[0], edge * edge):
         var = _variances(x[r0:r1], layout)
-        outs.append(_run(layer, _input_state(x[r0:r1], None, var, None, need_ntk, layout)))
-    if len(outs) == 1:
-        return outs[0]
-    cov = torch.cat([o.cov1 for o in outs])
-    ntk = None if not need_ntk else torch.cat([o.ntk.expand(o.nngp.shape) for o in outs])
-    return outs[-1].replace(nngp=cov, ntk=ntk, cov1=cov, cov2=cov)
+        last = _run(layer, _input_state(x[r0:r1], None, var, None, need_ntk, layout))
+        every = torch.ones(r1 - r0, dtype=torch.bool, device=x.device)
+        nngps.append(_symmetric_pixels(last.cov1, every, last.layout, lead=1))
+        if need_ntk:
+            ntks.append(_symmetric_pixels(last.ntk, every, last.layout, lead=1))
+    cov = torch.cat(nngps)
+    return last.replace(nngp=cov, ntk=torch.cat(ntks) if need_ntk else None, cov1=cov, cov2=cov)
 
 
 def _tiled(layer, x1, x2, need_ntk, layout, edge, progress) -> Kernel:
@@ -309,6 +309,8 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress) -> Kernel:
     tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not symmetric or j >= i]
     entries = n1 * n2 * _pair_entries(x1, layout)
     show = progress if progress is not None else entries >= PROGRESS_MIN_ENTRIES
+    _check_fits((n1, n2), need_ntk, x1.element_size(), x1.device)  # before any work
+    ids = point_ids(x1, x2)
     from tqdm.auto import tqdm
 
     nngp = ntk = None
@@ -317,31 +319,32 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress) -> Kernel:
     for i, j in tqdm(tiles, desc="kernel tiles", unit="tile", disable=not show, leave=False):
         (r0, r1), (c0, c1) = rows[i], cols[j]
         on_diagonal = symmetric and i == j
+        same = None if ids is None else ids[0][r0:r1, None] == ids[1][None, c0:c1]
+        if same is not None and not on_diagonal and not bool(same.any()):
+            same = None
         var_a = _variances(x1[r0:r1], layout)
         var_b = var_a if on_diagonal else _variances(xb[c0:c1], layout)
         b = None if on_diagonal else xb[c0:c1]
-        last = out = _run(layer, _input_state(x1[r0:r1], b, var_a, var_b, need_ntk, layout))
+        state = _input_state(x1[r0:r1], b, var_a, var_b, need_ntk, layout, same)
+        last = out = _run(layer, state)
         if nngp is None:  # the output's pixel axes are known after the first tile
             nngp, ntk = _allocate(out, n1, n2, need_ntk)
         cov1[i], cov2[j] = out.cov1, out.cov2
+        if out.pairs is not None:  # a packed diagonal tile: pairs (I, J), I <= J
+            rows_i, cols_j = out.pairs[0] + r0, out.pairs[1] + r0
+            same_pair = rows_i == cols_j if same is None else same[out.pairs]
         for target, tile in ((nngp, out.nngp), (ntk, out.ntk)):
             if target is None:
                 continue
             if out.pairs is None:
+                tile = _symmetric_pixels(tile, same, out.layout, lead=2)
                 target[r0:r1, c0:c1] = tile
                 if symmetric and i != j:
                     target[c0:c1, r0:r1] = _swap(tile, out.layout)
                 continue
-            # a packed diagonal tile: pairs (I, J), I <= J, mirrored into (J, I)
-            rows_i, cols_j = out.pairs[0] + r0, out.pairs[1] + r0
-            mirrored = _swap(tile, out.layout, lead=1)
-            if out.layout == "full":
-                # Pooling sums pixel pairs in an order that is not symmetric to the last bit.
-                self_pair = (rows_i == cols_j).reshape(-1, *([1] * (tile.ndim - 1)))
-                tile = torch.where(self_pair, (tile + mirrored) / 2, tile)
-                mirrored = _swap(tile, out.layout, lead=1)
-            target[rows_i, cols_j] = tile
-            target[cols_j, rows_i] = mirrored
+            tile = _symmetric_pixels(tile, same_pair, out.layout, lead=1)
+            target[rows_i, cols_j] = tile  # and mirrored into (J, I)
+            target[cols_j, rows_i] = _swap(tile, out.layout, lead=1)
     cov1_all = torch.cat(cov1)
     cov2_all = cov1_all if symmetric else torch.cat(cov2)
     return last.replace(
@@ -354,15 +357,20 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress) -> Kernel:
     )
 
 
-def _allocate(tile: Kernel, n1: int, n2: int, need_ntk: bool) -> tuple[Tensor, Tensor | None]:
-    """Empty (N1, N2, *pixels) results shaped like the first tile's output, if they fit."""
-    shape = (n1, n2, *tile.pixel_shape)
-    needed = (2 if need_ntk else 1) * math.prod(shape) * tile.nngp.element_size()
-    if needed > available_memory(tile.nngp.device):
+def _check_fits(shape: tuple[int, ...], need_ntk: bool, itemsize: int, device) -> None:
+    """Raise MemoryError if results of ``shape`` (nngp, and ntk if needed) cannot fit."""
+    needed = (2 if need_ntk else 1) * math.prod(shape) * itemsize
+    if needed > available_memory(device):
         raise MemoryError(
             f"the {shape} kernel needs {needed / 2**30:.1f} GiB, more than is available; "
             "compute it in row blocks (x1[i:j] against x2), ask get='nngp' only, or use "
             "diagonal=True if only k(x, x) is needed"
         )
+
+
+def _allocate(tile: Kernel, n1: int, n2: int, need_ntk: bool) -> tuple[Tensor, Tensor | None]:
+    """Empty (N1, N2, *pixels) results shaped like the first tile's output, if they fit."""
+    shape = (n1, n2, *tile.pixel_shape)
+    _check_fits(shape, need_ntk, tile.nngp.element_size(), tile.nngp.device)
     nngp = torch.empty(shape, dtype=tile.nngp.dtype, device=tile.nngp.device)
     return nngp, torch.empty_like(nngp) if need_ntk else None

@@ -13,16 +13,60 @@ Branching layers (`FanOut`, `Parallel`, `FanIn*`) take or return tuples of state
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..kernel import Kernel
 from ..limits.scaling import Scaling
 
-__all__ = ["Layer", "BuildContext", "SpatialFeatures"]
+__all__ = ["Layer", "BuildContext", "SpatialFeatures", "check_number"]
+
+
+def check_number(
+    owner: str,
+    name: str,
+    value,
+    *,
+    allow_none: bool = False,
+    allow_tensor: bool = True,
+    below: float | None = None,
+    what: str = "a finite non-negative number",
+) -> None:
+    """Raise unless ``value`` is a finite real number >= 0 (and < ``below`` if given).
+
+    Plain numbers (not bool) and, if ``allow_tensor``, 0-dimensional floating tensors (e.g. a
+    hyperparameter that requires grad) are accepted.  Errors name ``owner(name=...)``.
+    """
+    where = f"{owner}({name}=...)"
+    if value is None:
+        if allow_none:
+            return
+        raise TypeError(f"{where} must be a number, got None")
+    if isinstance(value, Tensor):
+        if not allow_tensor:
+            raise TypeError(f"{where} must be a plain number, got a tensor: pass float({name})")
+        if value.ndim != 0:
+            raise ValueError(
+                f"{where} must be a single number, got a tensor of shape {tuple(value.shape)}; "
+                "one layer has one value (pass a 0-dimensional tensor)"
+            )
+        if not value.is_floating_point():
+            raise TypeError(
+                f"{where} must be a real floating number, got a {value.dtype} tensor; pass "
+                f"a float or {name}.double()"
+            )
+        number = float(value.detach())
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+        number = float(value)
+    else:
+        raise TypeError(f"{where} must be {what}, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(number) or number < 0 or (below is not None and number >= below):
+        raise ValueError(f"{where} must be {what}, got {number}")
 
 
 @dataclass(frozen=True)
@@ -139,18 +183,26 @@ class Layer:
         """Closed-form infinite-width kernels between the rows of ``x1`` and ``x2``.
 
         Args:
-            x1: inputs of shape (N1, features), or (N1, C, H, W) images / (N1, C, L) sequences
-                for convolutional networks; a torch tensor or numpy array (float32 or float64;
-                the result has the same dtype and device).
+            x1: inputs of shape (N1, features), or channels-first (N1, C, H, W) images /
+                (N1, C, L) sequences for convolutional networks (axis 1 is always the channels:
+                pass channels-last images as ``x.permute(0, 3, 1, 2)``; a shape that looks
+                channels-last, e.g. (N, 32, 32, 3), gets a `widelimits.LayoutWarning`); a dense
+                torch tensor or numpy array (float32 or float64; the result has the same dtype
+                and device).  Sparse tensors are refused: pass ``x1.to_dense()``.
             x2: inputs (N2, ...) shaped like x1, or ``None`` for ``x1`` against itself (only the
-                upper triangle of tiles is computed).
+                upper triangle of tiles is computed; its diagonal pairs each example with
+                itself, which matters for `Dropout` only).  Rows of x2 equal to rows of x1 get
+                the value of an example with itself, bit for bit in most networks, whatever
+                tile or batch they fall in.
             get: ``"nngp"``, ``"ntk"`` or a tuple of both.  A single name returns that tensor.
             diagonal: return only k(x, x) for each row of ``x1`` (shape (N1,)).
-            tile_size: edge (in examples) of the square tiles the kernel is computed in
-                (default: tiles of about 512 x 512 kernel entries on CPU and 8192 x 8192 on
-                CUDA, counting every pixel pair, smaller if ``memory_budget`` requires).
-            memory_budget: bytes the working tiles may use (default: a quarter of the memory
-                available now).  The (N1, N2) result itself must fit in memory.
+            tile_size: a positive int, the edge (in examples) of the square tiles the kernel
+                is computed in (default: tiles of about 512 x 512 kernel entries on CPU and
+                8192 x 8192 on CUDA, counting every pixel pair, smaller if ``memory_budget``
+                requires).
+            memory_budget: a positive int, the bytes the working tiles may use (default: a
+                quarter of the memory available now).  The (N1, N2) result itself must fit in
+                memory.
             progress: show a progress bar (default: for kernels of 2**26 entries or more).
 
         Returns:

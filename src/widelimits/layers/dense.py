@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..kernel import Kernel
-from .base import BuildContext, Layer, SpatialFeatures
+from .base import BuildContext, Layer, SpatialFeatures, check_number
 
 __all__ = ["Dense", "WeightLayer"]
 
 PARAMETRIZATIONS = ("ntk", "standard")
-
-
-def _check_std(name: str, value, allow_none: bool) -> None:
-    if value is None:
-        if not allow_none:
-            raise ValueError(f"{name} must be a number, got None")
-        return
-    v = float(value.detach()) if isinstance(value, Tensor) else float(value)
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite non-negative number, got {v}")
 
 
 class WeightLayer(Layer):
@@ -45,12 +36,15 @@ class WeightLayer(Layer):
             raise ValueError(
                 f"{name}(out=...) must be None (hidden) or a positive int, got {out!r}"
             )
-        _check_std("W_std", W_std, allow_none=False)
-        _check_std("b_std", b_std, allow_none=True)
-        if parametrization not in PARAMETRIZATIONS:
+        check_number(name, "W_std", W_std)
+        check_number(name, "b_std", b_std, allow_none=True)
+        if not isinstance(parametrization, str) or parametrization not in PARAMETRIZATIONS:
             raise ValueError(
-                f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}"
+                f"{name}(parametrization=...) must be one of {PARAMETRIZATIONS}, got "
+                f"{parametrization!r}"
             )
+        if not isinstance(trainable, bool | np.bool_):
+            raise TypeError(f"{name}(trainable=...) must be True or False, got {trainable!r}")
         self.out = out
         self.W_std = W_std
         self.b_std = b_std
@@ -222,6 +216,12 @@ class DenseModule(nn.Module):
         self.parametrization = parametrization
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.ndim < 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"this Dense layer was built for {self.in_features} input features (axis 1 of "
+                f"its input), got an input of shape {tuple(x.shape)}; build the network with "
+                "in_features matching your data"
+            )
         if x.ndim > 2:  # spatial inputs (N, C, ...): act on the channel axis
             return (
                 self.forward(x.movedim(1, -1).reshape(-1, x.shape[1]))

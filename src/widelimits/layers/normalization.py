@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..kernel import Kernel
-from .base import BuildContext, Layer
+from .base import BuildContext, Layer, check_number
 
 __all__ = ["LayerNorm", "Dropout"]
 
@@ -25,8 +25,7 @@ class LayerNorm(Layer):
     """
 
     def __init__(self, eps: float = 1e-12) -> None:
-        if not eps >= 0:
-            raise ValueError(f"eps must be non-negative, got {eps}")
+        check_number("LayerNorm", "eps", eps)
         self.eps = float(eps)
 
     def kernel_fn(self, k: Kernel) -> Kernel:
@@ -80,8 +79,7 @@ class Dropout(Layer):
     """
 
     def __init__(self, p: float) -> None:
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout(p) needs a drop probability 0 <= p < 1, got {p}")
+        check_number("Dropout", "p", p, below=1.0, what="a drop probability 0 <= p < 1")
         self.p = float(p)
 
     def kernel_fn(self, k: Kernel) -> Kernel:
