@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .._numerics import angle, correlation, sine
 from ..kernel import Kernel
+from ._concat import Concatenated
 from .base import BuildContext, Layer
 
 __all__ = [
@@ -42,6 +43,8 @@ class Activation(Layer):
     def kernel_fn(self, k: Kernel) -> Kernel:
         if not isinstance(k, Kernel):
             raise TypeError(f"{type(self).__name__} got several branches; merge them first")
+        if isinstance(k, Concatenated):  # each branch's features separately (see FanInConcat)
+            return k.map_branches(self.kernel_fn)
         if self.requires_gaussian and not k.is_gaussian:
             raise ValueError(
                 f"{type(self).__name__} needs Gaussian pre-activations, but its input is not "

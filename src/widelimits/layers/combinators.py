@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..kernel import Kernel
+from ._concat import align_branches, concatenate
 from .base import BuildContext, Layer, SpatialFeatures
 
 __all__ = ["Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat", "FanInProd", "Residual"]
@@ -167,6 +168,9 @@ class FanInSum(Layer):
         widths = {ki.width for ki in ks}
         if len(widths) > 1:
             raise ValueError(f"FanInSum branches have different widths {sorted(map(str, widths))}")
+        pieces = align_branches(ks, "FanInSum")
+        if pieces is not None:  # a concatenation: sum piece by piece (see _concat)
+            return concatenate([_weighted(p, [1.0] * len(p)) for p in pieces])
         return _weighted(ks, [1.0] * len(ks))
 
     def build_module(self, in_features, ctx: BuildContext):
@@ -182,28 +186,23 @@ class FanInSumModule(nn.Module):
 
 
 class FanInConcat(Layer):
-    """Concatenates branches along the feature axis.
+    r"""Concatenates branches along the feature (channel) axis.
 
-    Each feature of the result comes from one branch, so the per-feature kernel is the average of
-    the branches' kernels weighted by their share of the features: equal weights for infinite
-    hidden branches (built with the same width), proportional to ``out`` for finite ones.
+    Feature i of the result comes from one branch b, so a layer that reads a linear combination
+    of all features (Dense, Conv) sees the average of the branches' kernels weighted by their
+    shares w_b of the features: equal for infinite hidden branches (built with the same width),
+    proportional to ``out`` for fixed-width ones (as neural-tangents weighs by channel counts)::
+
+        K' = sum_b w_b K_b,    Theta' = sum_b w_b Theta_b
+
+    The concatenation is not one Gaussian process with that average, so the state remembers
+    the branches (`widelimits.layers._concat.Concatenated`): an activation (or pooling,
+    Flatten, a FanInSum with the block's shortcut) after it acts on each branch separately,
+    T = sum_b w_b T_phi(K_b), exactly as on the finite network.
     """
 
     def kernel_fn(self, k):
-        ks = _branches(k, "FanInConcat")
-        widths = [ki.width for ki in ks]
-        if all(w is None for w in widths):
-            weights = [1.0 / len(ks)] * len(ks)
-            width = None
-        elif all(w is not None for w in widths):
-            weights = [w / sum(widths) for w in widths]
-            width = sum(widths)
-        else:
-            raise ValueError(
-                "FanInConcat cannot mix infinite hidden branches with fixed-width branches "
-                f"(widths {widths}): their shares of the features are undefined"
-            )
-        return _weighted(ks, weights, width=width)
+        return concatenate(_branches(k, "FanInConcat"))
 
     def build_module(self, in_features, ctx: BuildContext):
         _branches(in_features, "FanInConcat")
@@ -228,6 +227,9 @@ class FanInProd(Layer):
 
     def kernel_fn(self, k):
         ks = _branches(k, "FanInProd")
+        pieces = align_branches(ks, "FanInProd")
+        if pieces is not None:  # a concatenation: multiply piece by piece (see _concat)
+            return concatenate([self.kernel_fn(p) for p in pieces])
 
         def prod(field: str, skip: int = -1) -> Tensor:
             out = None

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..kernel import Kernel, pixel_diagonal
+from ._concat import per_branch
 from ._spatial import SpatialPad, as_tuple, check_padding, pads, pool_sum
 from .base import BuildContext, Layer, SpatialFeatures
 
@@ -71,7 +72,9 @@ class AvgPool(Layer):
         return as_tuple("window", self.window, d), as_tuple("stride", self.stride, d)
 
     def kernel_fn(self, k: Kernel) -> Kernel:
-        k = _spatial_state(k, type(self).__name__)
+        return per_branch(_spatial_state(k, type(self).__name__), self._pool_kernel)
+
+    def _pool_kernel(self, k: Kernel) -> Kernel:
         if k.layout != "full":
             raise ValueError(f"{type(self).__name__} needs the full pixel-pair layout")
         d = k.spatial_ndim
@@ -136,7 +139,9 @@ class GlobalAvgPool(Layer):
     mixes_pixels = True
 
     def kernel_fn(self, k: Kernel) -> Kernel:
-        k = _spatial_state(k, "GlobalAvgPool")
+        return per_branch(_spatial_state(k, "GlobalAvgPool"), self._pool_kernel)
+
+    def _pool_kernel(self, k: Kernel) -> Kernel:
         if k.layout != "full":
             raise ValueError("GlobalAvgPool needs the full pixel-pair layout")
         d = k.spatial_ndim
@@ -168,6 +173,9 @@ class Flatten(Layer):
     def kernel_fn(self, k: Kernel) -> Kernel:
         if not isinstance(k, Kernel):
             raise TypeError("Flatten got several branches; merge them first")
+        return per_branch(k, self._flatten_kernel)
+
+    def _flatten_kernel(self, k: Kernel) -> Kernel:
         if k.layout == "none":
             return k
         d = k.spatial_ndim
