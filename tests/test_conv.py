@@ -251,6 +251,17 @@ LINEAR_GEOMETRIES = [
     ((2, 5, 5), lambda: wl.Serial(wl.Conv(1, 3), wl.AvgPool(3, stride=2, padding="circular"))),
     ((2, 7), lambda: wl.Serial(wl.Conv(1, 2), wl.SumPool(3, stride=2))),
     ((2, 7), lambda: wl.Serial(wl.Conv(1, 2, padding="valid"), wl.SumPool(2, padding="same"))),
+    # images smaller than the window: circular taps wrap around several times (torch's F.pad
+    # wraps at most once), "same" taps that read only zeros are dropped
+    ((2, 1, 1), lambda: wl.Conv(1, 3, padding="circular", b_std=0.2)),
+    ((2, 1, 4), lambda: wl.Conv(1, 3, padding="circular")),
+    ((2, 2), lambda: wl.Conv(1, 7, padding="circular", W_std=1.2)),
+    ((2, 3), lambda: wl.Conv(1, 10, stride=2, padding="circular")),
+    ((2, 2, 3), lambda: wl.Conv(1, (5, 8), stride=(1, 2), padding="circular")),
+    ((2, 3), lambda: wl.Conv(1, 9, padding="same")),
+    ((2, 3, 2), lambda: wl.Conv(1, (8, 5), stride=(2, 1), padding="same")),
+    ((2, 2, 3), lambda: wl.Serial(wl.Conv(1, 1), wl.AvgPool(5, stride=1, padding="circular"))),
+    ((2, 3), lambda: wl.Serial(wl.Conv(1, 1), wl.SumPool(7, stride=2, padding="same"))),
 ]
 
 
@@ -267,6 +278,41 @@ def test_linear_network_kernel_equals_its_empirical_ntk(shape, make, monkeypatch
     pixels = k.nngp.shape[2 : 2 + (k.nngp.ndim - 2) // 2]
     assert model(x1).shape == (3, int(np.prod(pixels)))
     torch.testing.assert_close(emp.reshape(k.nngp.shape), k.nngp, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("size, window", [((1, 1), (3, 3)), ((2, 3), (7, 4)), ((3, 2), (3, 2))])
+def test_circular_pad_wraps_like_numpy(size, window):
+    """SpatialPad wraps as numpy's pad(mode="wrap"), also past torch's one-wrap limit."""
+    x = _images(2, (3, *size), seed=5)
+    padded = SpatialPad(window, (1, 1), "circular")(x)
+    amounts = [(0, 0), (0, 0)]
+    for w in window:
+        total = w - 1
+        amounts.append((total // 2, total - total // 2))
+    expected = np.pad(x.numpy(), amounts, mode="wrap")
+    np.testing.assert_array_equal(padded.numpy(), expected)
+
+
+@pytest.mark.parametrize("padding", ["same", "circular"])
+def test_huge_windows_are_exact_and_cheap(padding, monkeypatch):
+    """Past the image size a window only repeats taps (circular) or adds zero taps (same).
+
+    Circular, window m n on n pixels: every tap is read m times, so K / (m n) does not depend
+    on m.  Same, stride 1, odd window w >= 2n + 1: every shift in (-n, n) is read once, so
+    w K(w) does not depend on w.  A window of 10^9 + 1 costs what a window of 2n does.
+    """
+    _force_full_layout(monkeypatch)
+    x1, x2 = _images(3, (2, 3, 4), seed=3), _images(2, (2, 3, 4), seed=4)
+    if padding == "circular":
+        small, huge = (3, 4), (3 * 10**8, 4 * 10**8)
+        w_small, w_huge = 1.0, 1.0
+    else:
+        small, huge = (7, 9), (10**9 + 1, 10**9 + 1)
+        w_small, w_huge = float(np.sqrt(63.0)), float(np.sqrt(float(huge[0]) * huge[1]))
+    k_small = wl.Conv(1, small, padding=padding, W_std=w_small).kernel(x1, x2)
+    k_huge = wl.Conv(1, huge, padding=padding, W_std=w_huge).kernel(x1, x2)
+    for g in ("nngp", "ntk"):
+        torch.testing.assert_close(getattr(k_huge, g), getattr(k_small, g), rtol=1e-12, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,8 +550,10 @@ def test_window_of_wrong_length():
     net = wl.Serial(wl.Conv(kernel_size=(2, 3)), wl.Flatten(), wl.Dense(1))
     with pytest.raises(ValueError, match=r"kernel_size=\(2, 3\) does not fit inputs with 1"):
         net.kernel(_images(2, (2, 7)))
-    with pytest.raises(ValueError, match=r"window=\(2, 2, 2\) does not fit inputs with 2"):
-        wl.Serial(wl.Conv(), wl.AvgPool((2, 2, 2)), wl.Flatten()).kernel(_images(2, (2, 5, 5)))
+    with pytest.raises(ValueError, match=r"window=\(2, 2\) does not fit inputs with 1"):
+        wl.Serial(wl.Conv(), wl.AvgPool((2, 2)), wl.Flatten()).kernel(_images(2, (2, 5)))
+    with pytest.raises(ValueError, match=r"window=\(2, 2, 2\) is not a window size"):
+        wl.AvgPool((2, 2, 2))  # three spatial axes: refused at construction
     with pytest.raises(ValueError, match="kernel_size=0"):
         wl.Conv(kernel_size=0)
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
 from ..kernel import Kernel
-from ._spatial import SpatialPad, as_tuple, check_padding, conv_sum, pads
+from ._spatial import SpatialPad, as_tuple, check_padding, check_sizes, conv_sum, pads
 from .base import BuildContext, SpatialFeatures
 from .dense import WeightLayer
 
@@ -55,12 +55,10 @@ class Conv(WeightLayer):
         trainable: bool = True,
     ) -> None:
         super().__init__(out, W_std, b_std, parametrization, trainable)
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.padding = check_padding(padding)
         # Checked again against the inputs' number of spatial axes when used.
-        for name, value in (("kernel_size", kernel_size), ("stride", stride)):
-            as_tuple(name, value, 1 if isinstance(value, int) else len(value))
+        self.kernel_size = check_sizes("kernel_size", kernel_size)
+        self.stride = check_sizes("stride", stride)
+        self.padding = check_padding(padding)
 
     def _geometry(self, d: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         if d not in (1, 2):

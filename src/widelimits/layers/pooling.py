@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..kernel import Kernel, pixel_diagonal
 from ._concat import per_branch
-from ._spatial import SpatialPad, as_tuple, check_padding, pads, pool_sum
+from ._spatial import SpatialPad, as_tuple, check_padding, check_sizes, pads, pool_sum
 from .base import BuildContext, Layer, SpatialFeatures
 
 __all__ = ["AvgPool", "SumPool", "GlobalAvgPool", "Flatten"]
@@ -62,11 +62,9 @@ class AvgPool(Layer):
         stride: int | tuple[int, ...] | None = None,
         padding: str = "valid",
     ) -> None:
-        self.window = window
-        self.stride = window if stride is None else stride
+        self.window = check_sizes("window", window)
+        self.stride = self.window if stride is None else check_sizes("stride", stride)
         self.padding = check_padding(padding)
-        for name, value in (("window", window), ("stride", self.stride)):
-            as_tuple(name, value, 1 if isinstance(value, int) else len(value))
 
     def _geometry(self, d: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return as_tuple("window", self.window, d), as_tuple("stride", self.stride, d)
