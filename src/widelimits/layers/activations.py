@@ -196,8 +196,16 @@ def _real(name: str, value) -> float:
     return v
 
 
-def _degree(value) -> int:
-    """``value`` as a non-negative int (Python or numpy integers, or integral floats)."""
+# Largest degrees whose kernel coefficients (integers) fit in float64, found by computing them
+# exactly (tests/test_activations.py checks that each limit is tight).
+MAX_MONOMIAL_DEGREE = 151  # max_m (n!)^2 / ((m!)^2 4^m (n - 2m)!) < 1.8e308
+MAX_HERMITE_DEGREE = 170  # n! < 1.8e308
+MAX_POLYNOMIAL_DEGREE = 295  # n max binom(n - 1, 2m) (2m - 1)!! < 1.8e308 (for phi')
+MAX_RECTIFIED_DEGREE = 1000  # the recursion takes n steps (its values overflow far earlier)
+
+
+def _degree(value, limit: int, name: str) -> int:
+    """``value`` as an int in [0, limit] (Python or numpy integers, or integral floats)."""
     n = None
     if not isinstance(value, bool):
         try:
@@ -207,7 +215,21 @@ def _degree(value) -> int:
                 n = int(value)
     if n is None or n < 0:
         raise ValueError(f"degree must be a non-negative integer, got {value!r}")
+    if n > limit:
+        raise ValueError(
+            f"degree {n} is too large for {name}: its closed-form kernel needs coefficients "
+            f"beyond float64's range past degree {limit}; use degree <= {limit}"
+        )
     return n
+
+
+def _short(values: tuple) -> str:
+    """A short text of a long tuple, for error messages."""
+    return (
+        repr(values)
+        if len(values) <= 6
+        else f"({values[0]}, ..., {values[-1]}) (length {len(values)})"
+    )
 
 
 def _broadcast_zero(k11: Tensor, k22: Tensor, k12: Tensor) -> Tensor:
@@ -222,6 +244,7 @@ def _double_factorial(n: int) -> int:
 
 def _horner(coefs: list[float], x: Tensor) -> Tensor:
     """sum_m coefs[m] x^m."""
+    coefs = [float(c) for c in coefs]  # Python ints past 2**63 would not fit torch's int64
     out = torch.zeros_like(x) + coefs[-1]
     for c in reversed(coefs[:-1]):
         out = out * x + c
@@ -241,11 +264,13 @@ def _hermite_series(
     """
     zero = _broadcast_zero(k11, k22, k12)
     out = zero
-    for p in reversed(range(len(table))):
-        out = out * k12
+    power = zero + 1.0  # p! k12^p, built up factor by factor: p! alone overflows past p = 170
+    for p in range(len(table)):
+        if p > 0:
+            power = power * (p * k12)
         if any(c != 0 for c in table[p]):
             term = _horner(table[p], k11 - shift) * _horner(table[p], k22 - shift)
-            out = out + math.factorial(p) * term
+            out = out + power * term
     return scale * out + zero
 
 
@@ -509,7 +534,7 @@ class RectifiedMonomial(Activation):
     """
 
     def __init__(self, degree: int) -> None:
-        self.degree = _degree(degree)
+        self.degree = _degree(degree, MAX_RECTIFIED_DEGREE, "RectifiedMonomial")
 
     def fn(self, x: Tensor) -> Tensor:
         if self.degree == 0:
@@ -556,7 +581,8 @@ class Polynomial(Activation):
     everywhere.
 
     Args:
-        coef: the coefficients, lowest degree first (a non-empty sequence of finite reals).
+        coef: the coefficients, lowest degree first (a sequence of finite reals; empty for the
+            zero function, whose kernels are zero), at most 296 of them (degree 295).
     """
 
     def __init__(self, coef) -> None:
@@ -568,14 +594,27 @@ class Polynomial(Activation):
             values = list(coef)
         except TypeError:
             raise ValueError(f"coef must be a sequence of numbers, got {coef!r}") from None
-        if not values:
-            raise ValueError("coef must have at least one coefficient")
+        if len(values) > MAX_POLYNOMIAL_DEGREE + 1:
+            raise ValueError(
+                f"coef has {len(values)} coefficients (degree {len(values) - 1}): the closed-form "
+                f"kernel needs coefficients beyond float64's range past degree "
+                f"{MAX_POLYNOMIAL_DEGREE}; use at most {MAX_POLYNOMIAL_DEGREE + 1} coefficients"
+            )
         self.coef = tuple(_real(f"coef[{i}]", c) for i, c in enumerate(values))
         self._table = _monomial_table(list(self.coef))
         deriv = [i * c for i, c in enumerate(self.coef)][1:]
         self._dtable = _monomial_table(deriv) if deriv else None
+        for table in (self._table, self._dtable or []):
+            if not all(math.isfinite(c) for row in table for c in row):
+                raise ValueError(
+                    f"coef {_short(self.coef)} gives kernel coefficients beyond float64's range "
+                    "(they grow like (2m - 1)!! times the coefficient of degree 2m): use smaller "
+                    "coefficients or a lower degree"
+                )
 
     def fn(self, x: Tensor) -> Tensor:
+        if not self.coef:  # the zero function
+            return torch.zeros_like(x)
         return _horner(list(self.coef), x)
 
     def dual(self, k11, k22, k12, need_dot):
@@ -603,7 +642,7 @@ class Monomial(Activation):
     """
 
     def __init__(self, degree: int) -> None:
-        self.degree = _degree(degree)
+        self.degree = _degree(degree, MAX_MONOMIAL_DEGREE, "Monomial")
 
     def fn(self, x: Tensor) -> Tensor:
         return x**self.degree
@@ -616,7 +655,7 @@ class Monomial(Activation):
             c = math.factorial(n) ** 2 // (
                 math.factorial(m) ** 2 * 4**m * math.factorial(n - 2 * m)
             )
-            out = out + c * prod**m * k12 ** (n - 2 * m)
+            out = out + float(c) * prod**m * k12 ** (n - 2 * m)
         return out
 
     def dual(self, k11, k22, k12, need_dot):
@@ -649,7 +688,7 @@ class Hermite(Activation):
     """
 
     def __init__(self, degree: int, assume_unit_variance: bool = False) -> None:
-        self.degree = _degree(degree)
+        self.degree = _degree(degree, MAX_HERMITE_DEGREE, "Hermite")
         self.assume_unit_variance = bool(assume_unit_variance)
 
     def fn(self, x: Tensor) -> Tensor:
@@ -666,13 +705,16 @@ class Hermite(Activation):
     @staticmethod
     def _t(n: int, k11: Tensor, k22: Tensor, k12: Tensor) -> Tensor:
         table = [[] for _ in range(n + 1)]
+        root = math.sqrt(float(math.factorial(n)))
         for p in range(n + 1):
             m, odd = divmod(n - p, 2)
             row = [0.0] * (m + 1)
-            if not odd:  # B_p(k) = n! / (p! m! 2^m) (k - 1)^m, scaled by 1 / n! overall
-                row[m] = math.factorial(n) // (math.factorial(p) * math.factorial(m) * 2**m)
+            if not odd:  # B_p(k) = n! / (p! m! 2^m) (k - 1)^m / sqrt(n!): the 1 / n! overall,
+                # split between the two factors so that nothing overflows
+                exact = math.factorial(n) // (math.factorial(p) * math.factorial(m) * 2**m)
+                row[m] = float(exact) / root
             table[p] = row
-        return _hermite_series(table, 1.0, 1.0 / math.factorial(n), k11, k22, k12)
+        return _hermite_series(table, 1.0, 1.0, k11, k22, k12)
 
     def dual(self, k11, k22, k12, need_dot):
         n = self.degree
