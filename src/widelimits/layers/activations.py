@@ -263,7 +263,7 @@ def _hermite_series(
     and free of square roots, so gradients are finite everywhere, including rho = +-1.
     """
     zero = _broadcast_zero(k11, k22, k12)
-    out = zero
+    out = zero * k12  # zero, but in the autograd graph of k12 even for a constant phi
     power = zero + 1.0  # p! k12^p, built up factor by factor: p! alone overflows past p = 170
     for p in range(len(table)):
         if p > 0:
