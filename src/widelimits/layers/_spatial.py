@@ -68,6 +68,24 @@ def as_tuple(name: str, value, d: int) -> tuple[int, ...]:
     return tuple(operator.index(v) for v in values)
 
 
+def check_fits(name: str, what: str, elements: int, itemsize: int, fix: str) -> None:
+    """Refuse (before allocating) a finite module whose tensors cannot fit in memory.
+
+    ``elements`` counts what one build (weights) or one example (a padded input) needs; the
+    limit is the memory available now, so a size that passes can still be slow, but one that
+    fails would never have run.
+    """
+    from .._compute import available_memory
+
+    needed = elements * itemsize
+    available = available_memory(torch.device("cpu"))
+    if needed > available:
+        raise ValueError(
+            f"{name}: {what} would need {needed / 2**30:.3g} GiB ({elements} numbers), more than "
+            f"the {available / 2**30:.3g} GiB of memory available; {fix}"
+        )
+
+
 def check_padding(padding: str) -> str:
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")

@@ -19,6 +19,10 @@ from .base import BuildContext, Layer, SpatialFeatures
 __all__ = ["Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat", "FanInProd", "Residual"]
 
 
+MAX_BRANCHES = 1024
+"""Most branches a `FanOut` makes: every branch's kernel is computed separately."""
+
+
 def _as_layers(layers: Sequence) -> tuple[Layer, ...]:
     for layer in layers:
         if not isinstance(layer, Layer):
@@ -112,8 +116,11 @@ class FanOut(Layer):
     """Copies its input into ``n`` identical branches."""
 
     def __init__(self, n: int) -> None:
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"FanOut(n) needs a positive integer, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BRANCHES:
+            raise ValueError(
+                f"FanOut(n) needs a number of branches n between 1 and {MAX_BRANCHES} (each branch "
+                f"is computed separately), got {n!r}"
+            )
         self.n = n
 
     def kernel_fn(self, k):

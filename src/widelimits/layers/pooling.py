@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..kernel import Kernel, pixel_diagonal
 from ._concat import per_branch
-from ._spatial import SpatialPad, as_tuple, check_padding, check_sizes, pads, pool_sum
+from ._spatial import SpatialPad, as_tuple, check_fits, check_padding, check_sizes, pads, pool_sum
 from .base import BuildContext, Layer, SpatialFeatures
 
 __all__ = ["AvgPool", "SumPool", "GlobalAvgPool", "Flatten"]
@@ -89,9 +90,15 @@ class AvgPool(Layer):
         features = _spatial_features(in_features, type(self).__name__)
         d = len(features.size)
         window, stride = self._geometry(d)
-        size = tuple(
-            pads(n, w, s, self.padding)[2]
-            for n, w, s in zip(features.size, window, stride, strict=True)
+        geometry = list(zip(features.size, window, stride, strict=True))
+        size = tuple(pads(n, w, s, self.padding)[2] for n, w, s in geometry)
+        padded = math.prod(n + sum(pads(n, w, s, self.padding)[:2]) for n, w, s in geometry)
+        check_fits(
+            f"{type(self).__name__}(window={self.window!r})",
+            "one padded input example and its windows",
+            features.channels * max(padded, math.prod(size) * math.prod(window)),
+            torch.empty((), dtype=ctx.dtype).element_size(),
+            "use a smaller window (the infinite-width kernel merges the taps past the image)",
         )
         pool = PoolModule(window, stride, 1.0 if self._average else float(math.prod(window)))
         module = (
