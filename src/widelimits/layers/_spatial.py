@@ -87,7 +87,7 @@ def check_fits(name: str, what: str, elements: int, itemsize: int, fix: str) -> 
 
 
 def check_padding(padding: str) -> str:
-    if padding not in PADDINGS:
+    if not isinstance(padding, str) or padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     return padding
 

@@ -91,7 +91,7 @@ class ABReLU(Activation):
     """
 
     def __init__(self, a: float, b: float) -> None:
-        self.a, self.b = float(a), float(b)
+        self.a, self.b = _real("a", a), _real("b", b)
 
     def fn(self, x: Tensor) -> Tensor:
         return self.a * torch.clamp(x, max=0) + self.b * torch.clamp(x, min=0)
@@ -119,8 +119,8 @@ class LeakyReLU(ABReLU):
     """phi(x) = max(x, alpha x) for 0 <= alpha <= 1 (`ABReLU` with a=alpha, b=1)."""
 
     def __init__(self, alpha: float = 0.01) -> None:
-        super().__init__(alpha, 1.0)
-        self.alpha = float(alpha)
+        super().__init__(_real("alpha", alpha), 1.0)
+        self.alpha = self.a
 
     def __repr__(self) -> str:
         return f"LeakyReLU(alpha={self.alpha})"
@@ -146,7 +146,7 @@ class Erf(Activation):
     """
 
     def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0) -> None:
-        self.a, self.b, self.c = float(a), float(b), float(c)
+        self.a, self.b, self.c = _real("a", a), _real("b", b), _real("c", c)
 
     def fn(self, x: Tensor) -> Tensor:
         return self.a * torch.erf(self.b * x) + self.c
@@ -312,6 +312,8 @@ class GELU(Activation):
     """
 
     def __init__(self, approximate: bool = False) -> None:
+        if not isinstance(approximate, bool):
+            raise ValueError(f"approximate must be True or False, got {approximate!r}")
         if approximate:
             raise ValueError(
                 "GELU(approximate=True) has no closed-form kernel; use "
@@ -689,7 +691,11 @@ class Hermite(Activation):
 
     def __init__(self, degree: int, assume_unit_variance: bool = False) -> None:
         self.degree = _degree(degree, MAX_HERMITE_DEGREE, "Hermite")
-        self.assume_unit_variance = bool(assume_unit_variance)
+        if not isinstance(assume_unit_variance, bool):
+            raise ValueError(
+                f"assume_unit_variance must be True or False, got {assume_unit_variance!r}"
+            )
+        self.assume_unit_variance = assume_unit_variance
 
     def fn(self, x: Tensor) -> Tensor:
         n = self.degree

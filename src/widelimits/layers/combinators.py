@@ -276,4 +276,6 @@ def Residual(*block: Layer, shortcut: Layer | None = None) -> Serial:
     """
     from .activations import Identity
 
+    if shortcut is not None and not isinstance(shortcut, Layer):
+        raise TypeError(f"shortcut must be a widelimits layer or None, got {shortcut!r}")
     return Serial(FanOut(2), Parallel(Serial(*block), shortcut or Identity()), FanInSum())

@@ -63,6 +63,8 @@ class Conv(WeightLayer):
         parametrization: str = "ntk",
         trainable: bool = True,
     ) -> None:
+        if not isinstance(trainable, bool):
+            raise ValueError(f"trainable must be True or False, got {trainable!r}")
         super().__init__(out, W_std, b_std, parametrization, trainable)
         # Checked again against the inputs' number of spatial axes when used.
         self.kernel_size = check_sizes("kernel_size", kernel_size)

@@ -78,11 +78,11 @@ class AvgPool(Layer):
             raise ValueError(f"{type(self).__name__} needs the full pixel-pair layout")
         d = k.spatial_ndim
         window, stride = self._geometry(d)
-        norm = math.prod(window) ** 2 if self._average else 1
+        norm = float(math.prod(window)) ** 2 if self._average else 1.0  # no int64 overflow
 
         def pool(t: Tensor) -> Tensor:
             t = pool_sum(t, d, window, stride, self.padding)
-            return t / norm if norm != 1 else t
+            return t / norm if norm != 1.0 else t
 
         return k.map_all(pool, ntk=True)
 
