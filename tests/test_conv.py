@@ -21,13 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import widelimits as wl
 import widelimits._compute as compute
 from widelimits.finite import empirical_ntk
 from widelimits.finite.structured import StructuredNTK
-from widelimits.layers._spatial import SpatialPad
+from widelimits.layers._spatial import SpatialPad, pads, window_sum
 from widelimits.layers.base import BuildContext, SpatialFeatures
 from widelimits.predict import gp_inference
 from widelimits.testing import KernelContract, count_finite_width_layers
@@ -291,6 +293,37 @@ def test_circular_pad_wraps_like_numpy(size, window):
         amounts.append((total // 2, total - total // 2))
     expected = np.pad(x.numpy(), amounts, mode="wrap")
     np.testing.assert_array_equal(padded.numpy(), expected)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    n=st.integers(1, 6),
+    window=st.integers(1, 20),
+    stride=st.integers(1, 4),
+    padding=st.sampled_from(["same", "circular", "valid"]),
+    pair=st.booleans(),
+)
+def test_window_sum_equals_brute_force(n, window, stride, padding, pair):
+    """The effective taps (merged or dropped) against padding the array explicitly (numpy,
+    wrapping as often as needed) and summing every filter offset; ``pair``: two axes that share
+    the offset, as a convolution of a pixel-pair kernel."""
+    if padding == "valid" and window > n:
+        return
+    t = torch.randn((n, n) if pair else (3, n), generator=torch.Generator().manual_seed(n),
+                    dtype=torch.float64)  # fmt: skip
+    axes = (0, 1) if pair else (1,)
+    got = window_sum(t, axes, window, stride, padding)
+    before, after, out = pads(n, window, stride, padding)
+    widths = [(before, after) if ax in axes else (0, 0) for ax in range(2)]
+    mode = "wrap" if padding == "circular" else "constant"
+    padded = np.pad(t.numpy(), widths, mode=mode)
+    expected = 0
+    for a in range(window):
+        idx = [slice(None), slice(None)]
+        for ax in axes:
+            idx[ax] = slice(a, a + stride * (out - 1) + 1, stride)
+        expected = expected + padded[tuple(idx)]
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("padding", ["same", "circular"])

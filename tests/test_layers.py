@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import widelimits as wl
 from widelimits.finite import empirical_ntk
@@ -606,6 +608,32 @@ def test_activation_after_concat_acts_on_each_branch(act):
         wl.Dense(1, W_std=1.2),
     )
     _assert_same_kernels(concat_first, activated_branches, _x())
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    stds=st.lists(
+        st.tuples(st.floats(0.1, 3.0), st.sampled_from([None, 0.1, 1.0, 2.0])),
+        min_size=2, max_size=4,
+    ),
+    widths=st.booleans(),
+    act=st.sampled_from([wl.Erf, wl.ReLU, wl.Abs, wl.GELU, wl.Cos]),
+)  # fmt: skip
+def test_concat_then_activation_property(stds, widths, act):
+    """Any branch scales, infinite or fixed widths: the kernel of concat -> act -> Dense is the
+    share-weighted average of the single-branch kernels of Dense_b -> act -> Dense."""
+    outs = [3 + 2 * i if widths else None for i in range(len(stds))]
+    dense = [wl.Dense(o, W_std=w, b_std=b) for o, (w, b) in zip(outs, stds, strict=True)]
+    net = wl.Serial(
+        wl.FanOut(len(dense)), wl.Parallel(*dense), wl.FanInConcat(), act(), wl.Dense(1)
+    )
+    x = _x(4, 3)
+    k = net.kernel(x)
+    shares = [o / sum(outs) for o in outs] if widths else [1 / len(outs)] * len(outs)
+    singles = [wl.Serial(d, act(), wl.Dense(1)).kernel(x) for d in dense]
+    for g in ("nngp", "ntk"):
+        expected = sum(s * getattr(kb, g) for s, kb in zip(shares, singles, strict=True))
+        torch.testing.assert_close(getattr(k, g), expected, rtol=1e-12, atol=1e-14)
 
 
 def test_concat_of_fixed_widths_weighs_activated_branches_by_width():
