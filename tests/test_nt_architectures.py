@@ -4,9 +4,10 @@ The networks (fully connected, with FanOut / Parallel / FanInSum / FanInConcat /
 Identity and ten activations, both parametrizations, widths 8 to 512) and their float64 kernels
 come from neural-tangents 0.6.5 (tests/data/README.md, ``nt_architectures.npz``).  Each JSON
 spec is translated into widelimits layers here; NNGP and NTK must agree for x1 vs x2 and for
-x1 vs None.  Seven of the networks put an activation right after a FanInConcat, the case whose
-kernel used to be wrong (an activation of the width-weighted average of the branch kernels):
-neural-tangents evaluates the equivalent network with the activation moved into each branch.
+x1 vs None.  Twelve of the networks (five of them hand-written) put an activation right after
+a FanInConcat, the case whose kernel used to be wrong (an activation of the width-weighted
+average of the branch kernels; 12 of the 61 failed before the fix): neural-tangents refuses it,
+so it was evaluated on the equivalent network with the activation moved into each branch.
 
 Self-pairs: widelimits gives an example paired with itself a correlation of exactly 1, while
 neural-tangents computes x . x and |x|^2 separately and gets 1 - O(1e-16); arccos turns that
