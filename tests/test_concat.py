@@ -166,3 +166,19 @@ def test_concat_refusals():
         two_vs_three.kernel(x)
     with pytest.raises(ValueError, match="FanInSum merges a concatenation of 2 infinite"):
         wl.Serial(*cat, wl.Residual(wl.Dense()), wl.Dense(1)).kernel(x)
+
+
+def test_concat_of_copies_counts_all_features():
+    """FanOut(2) straight into FanInConcat duplicates 3 features into 6: still one Gaussian (a
+    LayerNorm or activation may follow), and a standard-parametrization readout counts 6
+    inputs, like one of 6 features."""
+    x = _x()
+    readout = wl.Dense(1, W_std=0.9, b_std=0.1, parametrization="standard")
+    copies = wl.Serial(
+        wl.Dense(3, W_std=1.2, parametrization="standard"), wl.FanOut(2), wl.FanInConcat(),
+        wl.LayerNorm(), wl.ReLU(), readout,
+    )  # fmt: skip
+    six = wl.Serial(
+        wl.Dense(6, W_std=1.2, parametrization="standard"), wl.LayerNorm(), wl.ReLU(), readout
+    )
+    _assert_same_kernels(copies, six, x)

@@ -59,7 +59,8 @@ class Concatenated(Kernel):
     """A `Kernel` that remembers the branches of a concatenation (see the module docstring).
 
     The inherited fields hold the weighted averages over ``branches``; ``is_gaussian`` is False
-    (the concatenation is not one Gaussian process) unless all branches are one and the same.
+    (the concatenation is not one Gaussian process) unless all branches are copies of one
+    Gaussian state.
     """
 
     branches: tuple[Kernel, ...] = ()
@@ -91,8 +92,8 @@ def concatenate(ks: Sequence[Kernel], name: str = "FanInConcat") -> Kernel:
     """The state of the concatenation of ``ks`` along the features (nested ones flattened)."""
     branches = _flatten(ks)
     weights = branch_weights(branches, name)
-    if all(b is branches[0] for b in branches):  # copies of one Gaussian: still that Gaussian
-        return branches[0]
+    # copies of one state (FanOut straight into FanInConcat) are still that Gaussian
+    copies = all(b is branches[0] for b in branches)
 
     def combine(field: str) -> Tensor | None:
         values = [getattr(b, field) for b in branches]
@@ -109,7 +110,7 @@ def concatenate(ks: Sequence[Kernel], name: str = "FanInConcat") -> Kernel:
         ntk=combine("ntk"),
         cov1=cov1,
         cov2=cov1 if same else combine("cov2"),
-        is_gaussian=False,
+        is_gaussian=copies and branches[0].is_gaussian,
         width=None if widths[0] is None else sum(widths),
         layout=first.layout,
         batch_diagonal=first.batch_diagonal,
