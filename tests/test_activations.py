@@ -383,7 +383,6 @@ def test_gaussian_diverges_to_inf_for_large_variance_when_b_positive():
         lambda: wl.Monomial("2"),
         lambda: wl.RectifiedMonomial(-2),
         lambda: wl.Hermite(-1),
-        lambda: wl.Polynomial([]),
         lambda: wl.Polynomial([1.0, float("nan")]),
         lambda: wl.Polynomial(3.0),
         lambda: wl.Polynomial("123"),

@@ -251,6 +251,17 @@ LINEAR_GEOMETRIES = [
     ((2, 5, 5), lambda: wl.Serial(wl.Conv(1, 3), wl.AvgPool(3, stride=2, padding="circular"))),
     ((2, 7), lambda: wl.Serial(wl.Conv(1, 2), wl.SumPool(3, stride=2))),
     ((2, 7), lambda: wl.Serial(wl.Conv(1, 2, padding="valid"), wl.SumPool(2, padding="same"))),
+    # images smaller than the window: circular taps wrap around several times (torch's F.pad
+    # wraps at most once), "same" taps that read only zeros are dropped
+    ((2, 1, 1), lambda: wl.Conv(1, 3, padding="circular", b_std=0.2)),
+    ((2, 1, 4), lambda: wl.Conv(1, 3, padding="circular")),
+    ((2, 2), lambda: wl.Conv(1, 7, padding="circular", W_std=1.2)),
+    ((2, 3), lambda: wl.Conv(1, 10, stride=2, padding="circular")),
+    ((2, 2, 3), lambda: wl.Conv(1, (5, 8), stride=(1, 2), padding="circular")),
+    ((2, 3), lambda: wl.Conv(1, 9, padding="same")),
+    ((2, 3, 2), lambda: wl.Conv(1, (8, 5), stride=(2, 1), padding="same")),
+    ((2, 2, 3), lambda: wl.Serial(wl.Conv(1, 1), wl.AvgPool(5, stride=1, padding="circular"))),
+    ((2, 3), lambda: wl.Serial(wl.Conv(1, 1), wl.SumPool(7, stride=2, padding="same"))),
 ]
 
 
@@ -504,8 +515,10 @@ def test_window_of_wrong_length():
     net = wl.Serial(wl.Conv(kernel_size=(2, 3)), wl.Flatten(), wl.Dense(1))
     with pytest.raises(ValueError, match=r"kernel_size=\(2, 3\) does not fit inputs with 1"):
         net.kernel(_images(2, (2, 7)))
-    with pytest.raises(ValueError, match=r"window=\(2, 2, 2\) does not fit inputs with 2"):
-        wl.Serial(wl.Conv(), wl.AvgPool((2, 2, 2)), wl.Flatten()).kernel(_images(2, (2, 5, 5)))
+    with pytest.raises(ValueError, match=r"window=\(2, 2\) does not fit inputs with 1"):
+        wl.Serial(wl.Conv(), wl.AvgPool((2, 2)), wl.Flatten()).kernel(_images(2, (2, 5)))
+    with pytest.raises(ValueError, match=r"window=\(2, 2, 2\) is not a window size"):
+        wl.AvgPool((2, 2, 2))  # three spatial axes: refused at construction
     with pytest.raises(ValueError, match="kernel_size=0"):
         wl.Conv(kernel_size=0)
 

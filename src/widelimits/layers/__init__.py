@@ -10,11 +10,8 @@ from .activations import (
     Erf,
     Exp,
     Gaussian,
-    Hermite,
     Identity,
     LeakyReLU,
-    Monomial,
-    Polynomial,
     RectifiedMonomial,
     ReLU,
     Sign,
@@ -27,6 +24,7 @@ from .dense import Dense
 from .elementwise import Elementwise
 from .myrtle import Myrtle
 from .normalization import Dropout, LayerNorm
+from .polynomial import Hermite, Monomial, Polynomial
 from .pooling import AvgPool, Flatten, GlobalAvgPool, SumPool
 
 __all__ = [

@@ -18,11 +18,12 @@ from torch import Tensor, nn
 
 from .._numerics import angle, correlation, sine
 from ..kernel import Kernel
+from ._concat import Concatenated
 from .base import BuildContext, Layer
 
 __all__ = [
     "Activation", "ABReLU", "ReLU", "LeakyReLU", "Abs", "Erf", "Identity", "GELU", "Sin", "Cos",
-    "Sign", "Exp", "Gaussian", "RBF", "Monomial", "RectifiedMonomial", "Polynomial", "Hermite",
+    "Sign", "Exp", "Gaussian", "RBF", "RectifiedMonomial",
 ]  # fmt: skip
 
 
@@ -42,6 +43,8 @@ class Activation(Layer):
     def kernel_fn(self, k: Kernel) -> Kernel:
         if not isinstance(k, Kernel):
             raise TypeError(f"{type(self).__name__} got several branches; merge them first")
+        if isinstance(k, Concatenated):  # each branch's features separately (see FanInConcat)
+            return k.map_branches(self.kernel_fn)
         if self.requires_gaussian and not k.is_gaussian:
             raise ValueError(
                 f"{type(self).__name__} needs Gaussian pre-activations, but its input is not "
@@ -88,7 +91,7 @@ class ABReLU(Activation):
     """
 
     def __init__(self, a: float, b: float) -> None:
-        self.a, self.b = float(a), float(b)
+        self.a, self.b = _real("a", a), _real("b", b)
 
     def fn(self, x: Tensor) -> Tensor:
         return self.a * torch.clamp(x, max=0) + self.b * torch.clamp(x, min=0)
@@ -116,8 +119,8 @@ class LeakyReLU(ABReLU):
     """phi(x) = max(x, alpha x) for 0 <= alpha <= 1 (`ABReLU` with a=alpha, b=1)."""
 
     def __init__(self, alpha: float = 0.01) -> None:
-        super().__init__(alpha, 1.0)
-        self.alpha = float(alpha)
+        super().__init__(_real("alpha", alpha), 1.0)
+        self.alpha = self.a
 
     def __repr__(self) -> str:
         return f"LeakyReLU(alpha={self.alpha})"
@@ -143,7 +146,7 @@ class Erf(Activation):
     """
 
     def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0) -> None:
-        self.a, self.b, self.c = float(a), float(b), float(c)
+        self.a, self.b, self.c = _real("a", a), _real("b", b), _real("c", c)
 
     def fn(self, x: Tensor) -> Tensor:
         return self.a * torch.erf(self.b * x) + self.c
@@ -193,8 +196,14 @@ def _real(name: str, value) -> float:
     return v
 
 
-def _degree(value) -> int:
-    """``value`` as a non-negative int (Python or numpy integers, or integral floats)."""
+MAX_RECTIFIED_DEGREE = 1000  # the recursion takes n steps (its values overflow far earlier)
+
+
+COEFFICIENTS_OVERFLOW = "its closed-form kernel needs coefficients beyond float64's range"
+
+
+def _degree(value, limit: int, name: str, why: str = COEFFICIENTS_OVERFLOW) -> int:
+    """``value`` as an int in [0, limit] (Python or numpy integers, or integral floats)."""
     n = None
     if not isinstance(value, bool):
         try:
@@ -204,61 +213,14 @@ def _degree(value) -> int:
                 n = int(value)
     if n is None or n < 0:
         raise ValueError(f"degree must be a non-negative integer, got {value!r}")
+    if n > limit:
+        raise ValueError(f"degree {n} is too large for {name} ({why}): use degree <= {limit}")
     return n
 
 
 def _broadcast_zero(k11: Tensor, k22: Tensor, k12: Tensor) -> Tensor:
     """Zeros of the broadcast shape (and promoted dtype) of the three inputs."""
     return torch.zeros_like(k11 + k22 + k12)
-
-
-def _double_factorial(n: int) -> int:
-    """n!! with (-1)!! = 0!! = 1."""
-    return math.prod(range(n, 0, -2)) if n > 0 else 1
-
-
-def _horner(coefs: list[float], x: Tensor) -> Tensor:
-    """sum_m coefs[m] x^m."""
-    out = torch.zeros_like(x) + coefs[-1]
-    for c in reversed(coefs[:-1]):
-        out = out * x + c
-    return out
-
-
-def _hermite_series(
-    table: list[list[float]], shift: float, scale: float, k11: Tensor, k22: Tensor, k12: Tensor
-) -> Tensor:
-    r"""``scale * sum_p p! B_p(k11) B_p(k22) k12^p``, ``B_p(k) = sum_m table[p][m] (k - shift)^m``.
-
-    This is E[phi(u) phi(v)] for a polynomial phi written in the Hermite basis of the standardised
-    inputs: if phi(sqrt(k) z) = sum_p k^{p/2} B_p(k) He_p(z) (up to sqrt(scale)), Mehler's
-    orthogonality E[He_p(z1) He_q(z2)] = delta_pq p! rho^p gives the sum, and
-    (k11 k22)^{p/2} rho^p = k12^p.  The result is a polynomial in (k11, k22, k12): exact, smooth
-    and free of square roots, so gradients are finite everywhere, including rho = +-1.
-    """
-    zero = _broadcast_zero(k11, k22, k12)
-    out = zero
-    for p in reversed(range(len(table))):
-        out = out * k12
-        if any(c != 0 for c in table[p]):
-            term = _horner(table[p], k11 - shift) * _horner(table[p], k22 - shift)
-            out = out + math.factorial(p) * term
-    return scale * out + zero
-
-
-def _monomial_table(coef: list[float]) -> list[list[float]]:
-    r"""Table for `_hermite_series` (shift 0) of phi(x) = sum_i coef[i] x^i.
-
-    From x^i = sum_m i! / (m! 2^m (i - 2m)!) He_{i-2m}(x) (Isserlis / the Hermite expansion of a
-    monomial), x = sqrt(k) z gives, for p = i - 2m, B_p(k) = sum_m coef[p + 2m] c(p, m) k^m with
-    the integer c(p, m) = (p + 2m)! / (p! m! 2^m) = binom(p + 2m, 2m) (2m - 1)!!.
-    """
-    n = len(coef)
-    return [
-        [coef[p + 2 * m] * (math.comb(p + 2 * m, 2 * m) * _double_factorial(2 * m - 1))
-         for m in range((n - 1 - p) // 2 + 1)]
-        for p in range(n)
-    ]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,6 +246,8 @@ class GELU(Activation):
     """
 
     def __init__(self, approximate: bool = False) -> None:
+        if not isinstance(approximate, bool):
+            raise ValueError(f"approximate must be True or False, got {approximate!r}")
         if approximate:
             raise ValueError(
                 "GELU(approximate=True) has no closed-form kernel; use "
@@ -506,7 +470,9 @@ class RectifiedMonomial(Activation):
     """
 
     def __init__(self, degree: int) -> None:
-        self.degree = _degree(degree)
+        self.degree = _degree(
+            degree, MAX_RECTIFIED_DEGREE, "RectifiedMonomial", "its recursion takes n steps"
+        )
 
     def fn(self, x: Tensor) -> Tensor:
         if self.degree == 0:
@@ -532,153 +498,3 @@ class RectifiedMonomial(Activation):
             return t, None
         tdot = zero if n == 0 else n**2 * self._t(n - 1, rho, prod, k12, zero)
         return t, tdot
-
-
-# --------------------------------------------------------------------------------------------
-# Polynomials: exact Gaussian moments through Hermite expansions.
-
-
-class Polynomial(Activation):
-    r"""phi(x) = coef[0] + coef[1] x + ... + coef[n] x^n (numpy.polynomial order).
-
-    Expanding each x^i = sum_m i! / (m! 2^m (i - 2m)!) He_{i-2m}(x) in Hermite polynomials of the
-    standardised input (Isserlis' theorem in another guise) and using Mehler's orthogonality
-    E[He_p(z1) He_q(z2)] = delta_pq p! rho^p::
-
-        T    = sum_p p! B_p(k11) B_p(k22) k12^p,
-        B_p(k) = sum_m coef[p + 2m] (p + 2m)! / (p! m! 2^m) k^m,
-
-    and Tdot is the same sum for phi' (coefficients (i + 1) coef[i + 1]).  The kernel is a
-    polynomial in (k11, k22, k12): exact in float64 up to rounding, with finite gradients
-    everywhere.
-
-    Args:
-        coef: the coefficients, lowest degree first (a non-empty sequence of finite reals).
-    """
-
-    def __init__(self, coef) -> None:
-        if isinstance(coef, Tensor):
-            coef = coef.detach().cpu().tolist()
-        try:
-            if isinstance(coef, str | bytes):
-                raise TypeError
-            values = list(coef)
-        except TypeError:
-            raise ValueError(f"coef must be a sequence of numbers, got {coef!r}") from None
-        if not values:
-            raise ValueError("coef must have at least one coefficient")
-        self.coef = tuple(_real(f"coef[{i}]", c) for i, c in enumerate(values))
-        self._table = _monomial_table(list(self.coef))
-        deriv = [i * c for i, c in enumerate(self.coef)][1:]
-        self._dtable = _monomial_table(deriv) if deriv else None
-
-    def fn(self, x: Tensor) -> Tensor:
-        return _horner(list(self.coef), x)
-
-    def dual(self, k11, k22, k12, need_dot):
-        t = _hermite_series(self._table, 0.0, 1.0, k11, k22, k12)
-        if not need_dot:
-            return t, None
-        if self._dtable is None:
-            return t, torch.zeros_like(t)
-        return t, _hermite_series(self._dtable, 0.0, 1.0, k11, k22, k12)
-
-
-class Monomial(Activation):
-    r"""phi(x) = x^n.
-
-    From x^n = sum_m n! / (m! 2^m (n - 2m)!) He_{n-2m}(x) and Mehler's orthogonality
-    (see `Polynomial`)::
-
-        T    = sum_{m <= n/2} (n!)^2 / ((m!)^2 4^m (n - 2m)!) (k11 k22)^m k12^{n - 2m}
-        Tdot = n^2 T_{n-1}       (T_{n-1}: T of degree n - 1)
-
-    e.g. T = k12 (n = 1), 2 k12^2 + k11 k22 (n = 2), 6 k12^3 + 9 k11 k22 k12 (n = 3).
-
-    Args:
-        degree: the power n, a non-negative integer (x^0 = 1).
-    """
-
-    def __init__(self, degree: int) -> None:
-        self.degree = _degree(degree)
-
-    def fn(self, x: Tensor) -> Tensor:
-        return x**self.degree
-
-    @staticmethod
-    def _t(n: int, k11: Tensor, k22: Tensor, k12: Tensor) -> Tensor:
-        prod = k11 * k22
-        out = _broadcast_zero(k11, k22, k12)
-        for m in range(n // 2 + 1):
-            c = math.factorial(n) ** 2 // (
-                math.factorial(m) ** 2 * 4**m * math.factorial(n - 2 * m)
-            )
-            out = out + c * prod**m * k12 ** (n - 2 * m)
-        return out
-
-    def dual(self, k11, k22, k12, need_dot):
-        n = self.degree
-        t = self._t(n, k11, k22, k12)
-        if not need_dot:
-            return t, None
-        return t, (torch.zeros_like(t) if n == 0 else n**2 * self._t(n - 1, k11, k22, k12))
-
-
-class Hermite(Activation):
-    r"""phi(x) = He_n(x) / sqrt(n!): the probabilists' Hermite polynomial, normalised so that
-    E[phi(z)^2] = 1 for z ~ N(0, 1).
-
-    The scaling identity He_n(s z) = sum_m n! / (m! (n-2m)! 2^m) s^{n-2m} (s^2 - 1)^m He_{n-2m}(z)
-    and Mehler's orthogonality give, with p = n - 2m::
-
-        T    = sum_{m <= n/2} n! / (p! (m!)^2 4^m) ((k11 - 1)(k22 - 1))^m k12^p
-        Tdot = n T_{n-1}          (He_n' = n He_{n-1}; T_{n-1}: T of degree n - 1)
-
-    For unit variances (k11 = k22 = 1) this is T = rho^n: the Hermite polynomials are
-    orthonormal.
-
-    Args:
-        degree: n, a non-negative integer.
-        assume_unit_variance: use T = k12^n, Tdot = n k12^{n-1}, the formula of neural-tangents'
-            ``Hermite``, which assumes k11 = k22 = 1 (e.g. after `LayerNorm`) and is wrong
-            otherwise.  Only for reproducing neural-tangents; the default is exact for every
-            variance (and agrees with it when the variances are 1).
-    """
-
-    def __init__(self, degree: int, assume_unit_variance: bool = False) -> None:
-        self.degree = _degree(degree)
-        self.assume_unit_variance = bool(assume_unit_variance)
-
-    def fn(self, x: Tensor) -> Tensor:
-        n = self.degree
-        coefs = [0.0] * (n + 1)  # He_n(x) = sum_m (-1)^m n! / (m! (n - 2m)! 2^m) x^(n - 2m)
-        for m in range(n // 2 + 1):
-            coefs[n - 2 * m] = (
-                (-1) ** m
-                * math.factorial(n)
-                // (math.factorial(m) * math.factorial(n - 2 * m) * 2**m)
-            )
-        return _horner(coefs, x) / math.sqrt(math.factorial(n))
-
-    @staticmethod
-    def _t(n: int, k11: Tensor, k22: Tensor, k12: Tensor) -> Tensor:
-        table = [[] for _ in range(n + 1)]
-        for p in range(n + 1):
-            m, odd = divmod(n - p, 2)
-            row = [0.0] * (m + 1)
-            if not odd:  # B_p(k) = n! / (p! m! 2^m) (k - 1)^m, scaled by 1 / n! overall
-                row[m] = math.factorial(n) // (math.factorial(p) * math.factorial(m) * 2**m)
-            table[p] = row
-        return _hermite_series(table, 1.0, 1.0 / math.factorial(n), k11, k22, k12)
-
-    def dual(self, k11, k22, k12, need_dot):
-        n = self.degree
-        if self.assume_unit_variance:
-            zero = _broadcast_zero(k11, k22, k12)
-            t = k12**n + zero
-            tdot = (zero if n == 0 else n * k12 ** (n - 1) + zero) if need_dot else None
-            return t, tdot
-        t = self._t(n, k11, k22, k12)
-        if not need_dot:
-            return t, None
-        return t, (torch.zeros_like(t) if n == 0 else n * self._t(n - 1, k11, k22, k12))

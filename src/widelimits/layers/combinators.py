@@ -13,9 +13,14 @@ import torch
 from torch import Tensor, nn
 
 from ..kernel import Kernel
+from ._concat import align_branches, concatenate
 from .base import BuildContext, Layer, SpatialFeatures
 
 __all__ = ["Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat", "FanInProd", "Residual"]
+
+
+MAX_BRANCHES = 1024
+"""Most branches a `FanOut` makes: every branch's kernel is computed separately."""
 
 
 def _as_layers(layers: Sequence) -> tuple[Layer, ...]:
@@ -111,8 +116,11 @@ class FanOut(Layer):
     """Copies its input into ``n`` identical branches."""
 
     def __init__(self, n: int) -> None:
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"FanOut(n) needs a positive integer, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BRANCHES:
+            raise ValueError(
+                f"FanOut(n) needs a number of branches n between 1 and {MAX_BRANCHES} (each branch "
+                f"is computed separately), got {n!r}"
+            )
         self.n = n
 
     def kernel_fn(self, k):
@@ -167,6 +175,9 @@ class FanInSum(Layer):
         widths = {ki.width for ki in ks}
         if len(widths) > 1:
             raise ValueError(f"FanInSum branches have different widths {sorted(map(str, widths))}")
+        pieces = align_branches(ks, "FanInSum")
+        if pieces is not None:  # a concatenation: sum piece by piece (see _concat)
+            return concatenate([_weighted(p, [1.0] * len(p)) for p in pieces])
         return _weighted(ks, [1.0] * len(ks))
 
     def build_module(self, in_features, ctx: BuildContext):
@@ -182,28 +193,23 @@ class FanInSumModule(nn.Module):
 
 
 class FanInConcat(Layer):
-    """Concatenates branches along the feature axis.
+    r"""Concatenates branches along the feature (channel) axis.
 
-    Each feature of the result comes from one branch, so the per-feature kernel is the average of
-    the branches' kernels weighted by their share of the features: equal weights for infinite
-    hidden branches (built with the same width), proportional to ``out`` for finite ones.
+    Feature i of the result comes from one branch b, so a layer that reads a linear combination
+    of all features (Dense, Conv) sees the average of the branches' kernels weighted by their
+    shares w_b of the features: equal for infinite hidden branches (built with the same width),
+    proportional to ``out`` for fixed-width ones (as neural-tangents weighs by channel counts)::
+
+        K' = sum_b w_b K_b,    Theta' = sum_b w_b Theta_b
+
+    The concatenation is not one Gaussian process with that average, so the state remembers
+    the branches (`widelimits.layers._concat.Concatenated`): an activation (or pooling,
+    Flatten, a FanInSum with the block's shortcut) after it acts on each branch separately,
+    T = sum_b w_b T_phi(K_b), exactly as on the finite network.
     """
 
     def kernel_fn(self, k):
-        ks = _branches(k, "FanInConcat")
-        widths = [ki.width for ki in ks]
-        if all(w is None for w in widths):
-            weights = [1.0 / len(ks)] * len(ks)
-            width = None
-        elif all(w is not None for w in widths):
-            weights = [w / sum(widths) for w in widths]
-            width = sum(widths)
-        else:
-            raise ValueError(
-                "FanInConcat cannot mix infinite hidden branches with fixed-width branches "
-                f"(widths {widths}): their shares of the features are undefined"
-            )
-        return _weighted(ks, weights, width=width)
+        return concatenate(_branches(k, "FanInConcat"))
 
     def build_module(self, in_features, ctx: BuildContext):
         _branches(in_features, "FanInConcat")
@@ -228,6 +234,9 @@ class FanInProd(Layer):
 
     def kernel_fn(self, k):
         ks = _branches(k, "FanInProd")
+        pieces = align_branches(ks, "FanInProd")
+        if pieces is not None:  # a concatenation: multiply piece by piece (see _concat)
+            return concatenate([self.kernel_fn(p) for p in pieces])
 
         def prod(field: str, skip: int = -1) -> Tensor:
             out = None
@@ -267,4 +276,6 @@ def Residual(*block: Layer, shortcut: Layer | None = None) -> Serial:
     """
     from .activations import Identity
 
+    if shortcut is not None and not isinstance(shortcut, Layer):
+        raise TypeError(f"shortcut must be a widelimits layer or None, got {shortcut!r}")
     return Serial(FanOut(2), Parallel(Serial(*block), shortcut or Identity()), FanInSum())

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
 from ..kernel import Kernel
-from ._spatial import SpatialPad, as_tuple, check_padding, conv_sum, pads
+from ._spatial import (
+    SpatialPad,
+    as_tuple,
+    check_fits,
+    check_padding,
+    check_sizes,
+    conv_sum,
+    pads,
+)
 from .base import BuildContext, SpatialFeatures
 from .dense import WeightLayer
 
@@ -54,13 +63,13 @@ class Conv(WeightLayer):
         parametrization: str = "ntk",
         trainable: bool = True,
     ) -> None:
+        if not isinstance(trainable, bool):
+            raise ValueError(f"trainable must be True or False, got {trainable!r}")
         super().__init__(out, W_std, b_std, parametrization, trainable)
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.padding = check_padding(padding)
         # Checked again against the inputs' number of spatial axes when used.
-        for name, value in (("kernel_size", kernel_size), ("stride", stride)):
-            as_tuple(name, value, 1 if isinstance(value, int) else len(value))
+        self.kernel_size = check_sizes("kernel_size", kernel_size)
+        self.stride = check_sizes("stride", stride)
+        self.padding = check_padding(padding)
 
     def _geometry(self, d: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         if d not in (1, 2):
@@ -94,6 +103,27 @@ class Conv(WeightLayer):
         window, stride = self._geometry(d)
         out = self.out if self.out is not None else ctx.next_width()
         channels = in_features.channels
+        size = tuple(
+            pads(n, w, s, self.padding)[2]
+            for n, w, s in zip(in_features.size, window, stride, strict=True)
+        )
+        itemsize = torch.empty((), dtype=ctx.dtype).element_size()
+        check_fits(
+            f"Conv(kernel_size={self.kernel_size!r})",
+            f"the weights of {out} x {channels} channels x {math.prod(window)} taps",
+            out * channels * math.prod(window), itemsize,
+            "use a smaller kernel_size, fewer channels or a smaller width (the infinite-width "
+            "kernel needs none of this memory: its taps past the image size are merged)",
+        )  # fmt: skip
+        if self.padding != "valid":
+            padded = channels * math.prod(
+                n + sum(pads(n, w, s, self.padding)[:2])
+                for n, w, s in zip(in_features.size, window, stride, strict=True)
+            )
+            check_fits(
+                f"Conv(kernel_size={self.kernel_size!r})", "one padded input example", padded,
+                itemsize, "use a smaller kernel_size",
+            )  # fmt: skip
         sc = self.weight_scales(channels * math.prod(window), ctx)
         # skip_init: no default initialisation, which would draw from torch's global generator.
         conv = skip_init(
@@ -106,10 +136,6 @@ class Conv(WeightLayer):
         conv.weight_multiplier, conv.bias_multiplier = float(sc["w_mult"]), float(sc["b_mult"])
         conv.lr_scale, conv.parametrization = float(sc["lr_scale"]), sc["name"]
         conv.requires_grad_(self.has_parameters)
-        size = tuple(
-            pads(n, w, s, self.padding)[2]
-            for n, w, s in zip(in_features.size, window, stride, strict=True)
-        )
         module = (
             conv
             if self.padding == "valid"

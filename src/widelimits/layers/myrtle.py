@@ -28,7 +28,7 @@ def Myrtle(
     three final poolings take 32x32 inputs down to one pixel (global average pooling); other
     sizes keep ``size / 32`` pixels per axis before Flatten.
     """
-    if depth not in BLOCKS:
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth not in BLOCKS:
         raise ValueError(f"Myrtle depth must be one of {sorted(BLOCKS)}, got {depth!r}")
     layers: list[Layer] = []
     for stage, n in enumerate(BLOCKS[depth]):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..kernel import Kernel, pixel_diagonal
-from ._spatial import SpatialPad, as_tuple, check_padding, pads, pool_sum
+from ._concat import per_branch
+from ._spatial import SpatialPad, as_tuple, check_fits, check_padding, check_sizes, pads, pool_sum
 from .base import BuildContext, Layer, SpatialFeatures
 
 __all__ = ["AvgPool", "SumPool", "GlobalAvgPool", "Flatten"]
@@ -61,26 +63,26 @@ class AvgPool(Layer):
         stride: int | tuple[int, ...] | None = None,
         padding: str = "valid",
     ) -> None:
-        self.window = window
-        self.stride = window if stride is None else stride
+        self.window = check_sizes("window", window)
+        self.stride = self.window if stride is None else check_sizes("stride", stride)
         self.padding = check_padding(padding)
-        for name, value in (("window", window), ("stride", self.stride)):
-            as_tuple(name, value, 1 if isinstance(value, int) else len(value))
 
     def _geometry(self, d: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return as_tuple("window", self.window, d), as_tuple("stride", self.stride, d)
 
     def kernel_fn(self, k: Kernel) -> Kernel:
-        k = _spatial_state(k, type(self).__name__)
+        return per_branch(_spatial_state(k, type(self).__name__), self._pool_kernel)
+
+    def _pool_kernel(self, k: Kernel) -> Kernel:
         if k.layout != "full":
             raise ValueError(f"{type(self).__name__} needs the full pixel-pair layout")
         d = k.spatial_ndim
         window, stride = self._geometry(d)
-        norm = math.prod(window) ** 2 if self._average else 1
+        norm = float(math.prod(window)) ** 2 if self._average else 1.0  # no int64 overflow
 
         def pool(t: Tensor) -> Tensor:
             t = pool_sum(t, d, window, stride, self.padding)
-            return t / norm if norm != 1 else t
+            return t / norm if norm != 1.0 else t
 
         return k.map_all(pool, ntk=True)
 
@@ -88,9 +90,15 @@ class AvgPool(Layer):
         features = _spatial_features(in_features, type(self).__name__)
         d = len(features.size)
         window, stride = self._geometry(d)
-        size = tuple(
-            pads(n, w, s, self.padding)[2]
-            for n, w, s in zip(features.size, window, stride, strict=True)
+        geometry = list(zip(features.size, window, stride, strict=True))
+        size = tuple(pads(n, w, s, self.padding)[2] for n, w, s in geometry)
+        padded = math.prod(n + sum(pads(n, w, s, self.padding)[:2]) for n, w, s in geometry)
+        check_fits(
+            f"{type(self).__name__}(window={self.window!r})",
+            "one padded input example and its windows",
+            features.channels * max(padded, math.prod(size) * math.prod(window)),
+            torch.empty((), dtype=ctx.dtype).element_size(),
+            "use a smaller window (the infinite-width kernel merges the taps past the image)",
         )
         pool = PoolModule(window, stride, 1.0 if self._average else float(math.prod(window)))
         module = (
@@ -136,7 +144,9 @@ class GlobalAvgPool(Layer):
     mixes_pixels = True
 
     def kernel_fn(self, k: Kernel) -> Kernel:
-        k = _spatial_state(k, "GlobalAvgPool")
+        return per_branch(_spatial_state(k, "GlobalAvgPool"), self._pool_kernel)
+
+    def _pool_kernel(self, k: Kernel) -> Kernel:
         if k.layout != "full":
             raise ValueError("GlobalAvgPool needs the full pixel-pair layout")
         d = k.spatial_ndim
@@ -168,6 +178,9 @@ class Flatten(Layer):
     def kernel_fn(self, k: Kernel) -> Kernel:
         if not isinstance(k, Kernel):
             raise TypeError("Flatten got several branches; merge them first")
+        return per_branch(k, self._flatten_kernel)
+
+    def _flatten_kernel(self, k: Kernel) -> Kernel:
         if k.layout == "none":
             return k
         d = k.spatial_ndim
