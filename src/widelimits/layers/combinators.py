@@ -118,8 +118,8 @@ class FanOut(Layer):
     def __init__(self, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BRANCHES:
             raise ValueError(
-                f"FanOut(n) needs a number of branches n between 1 and {MAX_BRANCHES} (each branch "
-                f"is computed separately), got {n!r}"
+                f"FanOut(n) needs a positive integer number of branches n of at most "
+                f"{MAX_BRANCHES} (each branch is computed separately), got {n!r}"
             )
         self.n = n
 
