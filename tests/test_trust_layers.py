@@ -60,8 +60,9 @@ def _cases():
         add(f"Conv-padding-{bad!r}", lambda bad=bad: wl.Conv(padding=bad), ValueError, "padding")
     for bad in (0, -1, 2.5, "8", True):
         add(f"Conv-out-{bad!r}", lambda bad=bad: wl.Conv(bad), ValueError, r"out")
-    for bad in (-1.0, NAN, INF, None):
+    for bad in (-1.0, NAN, INF):
         add(f"Conv-W_std-{bad!r}", lambda bad=bad: wl.Conv(W_std=bad), ValueError, "W_std")
+    add("Conv-W_std-None", lambda: wl.Conv(W_std=None), TypeError, "W_std")
     for bad in (-0.5, NAN, INF):
         add(f"Conv-b_std-{bad!r}", lambda bad=bad: wl.Conv(b_std=bad), ValueError, "b_std")
     for bad in ("NTK", "mup", None):
