@@ -12,6 +12,7 @@ tiling estimate.  Each failure raises `UsageError` with a message that names the
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 from pathlib import Path
@@ -25,6 +26,12 @@ __all__ = ["UsageError", "check_arguments", "check_output_folder"]
 EXAMPLE_ARRAYS = ("data", "data2", "test_data")
 TARGET_ARRAYS = ("targets", "test_targets")
 STORES = ("store", "cross")  # options that name existing kernel stores (folders)
+# (argparse destination, test, what is expected) for numbers that argparse's type lets through
+NUMBERS = (
+    ("tol", lambda v: 0 < v < math.inf, "a positive finite number"),
+    ("max_iter", lambda v: v >= 1, "at least 1"),
+    ("workers", lambda v: v >= 1, "at least 1"),
+)
 GiB = 2**30
 
 
@@ -110,7 +117,7 @@ def _check_kernel_sizes(args: argparse.Namespace, net, shapes: dict) -> None:
     """One pair of examples must fit the library's tile budget; a store must fit its disk."""
     import torch
 
-    from ._compute import _layout, _pair_entries, _tile_edge
+    from ._compute import _layout, _pair_entries, _tile_edge, available_memory
 
     shape = shapes["data"][0]
     if len(shape) not in (2, 3, 4):
@@ -123,19 +130,51 @@ def _check_kernel_sizes(args: argparse.Namespace, net, shapes: dict) -> None:
         raise UsageError(f"--arch on --data of shape {shape}: {err}") from None
     if not hasattr(args, "tile"):  # only `kernel compute` writes a store (at --out)
         return
-    n2 = shapes["data2"][0][0] if "data2" in shapes else shape[0]
-    gets = len(args.get) if isinstance(args.get, list | tuple) else 1
-    needed = shape[0] * n2 * itemsize * gets
-    folder = Path(args.out).expanduser().absolute()
+    n1 = shape[0]
+    n2 = shapes["data2"][0][0] if "data2" in shapes else n1
+    gets = len(args.get)
+    # the store's chunks are whole tiles, even where the kernel is smaller than one tile
+    tile_bytes = args.tile**2 * itemsize * gets
+    if tile_bytes > (free_memory := available_memory(torch.device("cpu"))):
+        raise UsageError(
+            f"--tile {args.tile}: one tile of {args.tile} x {args.tile} kernel entries needs "
+            f"{_gib(tile_bytes)} of memory, but {_gib(free_memory)} are available: use a "
+            "smaller --tile"
+        )
+    out = Path(args.out).expanduser().absolute()
+    folder = out
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    # a store being resumed already holds part of its data
+    held = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.is_dir() else 0
+    needed = n1 * n2 * itemsize * gets - held
     free = shutil.disk_usage(folder).free
     if needed > free:
         raise UsageError(
-            f"--out {args.out}: a store of {shape[0]} x {n2} kernel entries "
-            f"({' and '.join(args.get) if gets > 1 else args.get[0]}) needs {_gib(needed)} on "
-            f"disk, but {_gib(free)} are free there: choose another folder or fewer examples"
+            f"--out {args.out}: a store of {n1} x {n2} kernel entries ({' and '.join(args.get)}) "
+            f"needs {_gib(needed)} more on disk, but {_gib(free)} are free there: choose another "
+            "folder or fewer examples"
         )
+
+
+def _check_rows(shapes: dict) -> None:
+    """Targets have one row per example of the inputs they go with."""
+    for examples, targets in (("data", "targets"), ("test_data", "test_targets")):
+        if examples in shapes and targets in shapes:
+            n, m = shapes[examples][0][:1], shapes[targets][0][:1]
+            if n != m:
+                raise UsageError(
+                    f"{_option(targets)} has {m[0] if m else 'no'} rows but {_option(examples)} "
+                    f"has {n[0] if n else 'no'} examples: give one target row per example"
+                )
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Numeric options whose argparse type accepts values that cannot work."""
+    for dest, valid, expected in NUMBERS:
+        value = getattr(args, dest, None)
+        if value is not None and not valid(value):
+            raise UsageError(f"{_option(dest)} must be {expected}, got {value}")
 
 
 def _check_training_sizes(args: argparse.Namespace) -> None:
@@ -177,7 +216,9 @@ def _check_stores(args: argparse.Namespace) -> None:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Raise `UsageError` for options of ``args`` that cannot work (see the module docstring)."""
+    _check_numbers(args)
     shapes = _check_arrays(args)
+    _check_rows(shapes)
     _check_stores(args)
     arch = getattr(args, "arch", None)
     net = None

@@ -9,6 +9,12 @@ Each subcommand is one ``_add_<name>(subparsers)`` function that declares its op
     widelimits limits sweep [--out DIR] [--scalings ...] [--widths ...] [--quick] ...
     widelimits linear [--out DIR] [--q 1] [--d 20] [--k 3] [--n 10] [--widths ...] [--quick] ...
     widelimits kernel compute|solve ...   (see widelimits/scale/cli.py)
+    widelimits --traceback COMMAND ...    (full tracebacks of errors, for debugging)
+
+Before a command runs, `check_arguments` checks the options it has (input files, ``--key``,
+``--arch``, sizes that cannot fit).  A mistake in the command line or its inputs prints one line,
+``widelimits: error: ...`` naming the option, and exits with status 2, as argparse does; see
+`USER_ERRORS` for what counts as one.
 """
 
 from __future__ import annotations
