@@ -12,6 +12,7 @@ import inspect
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -238,11 +239,12 @@ def test_fuzz_layer_calls_give_a_layer_or_a_value_error(items):
 
 # ------------------------------------------------------------------------------------ CLI
 def _fake_npy(path, shape, dtype="<f4"):
-    """A .npy file whose header announces ``shape`` but holds no data (checks read headers)."""
+    """A .npy file of ``shape`` that takes no disk space (sparse: the checks read headers)."""
     with open(path, "wb") as f:
         np.lib.format.write_array_header_1_0(
             f, {"descr": dtype, "fortran_order": False, "shape": shape}
         )
+        f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
     return path
 
 
@@ -258,10 +260,13 @@ def files(tmp_path_factory):
     np.save(tmp / "objects.npy", np.array([{}], dtype=object), allow_pickle=True)
     np.savez(tmp / "two.npz", a=np.zeros((6, 4)), b=np.ones((6, 4)))
     (tmp / "empty.npy").write_bytes(b"")
+    with zipfile.ZipFile(tmp / "junk.npz", "w") as z:
+        z.writestr("a.npy", b"\x93NUMPY garbage")
     (tmp / "text.npy").write_text("1, 2, 3\n")
     (tmp / "folder.npy").mkdir()
     _fake_npy(tmp / "huge_images.npy", (2, 1, 2048, 2048))
     _fake_npy(tmp / "many.npy", (10**8, 3))
+    _fake_npy(tmp / "truncated.npy", (6, 3)).write_bytes((tmp / "truncated.npy").read_bytes()[:-9])
     return tmp
 
 
@@ -316,6 +321,8 @@ CLI_CASES = [
     (lambda t: _solve(t, "--test-data", str(t / "x.npy"), "--test-targets",
                       str(t / "strings.npy")), "--test-targets", "6 examples"),  # fmt: skip
     (lambda t: _solve(t, "--targets", str(t / "missing.npy")), "--targets", "no such file"),
+    (lambda t: _solve(t, "--targets", str(t / "truncated.npy")), "--targets", "truncated"),
+    (lambda t: _compute(t, data="junk.npz"), "--data", "not a readable"),
     (lambda t: _solve(t, "--targets", str(t / "empty.npy")), "--targets", "not a readable"),
     (lambda t: _solve(t, "--test-data", str(t / "x.npy"), "--test-targets",
                       str(t / "nope.npy")), "--test-targets", "no such file"),  # fmt: skip

@@ -15,6 +15,7 @@ import argparse
 import math
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,18 @@ def _gib(nbytes: float) -> str:
     return f"{nbytes / GiB:.3g} GiB"
 
 
+def _header(f, read_all) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the ``.npy`` header at the start of the open file ``f``."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+    if version in readers:
+        shape, _, dtype = readers[version](f)
+        return tuple(shape), dtype
+    array = read_all()  # a rare newer format version: read it the ordinary way
+    return array.shape, array.dtype
+
+
 def _array_header(dest: str, path: str, key: str | None) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of the array in a ``.npy`` / ``.npz`` file, reading only its header."""
     option, p = _option(dest), Path(path)
@@ -54,39 +67,40 @@ def _array_header(dest: str, path: str, key: str | None) -> tuple[tuple[int, ...
         raise UsageError(f"{option} {path}: no such file")
     if not p.is_file():
         raise UsageError(f"{option} {path} is not a file (a .npy or .npz array is needed)")
+    unreadable = f"{option} {path} is not a readable .npy or .npz array"
     try:
         with open(p, "rb") as f:
-            magic = f.read(6)
-            f.seek(0)
-            if magic == b"\x93NUMPY":
-                fmt = np.lib.format
-                version = fmt.read_magic(f)
-                read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
-                if version in read:
-                    shape, _, dtype = read[version](f)
-                    return shape, dtype
-        data = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise UsageError(f"{option} {path} is not a readable .npy or .npz array: {err}") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):  # pragma: no cover - .npy handled above
-        raise UsageError(f"{option} {path} is not a .npy or .npz array")
-    with data:
-        names = list(data.files)
-        if key is not None and key not in names:
-            raise UsageError(
-                f"--key {key!r} is not an array of {option} {path}; it holds "
-                f"{', '.join(map(repr, names)) or 'no arrays'}"
-            )
-        if key is None and len(names) != 1:
-            raise UsageError(
-                f"{option} {path} holds {len(names)} arrays: choose one with --key "
-                f"({', '.join(map(repr, names)) or 'none'})"
-            )
-        try:
-            array = data[key or names[0]]
-        except (OSError, ValueError, EOFError) as err:
-            raise UsageError(f"{option} {path}: its array cannot be read: {err}") from None
-        return array.shape, array.dtype
+            if f.read(6) == b"\x93NUMPY":
+                f.seek(0)
+                shape, dtype = _header(f, lambda: np.load(p, mmap_mode="r", allow_pickle=False))
+                expected = f.tell() + math.prod(shape) * dtype.itemsize
+                if not dtype.hasobject and p.stat().st_size < expected:
+                    raise UsageError(
+                        f"{option} {path} is truncated: its header announces an array of shape "
+                        f"{shape}, {expected} bytes in all, but the file has "
+                        f"{p.stat().st_size}"
+                    )
+                return shape, dtype
+        if not zipfile.is_zipfile(p):
+            raise UsageError(unreadable)
+        with zipfile.ZipFile(p) as z:
+            names = [n.removesuffix(".npy") for n in z.namelist()]
+            if key is not None and key not in names:
+                raise UsageError(
+                    f"--key {key!r} is not an array of {option} {path}; it holds "
+                    f"{', '.join(map(repr, names)) or 'no arrays'}"
+                )
+            if key is None and len(names) != 1:
+                raise UsageError(
+                    f"{option} {path} holds {len(names)} arrays: choose one with --key "
+                    f"({', '.join(map(repr, names)) or 'none'})"
+                )
+            member = z.namelist()[names.index(key if key is not None else names[0])]
+            with z.open(member) as f:
+                read_all = lambda: np.lib.format.read_array(z.open(member))  # noqa: E731
+                return _header(f, read_all)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise UsageError(f"{unreadable}: {err}") from None
 
 
 def _check_arrays(args: argparse.Namespace) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
