@@ -25,7 +25,7 @@ __all__ = ["parse_architecture", "MAX_LENGTH", "MAX_DEPTH", "MAX_WORK"]
 NOT_LAYERS = ("Layer", "BuildContext", "SpatialFeatures", "Activation")
 MAX_LENGTH = 10_000  # characters of an architecture
 MAX_DEPTH = 32  # nested brackets, and nested expressions in the parsed tree
-MAX_WORK = 4096  # sum of the loop sizes below over the whole network
+MAX_WORK = 4096  # LOOP_COSTS summed over the network's layers
 MAX_INT = 2**63 - 1  # integers beyond int64 are no layer's size
 # Layer attributes that set how often the kernel map loops over tile-sized tensors, and what a
 # value costs: windows along each axis their size, polynomial degrees their value, coefficient
@@ -201,12 +201,9 @@ def _bracket_depth(spec: str) -> int:
 
 def _loop_work(net: Layer) -> tuple[int, str]:
     """Sum of the loop costs (`LOOP_COSTS`) over the network, and its largest term."""
-    total, largest, largest_cost, stack, seen = 0, "", -1, [net], set()
-    while stack:
+    total, largest, largest_cost, stack = 0, "", -1, [net]
+    while stack:  # a layer used twice (Myrtle's poolings) runs, and counts, twice
         layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
         for attr, cost_of in LOOP_COSTS.items():
             value = getattr(layer, attr, None)
             try:
