@@ -6,7 +6,8 @@ file, kernel stores that are folders, an ``--arch`` that parses, and sizes that 
 (`check_output_folder` checks an output folder when a command is about to write one).  Sizes
 are refused when a *lower bound* on the memory or disk they need exceeds what the machine has
 available, so a refused run could not have finished; the per-pair bound is the library's own
-tiling estimate.  Each failure raises `UsageError` with a message that names the option.
+tiling estimate.  Each failure raises `UsageError` with a message that names the option (a bad
+``--arch`` raises `parse_architecture`'s `ValueError`, which does too).
 """
 
 from __future__ import annotations
@@ -234,14 +235,12 @@ def check_arguments(args: argparse.Namespace) -> None:
     shapes = _check_arrays(args)
     _check_rows(shapes)
     _check_stores(args)
-    arch = getattr(args, "arch", None)
-    net = None
-    if arch is not None:
+    if getattr(args, "arch", None) is not None:
         from .layers.spec import parse_architecture
 
-        net = parse_architecture(arch, "--arch")
-    if net is not None and "data" in shapes:
-        _check_kernel_sizes(args, net, shapes)
+        net = parse_architecture(args.arch, "--arch")  # its ValueError names --arch
+        if "data" in shapes:
+            _check_kernel_sizes(args, net, shapes)
     _check_training_sizes(args)
 
 
