@@ -9,6 +9,12 @@ Each subcommand is one ``_add_<name>(subparsers)`` function that declares its op
     widelimits limits sweep [--out DIR] [--scalings ...] [--widths ...] [--quick] ...
     widelimits linear [--out DIR] [--q 1] [--d 20] [--k 3] [--n 10] [--widths ...] [--quick] ...
     widelimits kernel compute|solve ...   (see widelimits/scale/cli.py)
+    widelimits --traceback COMMAND ...    (full tracebacks of errors, for debugging)
+
+Before a command runs, `check_arguments` checks the options it has (input files, ``--key``,
+``--arch``, sizes that cannot fit).  A mistake in the command line or its inputs prints one line,
+``widelimits: error: ...`` naming the option, and exits with status 2, as argparse does; see
+`USER_ERRORS` for what counts as one.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from ._cli_checks import UsageError, check_arguments, check_output_folder
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "UsageError", "USER_ERRORS"]
 
 
 def _missing_extras(command: str, modules: tuple[str, ...] = ("matplotlib",)) -> bool:
@@ -41,6 +48,34 @@ def _missing_extras(command: str, modules: tuple[str, ...] = ("matplotlib",)) ->
     return False
 
 
+def _int_at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     try:
         from .demo import format_summary, run_demo
@@ -49,6 +84,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         return 1
     if _missing_extras("demo", ("sklearn", "matplotlib")):
         return 1
+    check_output_folder(args.out)
     results = run_demo(
         args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
         threads=args.threads,
@@ -83,7 +119,7 @@ def _add_demo(subparsers) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and networks (default 0)")
     p.add_argument(
-        "--threads", type=int, default=None, metavar="N",
+        "--threads", type=_positive_int, default=None, metavar="N",
         help="torch threads for the networks of width >= 2048 (default: torch's setting; "
         "everything else runs on one thread, faster for small matrices; use 1 on a busy "
         "machine)",
@@ -101,39 +137,12 @@ QUICK_SWEEP = dict(
 )  # fmt: skip
 
 
-def _int_at_least(minimum: int):
-    """An argparse type: a whole number >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
-
-
 def _run_limits_plane(args: argparse.Namespace) -> int:
     if _missing_extras("limits plane"):
         return 1
     from .limits import REGIONS, classify, plot_plane
 
+    check_output_folder(args.out)
     out = Path(args.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     fig = plot_plane()
@@ -156,6 +165,7 @@ def _run_limits_plane(args: argparse.Namespace) -> int:
 def _run_limits_sweep(args: argparse.Namespace) -> int:
     if _missing_extras("limits sweep", ("sklearn", "matplotlib")):
         return 1
+    check_output_folder(args.out)
     import torch
 
     from .limits.report import write_report
@@ -262,6 +272,7 @@ _nonnegative_int = _int_at_least(0)
 def _run_linear(args: argparse.Namespace) -> int:
     if _missing_extras("linear"):
         return 1
+    check_output_folder(args.out)
     from .linear.report import format_summary, linear_experiment, write_report
 
     sizes = dict(LINEAR_QUICK if args.quick else LINEAR_DEFAULTS)
@@ -356,20 +367,45 @@ def build_parser() -> argparse.ArgumentParser:
         description="Neural networks in the infinite-width limit: NNGP/NTK kernels in PyTorch.",
     )
     parser.add_argument("--version", action="version", version=f"widelimits {__version__}")
+    parser.add_argument(
+        "--traceback", action="store_true",
+        help="show the full traceback of an error instead of one line (goes before COMMAND)",
+    )  # fmt: skip
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)
     return parser
 
 
+# Errors that mean "the command line or its inputs are wrong": one line on stderr and exit
+# status 2, as argparse does.  The library raises ValueError (bad values, stale stores),
+# MemoryError (sizes that cannot fit) and FloatingPointError (a kernel that overflows) for bad
+# inputs, with a message that says what to do; OSError is a file that is missing, unreadable or
+# in the way.  Any other exception is a bug and keeps its traceback (so does any error with
+# --traceback).
+USER_ERRORS = (UsageError, ValueError, OSError, MemoryError, FloatingPointError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``widelimits`` command; returns the exit status."""
+    """Entry point of the ``widelimits`` command; returns the exit status.
+
+    Options are checked (`check_arguments`) before the command runs; user errors
+    (`USER_ERRORS`) print ``widelimits: error: ...`` and return 2.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help(sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        check_arguments(args)
+        return args.func(args)
+    except USER_ERRORS as err:
+        if args.traceback:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"widelimits: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
