@@ -390,3 +390,16 @@ def test_wrong_number_of_features_into_a_built_model():
     with pytest.raises(ValueError, match="built for 5 input features"):
         model(randn(6).float())
     assert model(randn(3, 5).float()).shape == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("net", "kwargs", "match"),
+    [
+        (wl.Serial(wl.Dense(out=10**12)), {"width": 8}, r"Dense\(out=1000000000000\)"),
+        (wl.Serial(wl.Dense(), wl.ReLU(), wl.Dense(1)), {"width": 10**12}, r"hidden width"),
+    ],
+)
+def test_build_refuses_weights_that_cannot_fit_before_allocating(net, kwargs, match):
+    # 4e12 float32 numbers (16 TB): refused from the size alone, long before torch would try.
+    with pytest.raises(ValueError, match=match):
+        net.build(4, **kwargs)

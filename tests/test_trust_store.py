@@ -588,3 +588,11 @@ def test_fingerprint_sees_every_bit_of_a_float(a, b):
     assert (fingerprint(ta).digest == fingerprint(tb).digest) == same
     fa, fb = eval(f"lambda x: {a!r} * x"), eval(f"lambda x: {b!r} * x")  # noqa: S307
     assert (fingerprint(fa).digest == fingerprint(fb).digest) == same
+
+
+def test_a_tile_past_the_data_is_one_tile_of_the_data(tmp_path):
+    # tile_size=10**9 on 20 examples once asked zarr for 1e9 x 1e9 chunks (7 EiB)
+    store = compute(tmp_path / "k.zarr", tile_size=10**9)
+    assert store.manifest["tile"] == N and len(store.tiles()) == 1
+    dense = NET.kernel(x_train(), get="ntk")
+    torch.testing.assert_close(torch.as_tensor(store.read("ntk")), dense, rtol=1e-12, atol=0)

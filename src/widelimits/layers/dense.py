@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..kernel import Kernel
+from ._spatial import check_fits
 from .base import BuildContext, Layer, SpatialFeatures, check_number
 
 __all__ = ["Dense", "WeightLayer"]
@@ -182,6 +183,12 @@ class Dense(WeightLayer):
         spatial = isinstance(in_features, SpatialFeatures)
         n_in = in_features.channels if spatial else in_features
         out = self.out if self.out is not None else ctx.next_width()
+        check_fits(
+            f"Dense(out={self.out!r})" if self.out is not None else f"Dense (hidden width {out})",
+            f"the weights of {out} x {n_in} features", out * n_in,
+            torch.empty((), dtype=ctx.dtype).element_size(),
+            "use a smaller out or width (the infinite-width kernel needs none of this memory)",
+        )  # fmt: skip
         sc = self.weight_scales(n_in, ctx)
         weight = ctx.randn(out, n_in) * sc["w_init"]
         bias = None if self.b_std is None else ctx.randn(out) * sc["b_init"]

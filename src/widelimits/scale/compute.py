@@ -122,6 +122,8 @@ def compute_kernel_store(
             )
     if not isinstance(tile_size, int) or tile_size < 1:
         raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
+    # A tile past the data would make every zarr chunk that large: one tile holds it all.
+    tile_size = min(tile_size, max(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0]))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     manifest = manifest_for(
         net, x1, x2, gets, x1.dtype, tile_size, torch.device(device).type, fingerprint=fingerprint
