@@ -37,7 +37,21 @@ CHUNK_BYTES = 2**18
 live temporaries then fit in a 2 MiB L2 cache beside the inputs and outputs, and the blocks are
 large enough for torch's fixed cost per operation (a few microseconds) not to matter."""
 
-_ENABLED = os.environ.get("WIDELIMITS_FUSED", "1").strip().lower() not in ("0", "false", "no")
+_ON, _OFF = ("1", "true", "yes", "on", ""), ("0", "false", "no", "off")
+
+
+def _parse_switch(value: str) -> bool:
+    """The value of the ``WIDELIMITS_FUSED`` environment variable as a bool."""
+    v = value.strip().lower()
+    if v not in _ON + _OFF:
+        raise ValueError(
+            f"WIDELIMITS_FUSED must be one of {_ON[:-1] + _OFF} (or empty), got {value!r}: "
+            "set it to 0 for the eager activation maps, 1 (the default) for the fused ones"
+        )
+    return v in _ON
+
+
+_ENABLED = _parse_switch(os.environ.get("WIDELIMITS_FUSED", "1"))
 
 
 def fused_enabled() -> bool:
