@@ -73,7 +73,7 @@ def _both(net, x1, x2=None, **options) -> tuple[wl.Kernel, wl.Kernel]:
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of 40 float64 entries: cut inside rows, pixel axes and examples."""
-    monkeypatch.setattr(fusedmod, "CHUNK_BYTES", 320)
+    monkeypatch.setattr(fusedmod, "BLOCK_ENTRIES", 40)
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
