@@ -44,6 +44,7 @@ def _closed_forms() -> dict[str, wl.Activation]:
         "hermite": wl.Hermite(3),
         "hermite_unit": wl.Hermite(2, assume_unit_variance=True),
         "polynomial": wl.Polynomial([0.1, -0.3, 0.2, 0.05]),
+        "quadrature_tanh": wl.Elementwise(torch.tanh, degree=8),  # the default dual_into
         "user_closed_form": wl.Elementwise(
             torch.tanh, nngp_fn=lambda k11, k22, k12: k12 / (1 + k11 * k22)
         ),
