@@ -11,15 +11,25 @@ It also prints the peak extra memory (resident set growth in a fresh process, in
 N^2 elements of the dtype) and the fraction of the machine's GEMM rate achieved.
 
     python bench/bench_fc_kernel.py [--n 4000] [--d 3072] [--repeats 3] [--no-nt]
+    python bench/bench_fc_kernel.py --fused [--threads 1] [--clock cpu]   # fused vs eager only
 
 Targets (issue 2): <= 1.3x the Gram floor and <= 0.7x neural-tangents at depth 2, <= 0.5x
 neural-tangents at depth 10, peak extra memory at depth 10 <= 3 N^2 elements.
+
+``--fused`` (issue 14) times, interleaved in one run, the Gram product, the kernel with the
+eager activation maps and the kernel with the fused ones (the default), and prints both
+kernel / Gram ratios.  Targets: depth 10 within 1.3x of the Gram product in float32 and 1.25x in
+float64, depth 2 at or under 1.2x.  ``--clock cpu`` measures process CPU time instead of wall
+time: on a loaded machine with one torch thread it is what the computation itself costs,
+whatever share of a core the scheduler gives it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import subprocess
 import sys
 import time
@@ -100,6 +110,58 @@ def nt_time(n: int, d: int, dtype: str, depth: int) -> float | None:
     return json.loads(out.stdout.strip().splitlines()[-1])["best_s"]
 
 
+FUSED_TARGETS = {("float32", 10): 1.3, ("float64", 10): 1.25}
+FUSED_TARGET_SHALLOW = 1.2  # depth 2, both dtypes
+
+
+def _interleaved(fns: dict, repeats: int, clock) -> dict:
+    """Best time of each function over ``repeats`` rounds, one call of each per round (so that
+    a change of load hits all of them alike), after one warm-up round."""
+    best = {name: math.inf for name in fns}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            if round_:
+                best[name] = min(best[name], clock() - start)
+    return best
+
+
+def fused_table(args) -> None:
+    """Kernel / Gram ratios with the eager and the fused activation maps (issue 14)."""
+    from widelimits.layers._fused import fused
+
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    n, d = args.n, args.d
+    print(f"fused vs eager: [Dense(512), ReLU] x depth + Dense(1), {n} x {d}, x2=None")
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, {args.clock} time, ", end="")
+    print(f"best of {args.repeats}; load average {load}")
+    print("dtype    depth  gram_s  eager_s  /gram  fused_s  /gram  target  met")
+    for dtype in args.dtypes:
+        x = inputs(n, d, dtype)
+        for depth in args.depths:
+            net = relu_net(depth)
+
+            def eager(net=net, x=x):
+                with fused(False):
+                    net.kernel(x)
+
+            def fused_call(net=net, x=x):
+                net.kernel(x)
+
+            fns = {"gram": lambda x=x: x @ x.T, "eager": eager, "fused": fused_call}
+            times = _interleaved(fns, args.repeats, clock)
+            target = FUSED_TARGETS.get((dtype, depth), FUSED_TARGET_SHALLOW)
+            g, e, f = times["gram"], times["eager"], times["fused"]
+            print(
+                f"{dtype:8s} {depth:5d}  {g:6.3f}  {e:7.3f}  {e / g:5.2f}  {f:7.3f}  {f / g:5.2f}  "
+                f"{target:6.2f}  {'yes' if f / g <= target else 'no'}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4000)
@@ -109,9 +171,16 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     parser.add_argument("--no-nt", action="store_true", help="skip neural-tangents")
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--fused", action="store_true", help="fused vs eager maps only")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = parser.parse_args()
     if args.child_memory is not None:
         return peak_memory_child(args.n, args.d, args.dtypes[0], args.child_memory)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.fused:
+        return fused_table(args)
 
     n, d = args.n, args.d
     print(f"NNGP+NTK of [Dense(512), ReLU] x depth + Dense(1) on {n} x {d} inputs, x2=None")

@@ -100,7 +100,8 @@ class Kernel:
             return self.self_variances(self.cov1)
         v1, v2 = self.pixel_variances(self.cov1), self.pixel_variances(self.cov2)
         if self.pairs is not None:
-            v1, v2 = v1[self.pairs[0]], v2[self.pairs[1]]
+            # index_select: several times faster than advanced indexing for 1-D indices
+            v1, v2 = v1.index_select(0, self.pairs[0]), v2.index_select(0, self.pairs[1])
         else:
             v1, v2 = v1.unsqueeze(1), v2.unsqueeze(0)
         if self.layout != "full":

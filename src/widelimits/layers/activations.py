@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .._numerics import angle, correlation, sine
 from ..kernel import Kernel
 from ._concat import Concatenated
+from ._fused import can_fuse, layer_map
 from .base import BuildContext, Layer
 
 __all__ = [
@@ -37,8 +38,44 @@ class Activation(Layer):
         raise NotImplementedError
 
     def dual(self, k11: Tensor, k22: Tensor, k12: Tensor, need_dot: bool) -> tuple[Tensor, Tensor]:
-        """Return ``(T, Tdot)``; ``Tdot`` may be ``None`` when ``need_dot`` is False."""
+        """Return ``(T, Tdot)``; ``Tdot`` may be ``None`` when ``need_dot`` is False.
+
+        Elementwise on broadcastable tensors of any shape (flat, per-pixel or pixel-pair
+        layouts); differentiable.  This is the reference (eager) form of the maps.
+        """
         raise NotImplementedError
+
+    def dual_into(
+        self,
+        k11: Tensor,
+        k22: Tensor,
+        k12: Tensor,
+        t_out: Tensor,
+        ntk: Tensor | None,
+        ntk_out: Tensor | None,
+    ) -> None:
+        """Write T into ``t_out`` and, if ``ntk_out`` is given, Tdot * ``ntk`` into it.
+
+        One block of `layer_map`'s fused pass (no gradients; the inputs broadcast to
+        ``t_out``).  The default evaluates `dual`; subclasses may fuse the closed form.
+        """
+        t, tdot = self.dual(k11, k22, k12, ntk_out is not None)
+        t_out.copy_(t)
+        if ntk_out is not None:
+            torch.mul(tdot, ntk, out=ntk_out)
+
+    def layer_map(
+        self, k11: Tensor, k22: Tensor, k12: Tensor, ntk: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(T, Tdot * ntk)`` for broadcastable inputs of any layout (``ntk`` may be None).
+
+        The fused pass of `widelimits.layers._fused` when no gradient is needed (and it is
+        not switched off), else `dual` on whole tensors; both agree up to rounding.
+        """
+        if can_fuse(k11, k22, k12, ntk):
+            return layer_map(self, k11, k22, k12, ntk)
+        t, tdot = self.dual(k11, k22, k12, ntk is not None)
+        return t, (None if ntk is None else tdot * ntk)
 
     def kernel_fn(self, k: Kernel) -> Kernel:
         if not isinstance(k, Kernel):
@@ -52,7 +89,7 @@ class Activation(Layer):
                 "activation, after FanInProd, or on the raw inputs): put a Dense layer before it"
             )
         k11, k22 = k.variances()
-        t, tdot = self.dual(k11, k22, k.nngp, k.ntk is not None)
+        t, ntk = self.layer_map(k11, k22, k.nngp, k.ntk)
         if k.batch_diagonal:  # nngp is cov1
             cov1 = cov2 = t
         else:
@@ -60,7 +97,6 @@ class Activation(Layer):
             cov2 = (
                 cov1 if k.cov2 is k.cov1 else self.dual(*k.self_variances(k.cov2), k.cov2, False)[0]
             )
-        ntk = None if k.ntk is None else tdot * k.ntk
         return k.replace(nngp=t, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 
     def build_module(self, in_features, ctx: BuildContext) -> tuple[nn.Module, int]:
@@ -103,6 +139,19 @@ class ABReLU(Activation):
         tdot = torch.rsub(angle(rho, sin), (self.a**2 + self.b**2) / 2, alpha=c)  # one pass
         t = torch.addcmul(tdot * k12, prod, sin, value=c)
         return t, tdot
+
+    def dual_into(self, k11, k22, k12, t_out, ntk, ntk_out):
+        # `dual` on one cache-sized block, in place: the correlation, sine and angle are
+        # computed once for T and Tdot, and arccos (no gradient needed) is cheaper than atan2.
+        prod = torch.mul(k11, k22).clamp_(min=0).sqrt_()
+        rho = torch.clamp(prod, min=torch.finfo(prod.dtype).tiny)
+        rho = torch.div(k12, rho, out=rho if rho.shape == k12.shape else None).clamp_(-1.0, 1.0)
+        sin = torch.rsub(rho, 1.0).mul_(rho + 1.0).sqrt_()  # >= 0 for |rho| <= 1
+        c = (self.a - self.b) ** 2 / (2 * math.pi)
+        tdot = torch.rsub(torch.acos(rho), (self.a**2 + self.b**2) / 2, alpha=c)
+        torch.mul(tdot, k12, out=t_out).addcmul_(prod, sin, value=c)
+        if ntk_out is not None:
+            torch.mul(tdot, ntk, out=ntk_out)
 
 
 class ReLU(ABReLU):
