@@ -6,7 +6,7 @@ memory, a product is one GEMM over RAM.  `store_operator` chooses:
 
 - **in memory** (`ResidentKernel`) when ``N^2 x itemsize`` fits the memory budget (by default
   `MEMORY_FRACTION` of the memory available now): the kernel is read once, band by band, into one
-  preallocated tensor (the peak is the kernel plus a few bands, never two copies), each chunk
+  preallocated tensor (the peak is the kernel itself, never two copies), each chunk
   verified against its checksum as it is read (the checksums cost one hash of each chunk);
 - **out of core** (`StreamedStoreKernel`) otherwise: each product reads the kernel a band of rows
   at a time, a background thread reading (and verifying) the next bands while the current one is
@@ -139,9 +139,9 @@ def _band_rows(store: KernelStore, block_rows: int | None) -> int:
 def load_kernel(
     store: KernelStore, name: str = "ntk", block_rows: int | None = None, progress: bool = False
 ) -> Tensor:
-    """The whole (N, N) kernel ``name`` as one tensor, read band by band into a preallocated
-    tensor (peak memory: the kernel and at most three bands, never two kernels), each chunk
-    verified (per the store's ``verify``) as it is read; the next band is read during the copy.
+    """The whole (N, N) kernel ``name`` as one tensor, each band of rows read straight into its
+    place in a preallocated tensor (peak memory: the kernel itself, never two copies), each
+    chunk verified (per the store's ``verify``) from that same read.
 
     Raises `CorruptStoreError` naming the damaged tiles, as `KernelStore.read` does.
     """
@@ -153,8 +153,9 @@ def load_kernel(
     out = torch.empty(store.shape, dtype=store.dtype)
     bar = tqdm(total=n, desc="loading the kernel", unit="row", disable=not progress, leave=False)
     with bar:
-        for r0, r1, band in read_ahead(lambda: _bands(store, name, rows), 1):
-            out[r0:r1] = band
+        for r0 in range(0, n, rows):
+            r1 = min(r0 + rows, n)
+            store.read_rows(name, r0, r1, out=out[r0:r1].numpy())
             bar.update(r1 - r0)
     return out
 

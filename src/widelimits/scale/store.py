@@ -408,20 +408,34 @@ class KernelStore:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def read_rows(self, name: str, r0: int, r1: int, *, verify: bool | None = None) -> np.ndarray:
+    def read_rows(
+        self, name: str, r0: int, r1: int, *, verify: bool | None = None, out=None
+    ) -> np.ndarray:
         """Rows ``r0:r1`` (``r0`` on a tile edge) of a finished kernel, all columns, with their
         chunks verified (``verify``: as in `read`) from this same read: one pass over the disk,
-        where `read` reads twice.  A band that cannot be read is verified chunk by chunk, so
-        the error names its damaged tiles."""
+        where `read` reads twice.  ``out``: a C-contiguous numpy array of that shape and the
+        store's dtype to read into (no other copy is made).  A band that cannot be read is
+        verified chunk by chunk, so the error names its damaged tiles."""
         self._require(name)
         if r0 % self.tile:
             raise ValueError(f"r0 must be a multiple of the tile size {self.tile}, got {r0}")
         rows = slice(r0, r1)
         try:
-            values = np.asarray(self._array(name)[rows, :])
+            if out is None:
+                values = np.asarray(self._array(name)[rows, :])
+            else:
+                from zarr.core.buffer.cpu import NDBuffer
+
+                self._array(name).get_basic_selection(
+                    (rows, slice(None)), out=NDBuffer.from_numpy_array(out)
+                )
+                values = out
         except Exception:  # noqa: BLE001 - a truncated chunk: find and name it, else re-raise
             self._verify(name, rows, slice(None), verify)
             values = self._get(name, rows, slice(None))
+            if out is not None:
+                out[...] = values
+                values = out
         self._verify(name, rows, slice(None), verify, read=(values, r0, 0))
         return values
 
