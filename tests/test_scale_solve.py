@@ -78,11 +78,14 @@ def test_paths_agree_with_cholesky_and_each_other(problem):
     assert ops["over budget"].block_rows == 128 and ops["streamed, read-ahead"].read_ahead == 2
     k = problem["k"]
     assert torch.equal(ops["in memory"].k, KernelStore.open(problem["path"]).read("ntk"))
+    # 2 columns: the in-memory kernel's symmetric BLAS product (symv); 5: one GEMM
     v = torch.randn(N, 2, generator=torch.Generator().manual_seed(3), dtype=D64)
+    v5 = torch.randn(N, 5, generator=torch.Generator().manual_seed(4), dtype=D64)
     idx = torch.tensor([200, 5, 64, 249])
     solutions = {}
     for name, op in ops.items():
         assert float((op.matmul(v) - k @ v).abs().max()) <= 1e-12, name
+        assert float((op.matmul(v5) - k @ v5).abs().max()) <= 1e-12, name
         assert (
             torch.equal(op.diagonal(), torch.diagonal(k))
             or float((op.diagonal() - torch.diagonal(k)).abs().max()) <= 1e-12
@@ -245,3 +248,20 @@ def test_cli_memory_options(problem, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*base, "--in-memory", "maybe"])
     assert "--in-memory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, D64])
+def test_resident_products_equal_gemm(dtype):
+    """The symmetric BLAS product (one triangle read) equals the float64 product, any width."""
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(300, 300, generator=g, dtype=D64)
+    k = (a @ a.T).to(dtype)
+    k = torch.triu(k) + torch.triu(k, 1).T  # exactly symmetric, as a store writes it
+    op = ResidentKernel(k)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for width in (1, 2, 3, 4, 7):
+        v = torch.randn(300, width, generator=g, dtype=D64)
+        want = k.double() @ v
+        got = op.matmul(v.to(dtype))
+        assert got.dtype == dtype and got.shape == (300, width)
+        assert float((got.double() - want).abs().max() / want.abs().max()) <= tol, width

@@ -22,6 +22,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -107,12 +108,33 @@ def resolve_in_memory(nbytes: int, in_memory="auto", memory_budget=None) -> bool
 
 
 class ResidentKernel(DenseKernel):
-    """A symmetric kernel held in memory: `DenseKernel`, with columns read as rows (contiguous)."""
+    """An exactly symmetric kernel held in memory (both triangles equal, as a store writes them).
+
+    Products with up to `SYMV_COLUMNS` columns use the BLAS symmetric product (``?symv``), which
+    reads one triangle: half the memory traffic of a GEMV, so about twice as fast for this
+    memory-bound product; more columns use one GEMM.  Columns are read as rows (contiguous).
+    """
 
     column_block = StoreKernel.column_block  # the same pivots as the store's operator
+    SYMV_COLUMNS = 3  # measured: C symv calls beat one GEMM up to 3-4 columns
+
+    def matmul(self, v: Tensor) -> Tensor:
+        symv = _SYMV.get(self.k.dtype)
+        fits = self.k.device.type == "cpu" and self.k.is_contiguous() and v.dtype == self.k.dtype
+        if symv is None or not fits or v.shape[1] > self.SYMV_COLUMNS:
+            return self.k @ v
+        from scipy.linalg import blas
+
+        symv = getattr(blas, symv)
+        a = self.k.numpy().T  # a Fortran-ordered view of the same symmetric matrix: no copy
+        cols = [symv(1.0, a, v[:, c].contiguous().numpy()) for c in range(v.shape[1])]
+        return torch.from_numpy(np.stack(cols, axis=1))
 
     def columns(self, index: Tensor) -> Tensor:
         return self.k[index.to(self.device)].T
+
+
+_SYMV = {torch.float32: "ssymv", torch.float64: "dsymv"}
 
 
 def _bands(
