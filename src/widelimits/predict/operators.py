@@ -127,27 +127,34 @@ def pivoted_cholesky(
     within the block, each re-checked against the updated residual.  Stops early once the
     residual trace falls below ``rel_tol`` times the kernel's trace.  ``block`` defaults to the
     operator's ``column_block``.
+
+    A fetched block is first reduced by the factor built before it in one GEMM
+    (``C - L_{:m0} L_{S,:m0}^T``), then only by the columns added within the block; the factor
+    is kept as rows of L^T, so each of those updates reads contiguous memory.
     """
     n = op.shape[0]
     rank = min(int(rank), n)
     block = block or op.column_block
     diag = op.diagonal().to(torch.float64).clone()
     total = float(diag.sum())
-    factor = torch.zeros(n, rank, dtype=torch.float64, device=op.device)
+    lt = torch.zeros(rank, n, dtype=torch.float64, device=op.device)  # L^T, one row per column
     m = 0
     while m < rank:
         if float(diag.clamp_min(0).sum()) <= rel_tol * total:
             break
         candidates = torch.topk(diag, min(block, rank - m, n)).indices
-        cols = op.columns(candidates).to(torch.float64)
+        cols = op.columns(candidates).to(torch.float64).T.contiguous()  # one row per candidate
+        m0 = m
+        if m0:
+            cols -= lt[:m0, candidates].T @ lt[:m0]
         for c in range(len(candidates)):
             j = int(candidates[c])
             pivot = float(diag[j])
             if pivot <= rel_tol * total / n:
                 continue
-            col = cols[:, c] - factor[:, :m] @ factor[j, :m]
-            factor[:, m] = col / math.sqrt(pivot)
-            diag -= factor[:, m] ** 2
+            row = cols[c] - lt[m0:m, j] @ lt[m0:m] if m > m0 else cols[c]
+            lt[m] = row / math.sqrt(pivot)
+            diag -= lt[m] ** 2
             diag[j] = 0.0  # exactly pivoted
             m += 1
             if m == rank:
@@ -155,7 +162,7 @@ def pivoted_cholesky(
         else:
             if not bool((diag > rel_tol * total / n).any()):
                 break
-    return factor[:, :m]
+    return lt[:m].T.contiguous()
 
 
 def nystrom(op: KernelOperator, rank: int, seed: int = 0, jitter: float = 1e-10) -> Tensor:

@@ -155,7 +155,8 @@ class CGInfo:
     """Outcome of `cg_solve`: the convergence report.
 
     ``residual`` is the final relative residual max_c ||b_c - K_reg x_c|| / ||b_c||, and
-    ``residuals`` its value after each iteration (index 0: the starting point).
+    ``residuals`` its value after each iteration (index 0: the starting point).  ``seconds`` is
+    the whole solve, ``setup_seconds`` its part before the first iteration (the preconditioner).
     """
 
     iterations: int
@@ -165,13 +166,16 @@ class CGInfo:
     seconds: float = 0.0
     preconditioner: str = "jacobi"
     rank: int = 0
+    setup_seconds: float = 0.0
 
     def __str__(self) -> str:
         what = "converged" if self.converged else "did NOT converge"
         pre = self.preconditioner + (f" of rank {self.rank}" if self.rank else "")
+        per = (self.seconds - self.setup_seconds) / max(self.iterations, 1)
         return (
             f"CG {what}: {self.iterations} iterations, relative residual {self.residual:.3g}, "
-            f"{self.seconds:.2f} s, preconditioner {pre}"
+            f"{self.seconds:.2f} s ({self.setup_seconds:.2f} s setup, {per:.3g} s per "
+            f"iteration), preconditioner {pre}"
         )
 
 
@@ -193,9 +197,11 @@ def cg_solve(
         k: an (N, N) kernel, or any `widelimits.predict.operators.KernelOperator` (a kernel on
             disk or recomputed tile by tile: see `widelimits.scale`), read only through
             products, its diagonal and columns.
-        b: right-hand sides (N,) or (N, C); each column is solved independently (batched) until
-            every column has ||B - K_reg X|| <= tol * ||B||, or ``max_iter`` (default 10 N)
-            iterations.
+        b: right-hand sides (N,) or (N, C); each column is solved independently (batched CG:
+            its own step sizes, one product ``K P`` with all C columns per iteration, so one
+            pass over the kernel serves every column) until every column has
+            ||B - K_reg X|| <= tol * ||B||, or ``max_iter`` (default 10 N) iterations.  A column
+            solved exactly (e.g. a zero column) stays put while the others go on.
         preconditioner: ``"jacobi"`` (diag(K_reg)), ``"pivoted_cholesky"`` or ``"nystrom"``
             (rank-``rank`` approximations L L^T + s I applied by Woodbury; need diag_reg > 0), or
             ``"none"``.  See `widelimits.predict.operators`.
@@ -252,14 +258,16 @@ def cg_solve(
     history = [res]
     from tqdm.auto import tqdm
 
+    setup = time.perf_counter() - start
     bar = tqdm(total=max_iter, desc="conjugate gradients", disable=not progress, leave=False)
     it = 0
     while res > tol and it < max_iter:
         kp = kmul(p)
         pkp = (p * kp).sum(0)
-        if bool((pkp <= 0).any()):
+        moving = (p != 0).any(0)  # p = 0: that column is solved exactly (its r = 0)
+        if bool((moving & (pkp <= 0)).any()):
             raise ValueError(f"conjugate gradients met p^T K p <= 0: kernel is not PD; {_FIX}")
-        alpha = rz / pkp
+        alpha = rz / torch.where(moving, pkp, torch.ones_like(pkp))
         x = x + alpha * p
         r = r - alpha * kp
         z = r if apply is None else apply(r)
@@ -284,7 +292,7 @@ def cg_solve(
     info = CGInfo(
         iterations=it, residual=res, converged=converged, residuals=tuple(history),
         seconds=time.perf_counter() - start, preconditioner=preconditioner,
-        rank=getattr(apply, "rank", 0),
+        rank=getattr(apply, "rank", 0), setup_seconds=setup,
     )  # fmt: skip
     if not converged:
         warnings.warn(

@@ -5,7 +5,8 @@
         synchronous|tcp://host:8786] [--workers N] [--dtype float32] [--overwrite]
     widelimits kernel solve --store k.zarr --targets y.npy [--get ntk] [--diag-reg 1e-4]
         [--tol 1e-6] [--preconditioner pivoted_cholesky] [--rank 500] [--cross test.zarr]
-        [--test-targets y_test.npy] [--out predictions.npy]
+        [--test-targets y_test.npy] [--out predictions.npy] [--in-memory auto|yes|no]
+        [--memory-budget GIB]
     widelimits kernel solve --arch ... --data x.npy --targets y.npy ...   (recomputed tiles)
 
 Arrays are ``.npy`` files, or ``.npz`` files with one array (or the one named by ``--key``).
@@ -135,6 +136,18 @@ def _report(pred, truth: np.ndarray, classes: np.ndarray | None) -> str:
     return f"test mean squared error {np.mean((p.reshape(truth.shape) - truth) ** 2):.4g}"
 
 
+_IN_MEMORY = {"auto": "auto", "yes": True, "no": False}
+
+
+def _gib(value: float | None) -> float | None:
+    """--memory-budget (GiB) in bytes, checked."""
+    if value is None:
+        return None
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"--memory-budget must be a positive number of GiB, got {value}")
+    return value * 2**30
+
+
 def _run_solve(args: argparse.Namespace) -> int:
     import torch
 
@@ -165,10 +178,11 @@ def _run_solve(args: argparse.Namespace) -> int:
             train, torch.from_numpy(y).to(dtype), get=args.get, cross=args.cross, net=net,
             x_train=x_train, x_test=x_test, diag_reg=args.diag_reg, tol=args.tol,
             max_iter=args.max_iter, preconditioner=args.preconditioner, rank=args.rank,
+            in_memory=_IN_MEMORY[args.in_memory], memory_budget=_gib(args.memory_budget),
             progress=not args.no_progress,
         )  # fmt: skip
         report = None if pred is None or truth is None else _report(pred, truth, classes)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError, MemoryError) as err:
         return _fail("solve", err)
     print(info)
     out = alpha if pred is None else pred
@@ -238,4 +252,10 @@ def add_kernel(subparsers) -> None:
     s.add_argument("--test-data", help="test inputs, to recompute the test-train kernel")
     s.add_argument("--test-targets", help="test targets (.npy) for accuracy / error")
     s.add_argument("--out", help="write predictions (or alpha without test data) to this .npy")
+    s.add_argument("--in-memory", choices=tuple(_IN_MEMORY), default="auto",
+                   help="hold a stored train kernel in memory: auto (if it fits the memory "
+                   "budget), yes, or no (stream it from disk at each iteration)")  # fmt: skip
+    s.add_argument("--memory-budget", type=float, default=None, metavar="GIB",
+                   help="memory the in-memory kernel may take, in GiB (default: 60%% of the "
+                   "memory available)")  # fmt: skip
     s.set_defaults(func=_run_solve)

@@ -1,8 +1,10 @@
 """Kernel regression past the size of a dense factorization: CG over stored or recomputed kernels.
 
-The train kernel is a `KernelOperator`: read from a `KernelStore` a band of rows at a time, or
-recomputed tile by tile from the network at every product (`RecomputedKernel`: no storage at
-all, on the GPU when there is one).  `kernel_regression` solves
+The train kernel is a `KernelOperator`: from a `KernelStore`, loaded once into memory when it fits
+(else read a band of rows at a time with read-ahead: `widelimits.scale.bands`), or recomputed tile
+by tile from the network at every product (`RecomputedKernel`: no storage at all, on the GPU when
+there is one).  All right-hand sides (target columns) share each pass over the kernel.
+`kernel_regression` solves
 
     (K + diag_reg * mean(diag K) I) alpha = Y
 
@@ -23,6 +25,7 @@ from .._compute import as_input
 from ..predict._checks import as_targets
 from ..predict.operators import KernelOperator
 from ..predict.solvers import CGInfo, cg_solve
+from .bands import store_operator
 from .store import KernelStore
 
 __all__ = ["RecomputedKernel", "kernel_regression"]
@@ -79,13 +82,13 @@ class RecomputedKernel(KernelOperator):
         return cols
 
 
-def _train_operator(train, get: str, net, x_train) -> KernelOperator:
+def _train_operator(train, get: str, net, x_train, **how) -> KernelOperator:
     if isinstance(train, KernelOperator):
         return train
     if isinstance(train, str | os.PathLike):
         train = KernelStore.open(train)
     if isinstance(train, KernelStore):
-        return train.operator(get)
+        return store_operator(train, get, **how)
     if train is None:
         if net is None or x_train is None:
             raise ValueError("give a train kernel (store, operator or tensor) or net and x_train")
@@ -107,6 +110,8 @@ def kernel_regression(
     max_iter: int | None = None,
     preconditioner: str = "pivoted_cholesky",
     rank: int = 500,
+    in_memory="auto",
+    memory_budget: float | None = None,
     progress: bool = False,
 ) -> tuple[Tensor, Tensor | None, CGInfo]:
     """Fit ``alpha = (K + reg I)^{-1} Y`` by preconditioned CG and predict ``K(x*, X) alpha``.
@@ -123,6 +128,10 @@ def kernel_regression(
         tol: relative residual at which CG stops.
         preconditioner, rank: see `widelimits.predict.cg_solve` (default: pivoted Cholesky of
             rank 500).
+        in_memory, memory_budget: for a stored train kernel: ``"auto"`` loads it into memory
+            (once, verified) if its N^2 entries fit ``memory_budget`` bytes (default: 60% of the
+            memory available now), else streams it from disk with read-ahead at every CG
+            iteration; True or False forces either (see `widelimits.scale.bands`).
 
     Returns:
         ``(alpha, predictions or None, info)``; ``print(info)`` is the convergence report.
@@ -134,7 +143,10 @@ def kernel_regression(
     if y is None:
         raise ValueError("kernel_regression needs targets y")
     rows = as_targets(y, None, "y")[0].shape[0]  # checked before any kernel is read
-    op = _train_operator(train, get, net, x_train)
+    op = _train_operator(
+        train, get, net, x_train, in_memory=in_memory, memory_budget=memory_budget,
+        progress=progress,
+    )  # fmt: skip
     if tuple(op.shape)[:1] != (rows,):
         raise ValueError(
             f"y has {rows} rows but the train kernel has shape {tuple(op.shape)}: one target row "

@@ -351,8 +351,9 @@ class KernelStore:
         for i, j in tiles:
             self._array("done")[i, j] = 0
 
-    def _verify(self, name: str, rows, cols, verify: bool | None) -> None:
-        """Check the chunks of ``name`` that ``[rows, cols]`` reads, once per chunk."""
+    def _verify(self, name: str, rows, cols, verify: bool | None, read=None) -> None:
+        """Check the chunks of ``name`` that ``[rows, cols]`` reads, once per chunk; ``read``:
+        ``(values, row0, col0)``, those chunks already read (from row0, col0 on)."""
         if not (self.verify if verify is None else verify):
             return
         n1, n2 = self.shape
@@ -369,7 +370,9 @@ class KernelStore:
         t = self.tile
         r0, c0 = min(r_) * t, min(c_) * t
         box = None
-        if 2 * len(todo) >= (max(r_) - min(r_) + 1) * (max(c_) - min(c_) + 1):  # not sparse
+        if read is not None:
+            box, r0, c0 = read
+        elif 2 * len(todo) >= (max(r_) - min(r_) + 1) * (max(c_) - min(c_) + 1):  # not sparse
             try:
                 box = np.asarray(self._array(name)[r0 : (max(r_) + 1) * t, c0 : (max(c_) + 1) * t])
             except Exception:  # noqa: BLE001, S110
@@ -404,6 +407,37 @@ class KernelStore:
             ) from err
 
     # -- reading ------------------------------------------------------------------------------
+
+    def read_rows(
+        self, name: str, r0: int, r1: int, *, verify: bool | None = None, out=None
+    ) -> np.ndarray:
+        """Rows ``r0:r1`` (``r0`` on a tile edge) of a finished kernel, all columns, with their
+        chunks verified (``verify``: as in `read`) from this same read: one pass over the disk,
+        where `read` reads twice.  ``out``: a C-contiguous numpy array of that shape and the
+        store's dtype to read into (no other copy is made).  A band that cannot be read is
+        verified chunk by chunk, so the error names its damaged tiles."""
+        self._require(name)
+        if r0 % self.tile:
+            raise ValueError(f"r0 must be a multiple of the tile size {self.tile}, got {r0}")
+        rows = slice(r0, r1)
+        try:
+            if out is None:
+                values = np.asarray(self._array(name)[rows, :])
+            else:
+                from zarr.core.buffer.cpu import NDBuffer
+
+                self._array(name).get_basic_selection(
+                    (rows, slice(None)), out=NDBuffer.from_numpy_array(out)
+                )
+                values = out
+        except Exception:  # noqa: BLE001 - a truncated chunk: find and name it, else re-raise
+            self._verify(name, rows, slice(None), verify)
+            values = self._get(name, rows, slice(None))
+            if out is not None:
+                out[...] = values
+                values = out
+        self._verify(name, rows, slice(None), verify, read=(values, r0, 0))
+        return values
 
     def _require_complete(self) -> None:
         if self._complete:
