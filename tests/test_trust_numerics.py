@@ -560,3 +560,20 @@ def test_kernel_solve_bad_targets_fail_clearly_and_write_nothing(
     err = capsys.readouterr().err
     assert flag in err and re.search(match, err), err
     assert not (tmp / "never.npy").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"tol": 0.0}, "tol"), ({"tol": -1e-6}, "tol"), ({"tol": 1.5}, "tol"),
+        ({"tol": math.nan}, "tol"), ({"tol": "1e-6"}, "tol"), ({"tol": True}, "tol"),
+        ({"max_iter": 0}, "max_iter"), ({"max_iter": -3}, "max_iter"),
+        ({"max_iter": 2.5}, "max_iter"), ({"max_iter": "10"}, "max_iter"),
+        ({"preconditioner": "pivoted_cholesky", "rank": 0}, "rank"),
+        ({"preconditioner": "nystrom", "rank": 2.0}, "rank"),
+    ],
+)  # fmt: skip
+def test_cg_options_that_cannot_work_are_refused(kwargs, name):
+    k = torch.eye(6, dtype=torch.float64) + 0.1
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        predict.cg_solve(k, torch.ones(6, dtype=torch.float64), 1e-3, **kwargs)

@@ -10,6 +10,7 @@ so the same ``diag_reg`` means the same thing whatever the scale of the kernel.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -225,6 +226,7 @@ def cg_solve(
     diag_reg = float(diag_reg)
     if not math.isfinite(diag_reg) or diag_reg < 0:
         raise ValueError(f"diag_reg must be a finite number >= 0, got {diag_reg}")
+    _check_cg_options(tol, max_iter, rank)
     n = op.shape[0]
     # Recurrences and preconditioner in float64 (products with K in its own dtype): a float32
     # kernel still reaches small residuals, and a low-rank Woodbury solve stays accurate.
@@ -239,7 +241,7 @@ def cg_solve(
         )
     shift = diag_reg * float(diagonal.mean()) if n else 0.0
     apply = make_preconditioner(op, preconditioner, shift, rank, seed, dtype=like.dtype)
-    max_iter = 10 * max(n, 1) if max_iter is None else int(max_iter)
+    max_iter = 10 * max(n, 1) if max_iter is None else max_iter
 
     def kmul(v: Tensor) -> Tensor:
         out = op.matmul(v.to(op.dtype)).to(v.dtype)
@@ -319,3 +321,16 @@ def solve(k, b, diag_reg: float = 0.0, solver: str = "cholesky", tol: float = 1e
     if solver == "cg":
         return cg_solve(k, b, diag_reg, tol=tol)[0]
     raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+
+
+def _check_cg_options(tol, max_iter, rank) -> None:
+    """CG's stopping rule and preconditioner size, refused before any kernel product."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
+        raise ValueError(
+            f"tol must be a relative residual between 0 and 1 (e.g. 1e-6), got {tol!r}"
+        )
+    for name, value in (("max_iter", max_iter), ("rank", rank)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
+        ):
+            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
