@@ -550,3 +550,35 @@ def test_bad_arguments(kwargs, error, message):
 def test_scale_layer_checks_its_constant():
     with pytest.raises(ValueError, match="Scale"):
         Scale(float("nan"))
+
+
+def test_activation_on_non_gaussian_input_names_node():
+    class PostActivation(nn.Module):  # relu(x + conv(x)) after a relu: no closed form
+        def __init__(self):
+            super().__init__()
+            self.stem, self.conv = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            x = F.relu(self.stem(x))
+            return F.relu(x + self.conv(x))
+
+    with pytest.raises(ValueError, match=r"node 'relu_1'.*not Gaussian.*pre-activation"):
+        wl.from_module(PostActivation(), IMG)
+    with pytest.raises(ValueError, match=r"node 'ln'.*not Gaussian"):
+        wl.from_module(Wrap(lambda s, x: s.ln(torch.relu(s.fc(x))), fc=nn.Linear(5, 3),
+                            ln=nn.LayerNorm(3)), FLAT)  # fmt: skip
+
+
+def test_functional_dropout_positional_arguments():
+    class FDrop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(5, 16), nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.fc2(F.dropout(F.relu(self.fc1(x)), 0.3, self.training))
+
+    hand = wl.Serial(D(5, 16), wl.ReLU(), wl.Dropout(0.3), D(16, 3))
+    assert_same_kernel(FDrop().train(), hand, X_FLAT)
+    hand = wl.Serial(D(5, 16), wl.ReLU(), D(16, 3))
+    assert_same_kernel(FDrop().eval(), hand, X_FLAT)

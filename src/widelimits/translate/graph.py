@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..layers import (
+    Activation,
     AvgPool,
     Dropout,
     Elementwise,
@@ -96,7 +99,8 @@ class Translator(NodeLayers):
                 "example batch the model accepts"
             ) from error
         self.visited: set[fx.Node] = set()
-        self.weight_names: list[str] = []
+        self.node_of: dict[int, fx.Node] = {}  # id(layer) -> the node it translates
+
     # -- graph structure ----------------------------------------------------------------------
     def run(self) -> Layer:
         graph = self.gm.graph
@@ -116,7 +120,9 @@ class Translator(NodeLayers):
         self.dominators = self._dominators()
         if result not in self.dominators:
             raise self.fail(output, "the output does not depend on the input")
-        return _chain(self.path(self.input, result))
+        net = _chain(self.path(self.input, result))
+        self.gaussian_after(net, False)  # the raw inputs are not Gaussian
+        return net
 
     def _check_shared_modules(self) -> None:
         seen: dict[str, fx.Node] = {}
@@ -179,13 +185,50 @@ class Translator(NodeLayers):
                 self.check_independent(node, kind, paths)
                 fan_in = {"sum": FanInSum, "concat": FanInConcat, "prod": FanInProd}[kind]()
                 block = Serial(FanOut(len(paths)), Parallel(*map(_chain, paths)), fan_in)
+                self.node_of[id(block)] = node
                 layers.append(block)
                 node = start
                 continue
             args = self.tensor_args(node)
-            layers.extend(layer for layer in self.layer(node) if layer is not None)
+            for layer in self.layer(node):
+                self.node_of[id(layer)] = node
+                layers.append(layer)
             node = args[0]
         return layers[::-1]
+
+    def gaussian_after(self, layer: Layer, gaussian: bool) -> bool:
+        """Whether ``layer``'s output is Gaussian at infinite width; raises, naming the node,
+        where an activation or LayerNorm gets an input that is not (widelimits' rule)."""
+        if isinstance(layer, Serial) and layer.layers and isinstance(layer.layers[0], FanOut):
+            _, parallel, merge = layer.layers
+            branches = [self.gaussian_after(b, gaussian) for b in parallel.layers]
+            return not isinstance(merge, FanInProd) and all(branches)
+        if isinstance(layer, Serial):
+            for sub in layer.layers:
+                gaussian = self.gaussian_after(sub, gaussian)
+            return gaussian
+        if isinstance(layer, WeightLayer):
+            return True
+        needs = isinstance(layer, LayerNorm) or (
+            isinstance(layer, Activation) and layer.requires_gaussian
+        )
+        if needs and not gaussian:
+            raise self.fail(
+                self.node_of[id(layer)],
+                "its input is not Gaussian at infinite width (it follows another activation, "
+                "a product, dropout, a flattening of several pixels, or the raw input), so this "
+                "nonlinearity has no closed-form kernel",
+                "put a Linear or Conv layer right before it (e.g. a pre-activation residual "
+                "block, x + conv(relu(x)), instead of relu(x + conv(x))), or " + INSTEAD,
+            )
+        if needs:
+            return isinstance(layer, LayerNorm)
+        if isinstance(layer, Dropout):
+            return gaussian and layer.p == 0
+        if isinstance(layer, Flatten):
+            before = self.shape(self.tensor_args(self.node_of[id(layer)])[0])
+            return gaussian and math.prod(before[2:]) == 1
+        return gaussian  # Identity, Scale, pooling: linear maps of Gaussians
 
     def check_independent(self, node: fx.Node, kind: str, paths: list[list[Layer]]) -> None:
         correlated = sum(not _zero_mean(p) for p in paths)

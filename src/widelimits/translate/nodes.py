@@ -101,7 +101,8 @@ class NodeLayers(NodeBase):
         if t is torch.mean:
             return self.mean(node)
         if t in (F.dropout,):
-            return self.dropout(node, node.kwargs.get("p", 0.5), node.kwargs.get("training", True))
+            args = dict(zip(("p", "training"), node.args[1:], strict=False)) | node.kwargs
+            return self.dropout(node, args.get("p", 0.5), args.get("training", True))
         if t in ELEMENTWISE_FUNCTIONS:
             return [activation_for_call(node)]
         return self.unsupported(node)
