@@ -582,3 +582,45 @@ def test_functional_dropout_positional_arguments():
     assert_same_kernel(FDrop().train(), hand, X_FLAT)
     hand = wl.Serial(D(5, 16), wl.ReLU(), D(16, 3))
     assert_same_kernel(FDrop().eval(), hand, X_FLAT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Distance of a model to its limit, at its width and at wider copies.
+
+
+def test_widen_keeps_the_readout():
+    from widelimits.translate.compare import widen
+
+    net = wl.from_module(ResidualLayerNorm(), X_FLAT)
+    wide = widen(net, 3)
+    built = wide.build(5, width=1, seed=0)
+    got = sorted(tuple(p.shape) for p in built.parameters())
+    assert got == sorted([(48, 5), (48,), (48, 48), (48,), (48, 48), (48,), (3, 48), (3,)])
+    # the NNGP does not depend on the widths; the standard NTK grows with them
+    k, kw = net.kernel(X_FLAT), wide.kernel(X_FLAT)
+    torch.testing.assert_close(kw.nngp, k.nngp, rtol=1e-12, atol=0)
+    assert bool((kw.ntk.diagonal() > 2 * k.ntk.diagonal()).all())
+    with pytest.raises(ValueError, match="factor"):
+        widen(net, 0)
+
+
+def test_distance_to_limit_shrinks_like_one_over_sqrt_width():
+    import matplotlib
+
+    from widelimits.translate.compare import distance_to_limit
+
+    matplotlib.use("Agg")
+    torch.manual_seed(1)
+    model = mlp(nn.ReLU(), h=16, out=1)
+    x = torch.randn(5, 5, dtype=torch.float64)
+    result = distance_to_limit(model, x, factors=(1, 4, 16, 64), n_networks=10, seed=0)
+    # per-network kernels fluctuate like width^(-1/2) around the limit (the NTK of this small
+    # ReLU net approaches it more slowly over these widths: about -0.3 over seeds)
+    assert -0.7 < result.nngp_exponent < -0.35, result
+    assert result.ntk_exponent < -0.15, result
+    assert result.nngp_error[-1] < result.nngp_error[0] / 2
+    assert result.plot() is not None
+    with pytest.raises(ValueError, match="factors"):
+        distance_to_limit(model, x, factors=(2,))
+    with pytest.raises(ValueError, match="n_networks"):
+        distance_to_limit(model, x, n_networks=1)
