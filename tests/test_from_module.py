@@ -11,6 +11,8 @@ import re
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 from torch import nn
 
@@ -624,3 +626,51 @@ def test_distance_to_limit_shrinks_like_one_over_sqrt_width():
         distance_to_limit(model, x, factors=(2,))
     with pytest.raises(ValueError, match="n_networks"):
         distance_to_limit(model, x, n_networks=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random MLPs as users write them, against their hand-written descriptions.
+
+CLOSED_FORMS = [
+    (nn.ReLU, wl.ReLU), (nn.GELU, wl.GELU), (lambda: nn.LeakyReLU(0.3), lambda: wl.LeakyReLU(0.3)),
+]  # fmt: skip
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(
+    widths=st.lists(st.integers(1, 12), min_size=1, max_size=4),
+    acts=st.lists(st.integers(0, len(CLOSED_FORMS) - 1), min_size=4, max_size=4),
+    bias=st.booleans(),
+    residual=st.booleans(),
+    param=st.sampled_from(["standard", "ntk"]),
+)
+def test_random_mlps_match_hand_written(widths, acts, bias, residual, param):
+    torch.manual_seed(len(widths))
+    sizes = [5, *widths]
+    layers, hand = [], []
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        torch_act, wl_act = CLOSED_FORMS[acts[i]]
+        layers += [nn.Linear(n_in, n_out, bias=bias), torch_act()]
+        hand += [D(n_in, n_out, param, bias), wl_act()]
+    layers.append(nn.Linear(sizes[-1], 2, bias=bias))
+    hand.append(D(sizes[-1], 2, param, bias))
+    model, net = nn.Sequential(*layers), wl.Serial(*hand)
+    if residual:  # x -> body(x) + skip(x), the skip a Linear as in a projection shortcut
+        class Skip(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body, self.skip = model, nn.Linear(5, 2, bias=bias)
+
+            def forward(self, x):
+                return self.body(x) + self.skip(x)
+
+        model, net = Skip(), wl.Residual(net, shortcut=D(5, 2, param, bias))
+    assert_same_kernel(model, net, X_FLAT, parametrization=param)
+
+
+def test_view_flatten_as_users_write_it():
+    model = Wrap(lambda s, x: s.fc(s.conv(x).view(x.size(0), -1)), conv=nn.Conv2d(3, 4, 3),
+                 fc=nn.Linear(4 * 6 * 6, 2))  # fmt: skip
+    x = IMG.double()
+    hand = wl.Serial(C(3, 4, 3, "valid"), wl.Flatten(), D(144, 2))
+    assert_same_kernel(model, hand, x)
