@@ -674,3 +674,15 @@ def test_view_flatten_as_users_write_it():
     x = IMG.double()
     hand = wl.Serial(C(3, 4, 3, "valid"), wl.Flatten(), D(144, 2))
     assert_same_kernel(model, hand, x)
+
+
+def test_model_and_input_are_left_as_they_were():
+    model = Wrap(lambda s, x: s.bn(s.fc(x)), fc=nn.Linear(5, 3), bn=nn.BatchNorm1d(3))
+    x = FLAT.clone()
+    with pytest.raises(ValueError, match="training mode"):
+        wl.from_module(model, x)
+    assert model.training and model.bn.training
+    assert bool((model.bn.running_mean == 0).all()) and int(model.bn.num_batches_tracked) == 0
+    with pytest.raises(ValueError, match="in-place"):
+        wl.from_module(Wrap(lambda s, x: s.fc(x.mul_(2)), fc=nn.Linear(5, 3)), x)
+    assert torch.equal(x, FLAT)

@@ -87,8 +87,12 @@ class Translator(NodeLayers):
         self.gm = trace(model)
         self.modules = dict(self.gm.named_modules())
         dtypes = [p.dtype for p in model.parameters() if p.is_floating_point()]
-        x = x.to(dtypes[0]) if dtypes and x.is_floating_point() else x  # only shapes matter
+        # Only shapes matter: a copy of the input (in-place operations must not change the
+        # user's tensor) and eval mode (BatchNorm must not update its running statistics).
+        x = x.to(dtypes[0] if dtypes and x.is_floating_point() else x.dtype, copy=True)
+        modes = {m: m.training for m in model.modules()}
         try:
+            model.eval()
             with torch.no_grad():
                 ShapeProp(self.gm).propagate(x)
         except Exception as error:
@@ -98,6 +102,9 @@ class Translator(NodeLayers):
                 f"failed ({type(cause).__name__}: {str(cause).splitlines()[0]}); pass an "
                 "example batch the model accepts"
             ) from error
+        finally:
+            for m, training in modes.items():
+                m.training = training
         self.visited: set[fx.Node] = set()
         self.node_of: dict[int, fx.Node] = {}  # id(layer) -> the node it translates
 
