@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import finite, limits, linear, predict
 from ._inputs import LayoutWarning
+from .from_module import from_module
 from .kernel import Kernel
 from .layers import (
     GELU,
@@ -62,7 +63,7 @@ __all__ = [
     "LeakyReLU", "Monomial",
     "Myrtle", "Parallel", "Polynomial", "RBF", "ReLU", "RectifiedMonomial", "Residual", "Serial",
     "Sign", "Sin", "SumPool", "__version__",
-    "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected",
+    "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected", "from_module",
 ]  # fmt: skip
 
 

@@ -1,0 +1,282 @@
+"""The widelimits layer of each single-input node of a traced model (modules, functions,
+tensor methods): weight layers, activations, pooling, flattening, normalization, scalings."""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..layers import (
+    AvgPool,
+    Conv,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Layer,
+    LayerNorm,
+)
+from ..layers._spatial import pads
+from .activations import (
+    ELEMENTWISE_FUNCTIONS,
+    ELEMENTWISE_METHODS,
+    activation_for_call,
+    activation_for_module,
+)
+from .errors import INSTEAD, NodeBase
+from .scale import Scale
+from .weights import weight_stds
+
+__all__ = ["NodeLayers"]
+
+_ADD = {operator.add, operator.iadd, torch.add}
+_SUB = {operator.sub, operator.isub, torch.sub}
+_MUL = {operator.mul, operator.imul, torch.mul}
+_DIV = {operator.truediv, operator.itruediv, torch.div, torch.true_divide}
+_CAT = {torch.cat, torch.concat}
+_FLATTEN_METHODS = {"flatten", "view", "reshape"}
+_IDENTITY_METHODS = {"contiguous", "clone"}
+
+class NodeLayers(NodeBase):
+    """``layer(node)``: the layers of one single-input node (an empty list for a no-op)."""
+
+    model: nn.Module
+    modules: dict[str, nn.Module]
+    parametrization: str
+    init: object
+
+    def layer(self, node: fx.Node) -> list[Layer | None]:
+        args = self.tensor_args(node)
+        if len(args) != 1:
+            raise self.fail(node, "an operation on several tensors without a kernel")
+        self.check_in_place(node, args[0])
+        if node.op == "call_module":
+            return self.module_layer(node, self.modules[node.target])
+        if node.op == "call_function":
+            return self.function_layer(node)
+        if node.op == "call_method":
+            return self.method_layer(node)
+        raise self.fail(node, f"unsupported graph operation {node.op!r}")
+
+    def check_in_place(self, node: fx.Node, arg: fx.Node) -> None:
+        name = node.target if isinstance(node.target, str) else ""
+        in_place = node.kwargs.get("inplace", False) or (
+            node.op == "call_method" and name.endswith("_") and not name.startswith("__")
+        )
+        if node.op == "call_module":
+            in_place = getattr(self.modules[node.target], "inplace", False)
+        if in_place and (arg is self.input or len(arg.users) > 1):
+            which = "the model's input" if arg is self.input else f"{arg.name!r}, used elsewhere"
+            raise self.fail(
+                node,
+                f"an in-place operation on {which} changes a value other operations read",
+                "use the out-of-place version (e.g. torch.relu(x) instead of x.relu_(), "
+                "inplace=False)",
+            )
+
+    def scalar(self, node: fx.Node) -> float | None:
+        numbers = [a for a in node.args if isinstance(a, int | float) and not isinstance(a, bool)]
+        return float(numbers[0]) if len(numbers) == 1 else None
+
+    def function_layer(self, node: fx.Node) -> list[Layer | None]:
+        t = node.target
+        c = self.scalar(node)
+        if t in _MUL and c is not None:
+            return [Scale(c)]
+        if t in _DIV and c is not None and self.is_tensor(node.args[0]):
+            return [Scale(1.0 / c)]
+        if t in (operator.neg, torch.neg):
+            return [Scale(-1.0)]
+        if t in (operator.pos,):
+            return []
+        if t in _ADD or t in _SUB:
+            raise self.fail(node, "adding a constant shifts the mean: it has no kernel map here",
+                            "remove the constant, or " + INSTEAD)
+        if t is torch.flatten:
+            return self.flatten(node)
+        if t is torch.mean:
+            return self.mean(node)
+        if t in (F.dropout,):
+            args = dict(zip(("p", "training"), node.args[1:], strict=False)) | node.kwargs
+            return self.dropout(node, args.get("p", 0.5), args.get("training", True))
+        if t in ELEMENTWISE_FUNCTIONS:
+            return [activation_for_call(node)]
+        return self.unsupported(node)
+
+    def method_layer(self, node: fx.Node) -> list[Layer | None]:
+        name = node.target.rstrip("_") if not node.target.startswith("__") else node.target
+        c = self.scalar(node)
+        if name in ("mul", "__mul__", "__rmul__") and c is not None:
+            return [Scale(c)]
+        if name in ("div", "__truediv__") and c is not None:
+            return [Scale(1.0 / c)]
+        if name in ("neg", "__neg__"):
+            return [Scale(-1.0)]
+        if name in _FLATTEN_METHODS:
+            return self.flatten(node)
+        if name in _IDENTITY_METHODS:
+            return []
+        if name == "mean":
+            return self.mean(node)
+        if name in ELEMENTWISE_METHODS:
+            return [activation_for_call(node)]
+        if name in ("add", "sub", "__add__", "__sub__", "__radd__", "__rsub__"):
+            raise self.fail(node, "adding a constant shifts the mean: it has no kernel map here",
+                            "remove the constant, or " + INSTEAD)
+        return self.unsupported(node)
+
+    def unsupported(self, node: fx.Node) -> list[Layer]:
+        raise self.fail(node, "this function or method has no infinite-width kernel in "
+                        "widelimits")  # fmt: skip
+
+    def flatten(self, node: fx.Node) -> list[Layer | None]:
+        before, after = self.shape(self.tensor_args(node)[0]), self.shape(node)
+        if after == before:
+            return []
+        if after == (before[0], math.prod(before[1:])):
+            return [Flatten()]
+        raise self.fail(node, f"reshapes {before} to {after}; only flattening to (N, features) "
+                        "has a kernel", "use torch.flatten(x, 1)")  # fmt: skip
+
+    def mean(self, node: fx.Node) -> list[Layer | None]:
+        before = self.shape(self.tensor_args(node)[0])
+        dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        dims = (dims,) if isinstance(dims, int) else dims
+        spatial = set(range(2, len(before)))
+        if dims is None or not spatial or {d % len(before) for d in dims} != spatial:
+            raise self.fail(node, f"a mean over dims {dims} of a tensor of shape {before}; only "
+                            "the mean over all spatial axes (global average pooling) has a kernel",
+                            "use x.mean(dim=(2, 3)) on images, x.mean(dim=2) on sequences")
+        return [GlobalAvgPool()]
+
+    def dropout(self, node: fx.Node, p: float, training: bool) -> list[Layer | None]:
+        return [Dropout(p)] if training and p > 0 else []
+
+    # -- modules ------------------------------------------------------------------------------
+    def module_layer(self, node: fx.Node, mod: nn.Module) -> list[Layer | None]:
+        if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d):
+            return [self.weight_layer(node, mod)]
+        if isinstance(mod, nn.Identity):
+            return []
+        if type(mod) is nn.Dropout:
+            return self.dropout(node, mod.p, mod.training)
+        if isinstance(mod, nn.MaxPool1d | nn.MaxPool2d | nn.AdaptiveMaxPool1d |
+                      nn.AdaptiveMaxPool2d):  # fmt: skip
+            raise self.fail(node, "max pooling has no closed-form infinite-width kernel",
+                            "replace it by nn.AvgPool2d (same kernel_size and stride) for an "
+                            "analytic kernel, or " + INSTEAD)
+        if isinstance(mod, nn.AvgPool1d | nn.AvgPool2d):
+            return [self.avg_pool(node, mod)]
+        if isinstance(mod, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d):
+            return [self.adaptive_pool(node)]
+        if isinstance(mod, nn.Flatten):
+            return self.flatten(node)
+        if isinstance(mod, nn.LayerNorm):
+            return [self.layer_norm(node, mod)]
+        if isinstance(mod, nn.BatchNorm1d | nn.BatchNorm2d):
+            return [self.batch_norm(node, mod)]
+        layer = activation_for_module(mod)
+        if layer is not None:
+            return [layer]
+        raise self.fail(node, f"the module {type(mod).__name__} has no infinite-width kernel "
+                        "in widelimits")  # fmt: skip
+
+    def weight_layer(self, node: fx.Node, mod: nn.Module) -> Layer:
+        before = self.shape(self.tensor_args(node)[0])
+        if isinstance(mod, nn.Linear):
+            if len(before) != 2:
+                raise self.fail(node, f"Linear on a tensor of shape {before} acts on its last "
+                                "axis; widelimits' Dense acts on the feature axis 1",
+                                "flatten to (N, features) first")  # fmt: skip
+            w_std, b_std = weight_stds(self, node, mod, mod.in_features)
+            return Dense(mod.out_features, w_std, b_std, self.parametrization)
+        d = 1 if isinstance(mod, nn.Conv1d) else 2
+        if mod.groups != 1 or any(x != 1 for x in mod.dilation):
+            raise self.fail(node, f"groups={mod.groups}, dilation={mod.dilation}: widelimits' "
+                            "Conv has no grouped or dilated convolution",
+                            "use groups=1 and dilation=1, or " + INSTEAD)
+        padding = self.padding(node, before[2:], mod.kernel_size, mod.stride, mod.padding,
+                               mod.padding_mode)  # fmt: skip
+        fan_in = mod.in_channels * math.prod(mod.kernel_size)
+        w_std, b_std = weight_stds(self, node, mod, fan_in)
+        assert len(mod.kernel_size) == d
+        return Conv(mod.out_channels, tuple(mod.kernel_size), tuple(mod.stride), padding,
+                    w_std, b_std, self.parametrization)  # fmt: skip
+
+    def padding(self, node, sizes, window, stride, padding, mode: str = "zeros") -> str:
+        if mode not in ("zeros", "circular"):
+            raise self.fail(node, f"padding_mode={mode!r}; widelimits pads with zeros or "
+                            "circularly", "use padding_mode='zeros' or 'circular'")
+        if padding == "valid" or (not isinstance(padding, str) and not any(padding)):
+            return "valid"
+        same = "circular" if mode == "circular" else "same"
+        if padding == "same":  # torch pads k - 1 in total, the smaller half first, as widelimits
+            return same
+        for n, k, s, p in zip(sizes, window, stride, padding, strict=True):
+            before, _, out = pads(n, k, s, "same")
+            if before != p or out != (n + 2 * p - k) // s + 1:
+                raise self.fail(
+                    node,
+                    f"padding={tuple(padding)} with kernel_size={tuple(window)}, "
+                    f"stride={tuple(stride)} on size {tuple(sizes)} is neither 'valid' (0) nor "
+                    "widelimits' 'same' geometry",
+                    "use padding=0 or padding=kernel_size // 2 with an odd kernel_size",
+                )
+        return same
+
+    def avg_pool(self, node: fx.Node, mod) -> Layer:
+        before = self.shape(self.tensor_args(node)[0])
+        d = 1 if isinstance(mod, nn.AvgPool1d) else 2
+        as_t = lambda v: tuple(v) if isinstance(v, tuple | list) else (v,) * d  # noqa: E731
+        window, stride, padding = as_t(mod.kernel_size), as_t(mod.stride), as_t(mod.padding)
+        if mod.ceil_mode or getattr(mod, "divisor_override", None) is not None or (
+            any(padding) and not mod.count_include_pad
+        ):
+            raise self.fail(node, "ceil_mode, divisor_override and count_include_pad=False "
+                            "have no widelimits pooling", "use the defaults")  # fmt: skip
+        return AvgPool(window, stride, self.padding(node, before[2:], window, stride, padding))
+
+    def adaptive_pool(self, node: fx.Node) -> Layer:
+        before, after = self.shape(self.tensor_args(node)[0]), self.shape(node)
+        if all(o == 1 for o in after[2:]):
+            return GlobalAvgPool()
+        if all(n % o == 0 for n, o in zip(before[2:], after[2:], strict=True)):
+            window = tuple(n // o for n, o in zip(before[2:], after[2:], strict=True))
+            return AvgPool(window)
+        raise self.fail(node, f"adaptive pooling from {before[2:]} to {after[2:]} uses windows "
+                        "of different sizes", "use an output size dividing the input size")
+
+    def layer_norm(self, node: fx.Node, mod: nn.LayerNorm) -> Layer:
+        before = self.shape(self.tensor_args(node)[0])
+        if len(before) != 2 or tuple(mod.normalized_shape) != (before[1],):
+            raise self.fail(node, f"LayerNorm over {tuple(mod.normalized_shape)} on a tensor of "
+                            f"shape {before}; widelimits' LayerNorm normalizes (N, features) "
+                            "over the features", "apply it to flat (N, features) tensors")
+        for name, value in (("weight", 1.0), ("bias", 0.0)):
+            p = getattr(mod, name, None)
+            if p is not None and not bool(torch.all(p == value)):
+                raise self.fail(node, f"its affine {name} is not all {value:g} (as initialized)",
+                                "use elementwise_affine=False, or " + INSTEAD)
+        return LayerNorm(mod.eps)
+
+    def batch_norm(self, node: fx.Node, mod) -> Layer:
+        if mod.training or mod.running_var is None:
+            raise self.fail(node, "BatchNorm in training mode (or without running statistics) "
+                            "normalizes by statistics of the batch: no per-example kernel",
+                            "call model.eval() to use its running statistics")
+        with torch.no_grad():
+            scale = (mod.running_var.double() + mod.eps).rsqrt()  # eps in float64
+            if mod.weight is not None:
+                scale = scale * mod.weight.double()
+            shift = -scale * mod.running_mean.double()
+            if mod.bias is not None:
+                shift = shift + mod.bias.double()
+        if not bool(torch.all(shift == 0)) or not bool(torch.all(scale == scale[0])):
+            raise self.fail(node, "in eval mode this BatchNorm is an affine map with per-channel "
+                            "scales or shifts, not one scalar factor, so it has no kernel map "
+                            "(only its initial state, a uniform scale, has)", INSTEAD)
+        return Scale(float(scale[0]))
