@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import widelimits as wl
-from widelimits.from_module import Scale
+from widelimits.layers import Scale
 
 S3 = 1 / math.sqrt(3)  # torch's default init: Var(W) = 1 / (3 fan_in), so W_std = 1/sqrt(3)
 BN = 1 / math.sqrt(1 + 1e-5)  # BatchNorm in eval mode at its initial running statistics
@@ -591,7 +591,7 @@ def test_functional_dropout_positional_arguments():
 
 
 def test_widen_keeps_the_readout():
-    from widelimits.translate.compare import widen
+    from widelimits.finite import widen
 
     net = wl.from_module(ResidualLayerNorm(), X_FLAT)
     wide = widen(net, 3)
@@ -609,7 +609,7 @@ def test_widen_keeps_the_readout():
 def test_distance_to_limit_shrinks_like_one_over_sqrt_width():
     import matplotlib
 
-    from widelimits.translate.compare import distance_to_limit
+    from widelimits.finite import distance_to_limit
 
     matplotlib.use("Agg")
     torch.manual_seed(1)

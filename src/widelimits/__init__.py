@@ -44,6 +44,7 @@ from .layers import (
     RectifiedMonomial,
     ReLU,
     Residual,
+    Scale,
     Serial,
     Sign,
     Sin,
@@ -60,8 +61,8 @@ __all__ = [
     "ABReLU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "Dropout", "Elementwise",
     "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "GELU", "Gaussian",
     "GlobalAvgPool", "Hermite", "Identity", "Kernel", "Layer", "LayerNorm", "LayoutWarning",
-    "LeakyReLU", "Monomial",
-    "Myrtle", "Parallel", "Polynomial", "RBF", "ReLU", "RectifiedMonomial", "Residual", "Serial",
+    "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "ReLU", "RectifiedMonomial",
+    "Residual", "Scale", "Serial",
     "Sign", "Sin", "SumPool", "__version__",
     "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected", "from_module",
 ]  # fmt: skip

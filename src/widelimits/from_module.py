@@ -36,8 +36,8 @@ widths, FanInConcat weighs branches by their widths as the model does, and with
 Theta' = n_in K + W_std^2 Theta (+ 1 with a bias).  ``parametrization="ntk"`` gives the NTK of
 the same network in the NTK parametrization (the NNGP is the same).
 
-How far is the model from its limit?  ``distance_to_limit(model, x)`` (in this module) builds the
-description and copies with 2x, 4x, ... wider hidden layers, and returns each width's mean
+How far is the model from its limit?  ``widelimits.finite.distance_to_limit(model, x)`` builds
+the description and copies with 2x, 4x, ... wider hidden layers, and returns each width's mean
 relative distance of per-network empirical NTKs (and NNGPs) to the analytic ones, the fitted
 width exponent (about -1/2) and a plot.
 """
@@ -50,14 +50,10 @@ from collections.abc import Callable, Mapping
 from torch import Tensor, nn
 
 from .layers import Layer
-from .translate.compare import LimitDistance, distance_to_limit, widen
 from .translate.errors import TranslationError
 from .translate.graph import Translator
-from .translate.scale import Scale
 
-__all__ = [
-    "from_module", "Scale", "TranslationError", "distance_to_limit", "LimitDistance", "widen",
-]  # fmt: skip
+__all__ = ["from_module", "TranslationError"]
 
 
 def from_module(

@@ -3,10 +3,13 @@
 - `empirical_ntk`, `empirical_nngp`, `empirical_kernel`: kernels of any ``torch.nn.Module``
   (three NTK implementations, chosen automatically; see `widelimits.finite.ntk`).
 - `monte_carlo_kernel`: averages over random finite networks, with standard errors.
+- `distance_to_limit`: a model's empirical kernels at 1x, 2x, 4x, ... its widths against its
+  analytic limit (`widelimits.from_module`), with the fitted width exponent and a plot.
 - `linearize`, `taylor_expand`: the network's first (or higher) order Taylor model in its
   parameters, as trainable modules.
 """
 
+from .limit_distance import LimitDistance, distance_to_limit, widen
 from .linearize import TaylorExpanded, linearize, taylor_expand
 from .monte_carlo import MonteCarloKernel, monte_carlo_kernel, monte_carlo_kernels, relative_error
 from .ntk import EmpiricalKernel, empirical_kernel, empirical_nngp, empirical_ntk
@@ -23,4 +26,7 @@ __all__ = [
     "linearize",
     "taylor_expand",
     "TaylorExpanded",
+    "distance_to_limit",
+    "LimitDistance",
+    "widen",
 ]

@@ -26,11 +26,12 @@ from .myrtle import Myrtle
 from .normalization import Dropout, LayerNorm
 from .polynomial import Hermite, Monomial, Polynomial
 from .pooling import AvgPool, Flatten, GlobalAvgPool, SumPool
+from .scale import Scale
 
 __all__ = [
     "ABReLU", "Abs", "Activation", "AvgPool", "BuildContext", "Conv", "Cos", "Dense", "Dropout",
     "Elementwise", "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten",
     "Gaussian", "GELU", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "RectifiedMonomial",
-    "ReLU", "Residual", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
+    "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
 ]  # fmt: skip

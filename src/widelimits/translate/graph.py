@@ -29,9 +29,9 @@ from ..layers import (
     Sin,
 )
 from ..layers.dense import WeightLayer
+from ..layers.scale import Scale
 from .errors import INSTEAD, TranslationError, target_name, trace
 from .nodes import _ADD, _CAT, _MUL, _SUB, NodeLayers
-from .scale import Scale
 
 __all__ = ["Translator"]
 

@@ -21,6 +21,7 @@ from ..layers import (
     LayerNorm,
 )
 from ..layers._spatial import pads
+from ..layers.scale import Scale
 from .activations import (
     ELEMENTWISE_FUNCTIONS,
     ELEMENTWISE_METHODS,
@@ -28,7 +29,6 @@ from .activations import (
     activation_for_module,
 )
 from .errors import INSTEAD, NodeBase
-from .scale import Scale
 from .weights import weight_stds
 
 __all__ = ["NodeLayers"]

@@ -132,8 +132,8 @@ def distance_to_limit(
         A `LimitDistance` with the mean relative errors, their standard errors and the fitted
         exponents (about -1/2 for networks at initialization); ``.plot()`` draws them.
     """
-    from ..finite import empirical_nngp, empirical_ntk
     from ..from_module import from_module
+    from .ntk import empirical_nngp, empirical_ntk
 
     if len(factors) < 2 or len(set(factors)) != len(factors):
         raise ValueError(f"factors must hold at least two different widths, got {factors!r}")

@@ -7,8 +7,8 @@ import math
 from torch import Tensor, nn
 
 from ..kernel import Kernel
-from ..layers._concat import per_branch
-from ..layers.base import BuildContext, Layer
+from ._concat import per_branch
+from .base import BuildContext, Layer
 
 __all__ = ["Scale"]
 
