@@ -165,7 +165,9 @@ def empirical_ntk(
     r"""Empirical NTK of ``model`` between the batches ``x1`` and ``x2`` (``x1`` if None).
 
     Theta(x, x')_{o o'} = sum_p df_o(x)/dp df_o'(x')/dp over the selected parameters ``params``
-    (names, submodules, a predicate, or None for all trainable ones).  ``outputs="trace"``
+    (a submodule such as ``model.fc``, a parameter or submodule name such as ``"fc"``, a
+    parameter, a list of those, a predicate ``(name, p) -> bool``, or None for all trainable
+    ones).  ``outputs="trace"``
     returns (1/O) sum_o Theta_oo, shape (N1, N2); ``"full"`` (N1, N2, O, O); ``"diagonal"``
     (N1, N2, O).  ``diagonal=True`` (with x2=None) keeps only the pairs (x_i, x_i), dropping the
     N2 axis.  ``implementation`` is "auto", "jacobian", "ntk_vector" or "structured" (see the
