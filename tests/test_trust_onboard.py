@@ -1,0 +1,109 @@
+"""Onboarding traps (issue 15): the command line explains itself, kernel solve takes --cross in
+either orientation and says where its predictions went, default output folders per command.
+
+References are independent of the code under test: argparse's own parser tree, a dense
+in-memory kernel regression, and the files on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from widelimits import predict
+from widelimits.cli import build_parser, main
+from widelimits.layers.spec import parse_architecture
+
+ARCH = "Dense(), ReLU(), Dense(1)"
+
+
+# ------------------------------------------------------------------------ help everywhere
+def _parsers(parser: argparse.ArgumentParser, path=("widelimits",)):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                assert helps.get(name), f"{' '.join(path)} {name} has no help line"
+                yield from _parsers(sub, (*path, name))
+
+
+PARSERS = list(_parsers(build_parser()))
+
+
+@pytest.mark.parametrize("path, parser", PARSERS, ids=[" ".join(p) for p, _ in PARSERS])
+def test_every_command_has_a_description_and_every_flag_a_help_line(path, parser):
+    assert parser.description and len(parser.description) > 20, f"{path}: no description"
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            continue
+        assert action.help and action.help != argparse.SUPPRESS, (
+            f"{' '.join(path)} {action.option_strings or action.dest} has no help line"
+        )
+
+
+def test_compute_without_arch_is_refused_by_the_parser(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((4, 3)))
+    with pytest.raises(SystemExit) as exit_:
+        main(["kernel", "compute", "--data", str(tmp_path / "x.npy"), "--out",
+              str(tmp_path / "k.zarr")])  # fmt: skip
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--arch" in err and "required" in err and "None" not in err
+
+
+# --------------------------------------------------------------------- kernel solve --cross
+@pytest.fixture
+def stores(tmp_path):
+    pytest.importorskip("zarr")
+    rng = np.random.default_rng(0)
+    x, xt = rng.standard_normal((40, 5)), rng.standard_normal((7, 5))
+    y = rng.standard_normal((40, 2))
+    for name, a in (("x", x), ("xt", xt), ("y", y)):
+        np.save(tmp_path / f"{name}.npy", a)
+    common = ["--arch", ARCH, "--dtype", "float64", "--no-progress", "--tile", "16"]
+    for out, data, data2 in (("k", "x", None), ("test_train", "xt", "x"),
+                             ("train_test", "x", "xt")):  # fmt: skip
+        more = [] if data2 is None else ["--data2", str(tmp_path / f"{data2}.npy")]
+        assert main(["kernel", "compute", "--data", str(tmp_path / f"{data}.npy"), *more,
+                     "--out", str(tmp_path / f"{out}.zarr"), *common]) == 0  # fmt: skip
+    net = parse_architecture(ARCH)
+    X, XT = torch.from_numpy(x), torch.from_numpy(xt)
+    alpha = predict.cholesky_solve(net.kernel(X, get="ntk"), torch.from_numpy(y), diag_reg=1e-3)
+    return tmp_path, (net.kernel(XT, X, get="ntk") @ alpha).numpy()
+
+
+def _solve(t, cross, *more):
+    return main(["kernel", "solve", "--store", str(t / "k.zarr"), "--targets", str(t / "y.npy"),
+                 "--cross", str(t / cross), "--diag-reg", "1e-3", "--tol", "1e-12", "--rank",
+                 "20", "--no-progress", *more])  # fmt: skip
+
+
+@pytest.mark.parametrize("cross", ["test_train.zarr", "train_test.zarr"])
+def test_solve_takes_the_cross_kernel_in_either_order(stores, cross, capsys):
+    t, expected = stores
+    assert _solve(t, cross, "--out", str(t / "pred.npy")) == 0
+    np.testing.assert_allclose(np.load(t / "pred.npy"), expected, rtol=1e-7, atol=1e-9)
+    err = capsys.readouterr().err
+    assert ("transpose" in err) == (cross == "train_test.zarr")
+
+
+def test_solve_without_out_says_the_predictions_were_not_saved(stores, capsys):
+    t, _ = stores
+    assert _solve(t, "test_train.zarr") == 0
+    out = capsys.readouterr().out
+    assert "no --out given" in out and "(7, 2)" in out and "not saved" in out
+
+
+def test_solve_refuses_a_cross_kernel_of_other_points(stores, capsys):
+    t, _ = stores
+    # a cross store whose sides are neither the 40 training points: the 7 x 7 test kernel
+    assert main(["kernel", "compute", "--data", str(t / "xt.npy"), "--out", str(t / "tt.zarr"),
+                 "--arch", ARCH, "--dtype", "float64", "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert _solve(t, "tt.zarr") == 2
+    err = capsys.readouterr().err
+    assert "--cross" in err and "(7, 7)" in err and "40 training points" in err
