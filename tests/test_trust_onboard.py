@@ -107,3 +107,35 @@ def test_solve_refuses_a_cross_kernel_of_other_points(stores, capsys):
     assert _solve(t, "tt.zarr") == 2
     err = capsys.readouterr().err
     assert "--cross" in err and "(7, 7)" in err and "40 training points" in err
+
+
+# ------------------------------------------------------------------- output folders
+def test_each_command_has_its_own_default_folder():
+    parse = build_parser().parse_args
+    outs = {c: parse(c.split()).out for c in ("demo", "linear", "limits sweep", "limits plane")}
+    assert len({outs["demo"], outs["linear"], outs["limits sweep"]}) == 3
+    assert outs["limits plane"] == outs["limits sweep"]  # plane.png is not a sweep file
+    assert all(o.startswith("./widelimits-out/") for o in outs.values())
+
+
+TINY_LINEAR = ["linear", "--no-progress", "--q", "0", "--d", "4", "--k", "1", "--n", "2",
+               "--widths", "8", "16", "--seeds", "1", "--t-max", "0.5"]  # fmt: skip
+
+
+def test_linear_leaves_the_demo_report_and_says_when_it_replaces_its_own(
+    tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    demo_report = tmp_path / "widelimits-out" / "demo" / "report.md"
+    demo_report.parent.mkdir(parents=True)
+    demo_report.write_text("the demo's report\n")
+    assert main(TINY_LINEAR) == 0
+    report = tmp_path / "widelimits-out" / "linear" / "report.md"
+    assert report.is_file() and demo_report.read_text() == "the demo's report\n"
+    assert "replacing" not in capsys.readouterr().err  # nothing there before
+    report.write_text("stale\n")
+    assert main(TINY_LINEAR) == 0
+    err = capsys.readouterr().err
+    assert f"replacing the previous {report}" in err and "--out" in err
+    assert report.read_text() != "stale\n"

@@ -882,7 +882,7 @@ def _log(message: str, enabled: bool) -> None:
 
 
 def run_demo(
-    out_dir: str | Path = "widelimits-out",
+    out_dir: str | Path = "widelimits-out/demo",
     quick: bool = False,
     seed: int = 0,
     *,
