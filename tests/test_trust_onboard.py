@@ -8,6 +8,8 @@ in-memory kernel regression, and the files on disk.
 from __future__ import annotations
 
 import argparse
+import io
+import sys
 
 import numpy as np
 import pytest
@@ -139,3 +141,83 @@ def test_linear_leaves_the_demo_report_and_says_when_it_replaces_its_own(
     err = capsys.readouterr().err
     assert f"replacing the previous {report}" in err and "--out" in err
     assert report.read_text() != "stale\n"
+
+
+# ------------------------------------------------------------------------- progress bars
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_bars_are_auto_only_on_a_terminal(monkeypatch):
+    from widelimits._progress import show_progress
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert [show_progress(p) for p in (None, True, False)] == [False, True, False]
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert [show_progress(p) for p in (None, True, False)] == [True, True, False]
+    assert show_progress(None, default=False) is False  # a small job draws no bar
+
+
+@pytest.fixture
+def recorded_bars(monkeypatch):
+    """Every bar widelimits makes, drawn as if stderr were a terminal."""
+    import widelimits._progress as prog
+
+    bars, make = [], prog.progress_bar
+    monkeypatch.setattr(prog, "_watched", lambda: True)  # pytest swaps sys.stderr per phase
+
+    def record(*args, **kwargs):
+        bars.append(make(*args, **kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr(prog, "progress_bar", record)
+    return bars
+
+
+def test_training_curve_bar_reaches_its_total(recorded_bars):
+    """The GD bar used to stop one short (280/281): the loop broke before its last count."""
+    import widelimits as wl
+    from widelimits.demo import gd_training_curve
+
+    torch.manual_seed(0)
+    x, xt = torch.randn(12, 4), torch.randn(5, 4)
+    y, yt = torch.randn(12, 1), torch.randn(5, 1)
+    net = wl.Serial(wl.Dense(), wl.ReLU(), wl.Dense(1))
+    curve = gd_training_curve(net, 16, x, y, xt, yt, (yt[:, 0] > 0).long(), lr=0.1,
+                              record=[0, 3, 7], seed=0, progress=True)  # fmt: skip
+    assert curve["steps"] == [0, 3, 7]
+    (bar,) = recorded_bars
+    assert bar.total == 8 and bar.n == bar.total
+
+
+TINY_SWEEP = ["limits", "sweep", "--scalings", "NTK", "MF", "IC-MF", "--widths", "16", "32",
+              "--seeds", "1", "--steps", "4", "--n-train", "24",
+              "--limit-particles", "64"]  # fmt: skip
+
+
+def test_sweep_to_a_file_has_no_carriage_returns_but_announces_the_limit_phase(
+    tmp_path, capsys
+):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    assert main([*TINY_SWEEP, "--out", str(tmp_path)]) == 0  # stderr captured: not a terminal
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert "limit models of NTK, MF, IC-MF" in err and "6 trajectories" in err
+
+
+def test_sweep_limit_phase_has_its_own_bar(tmp_path, recorded_bars):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from widelimits.cli import QUICK_SWEEP
+    from widelimits.limits.sweep import SweepConfig, width_sweep
+
+    sizes = dict(QUICK_SWEEP, scalings=["NTK", "MF", "IC-MF"], widths=[16, 32], steps=4,
+                 n_train=24, limit_particles=64)  # fmt: skip
+    width_sweep(SweepConfig(**sizes), progress=None)
+    named = ("width sweep", "limit models")
+    sweep, limits = (b for b in recorded_bars if getattr(b, "desc", "") in named)
+    assert sweep.total == sweep.n == 6  # 3 scalings x 2 widths x 1 seed
+    assert limits.total == limits.n == 6 and limits.desc == "limit models"

@@ -150,7 +150,9 @@ def _add_demo(subparsers) -> None:
         "everything else runs on one thread, faster for small matrices; use 1 on a busy "
         "machine)",
     )  # fmt: skip
-    p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output on stderr (bars are drawn only when stderr is a "
+                   "terminal; status lines always)")  # fmt: skip
     p.set_defaults(func=_run_demo)
 
 
@@ -211,7 +213,7 @@ def _run_limits_sweep(args: argparse.Namespace) -> int:
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(args.threads)
-        result = width_sweep(config, progress=not args.no_progress)
+        result = width_sweep(config, progress=False if args.no_progress else None)
     except ValueError as err:
         print(f"widelimits limits sweep: error: {err}", file=sys.stderr)
         return 2
@@ -278,7 +280,9 @@ def _add_limits(subparsers) -> None:
     sweep.add_argument("--quick", action="store_true",
                        help="tiny sizes (seconds), for tests; explicit options still "
                        "apply")  # fmt: skip
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    sweep.add_argument("--no-progress", action="store_true",
+                       help="no progress output on stderr (bars are drawn only when stderr is a "
+                       "terminal; status lines always)")  # fmt: skip
     sweep.set_defaults(func=_run_limits_sweep)
 
 
@@ -373,7 +377,9 @@ def _add_linear(subparsers) -> None:
                    f"{qk['k']}, n {qk['n']}, widths {' '.join(map(str, qk['widths']))}, "
                    f"{qk['seeds']} seeds, t-max {qk['t_max']:g}; explicit options still "
                    "apply")  # fmt: skip
-    p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output on stderr (bars are drawn only when stderr is a "
+                   "terminal; status lines always)")  # fmt: skip
     p.set_defaults(func=_run_linear)
 
 

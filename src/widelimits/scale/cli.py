@@ -48,6 +48,13 @@ def _inputs(path: str, key: str | None, dtype: str):
     return torch.from_numpy(np.ascontiguousarray(x)).to(getattr(torch, dtype))
 
 
+def _bars(args: argparse.Namespace) -> bool:
+    """Progress bars unless --no-progress, and only when stderr is a terminal."""
+    from .._progress import show_progress
+
+    return not args.no_progress and show_progress(None)
+
+
 def _fail(command: str, err: Exception) -> int:
     print(f"widelimits kernel {command}: error: {err}", file=sys.stderr)
     return 2
@@ -65,7 +72,7 @@ def _run_compute(args: argparse.Namespace) -> int:
         store = compute_kernel_store(
             net, x1, x2, args.out, get=tuple(args.get), tile_size=args.tile,
             scheduler=args.scheduler, workers=args.workers, overwrite=args.overwrite,
-            progress=not args.no_progress,
+            progress=None if _bars(args) else False,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, StaleStoreError, MemoryError) as err:
         return _fail("compute", err)
@@ -220,7 +227,7 @@ def _run_solve(args: argparse.Namespace) -> int:
             x_train=x_train, x_test=x_test, diag_reg=args.diag_reg, tol=args.tol,
             max_iter=args.max_iter, preconditioner=args.preconditioner, rank=args.rank,
             in_memory=_IN_MEMORY[args.in_memory], memory_budget=_gib(args.memory_budget),
-            progress=not args.no_progress,
+            progress=_bars(args),
         )  # fmt: skip
         report = None if pred is None or truth is None else _report(pred, truth, classes)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, MemoryError) as err:
@@ -262,7 +269,8 @@ def add_kernel(subparsers) -> None:
         q.add_argument("--key", help="array name inside .npz inputs")
         q.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                        help="dtype of the inputs and kernels (default float32)")  # fmt: skip
-        q.add_argument("--no-progress", action="store_true", help="no progress bar")
+        q.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (bars are drawn only when stderr is a terminal)")
 
     c = sub.add_parser(
         "compute", help="compute kernels into a store (resumes a partial one)",
