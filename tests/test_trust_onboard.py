@@ -221,3 +221,52 @@ def test_sweep_limit_phase_has_its_own_bar(tmp_path, recorded_bars):
     sweep, limits = (b for b in recorded_bars if getattr(b, "desc", "") in named)
     assert sweep.total == sweep.n == 6  # 3 scalings x 2 widths x 1 seed
     assert limits.total == limits.n == 6 and limits.desc == "limit models"
+
+
+# ----------------------------------------------------------------------------- figures
+def test_coinciding_curves_are_found():
+    from widelimits.linear.report import coincides_with
+
+    a = np.array([1.0, 2.0, 4.0])
+    cols = np.stack([a, 2 * a, a * (1 + 1e-4), 2 * a * (1 - 1e-4), a * 1.05], axis=1)
+    assert coincides_with(cols) == [None, None, 0, 1, None]
+
+
+def test_linear_figure_says_which_curves_coincide(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import json
+
+    from widelimits.linear.report import plot_linear
+
+    monkeypatch.chdir(tmp_path)
+    assert main(TINY_LINEAR) == 0
+    result = json.loads((tmp_path / "widelimits-out/linear/results.json").read_text())
+    we = result["width_errors"]
+    for key in ("mean", "scaled"):  # make the last time repeat the second exactly
+        we[key] = [[*row[:-1], row[1]] for row in we[key]]
+    fig = plot_linear(result)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    times = we["times"]
+    assert labels[-1] == f"t = {times[-1]:g}, same as t = {times[1]:g}"
+    assert fig.axes[0].get_legend().get_title().get_text().startswith("'same as'")
+    markers = {line.get_marker() for line in fig.axes[0].get_lines()}
+    assert len(markers) == len(times)  # each time its own marker
+
+
+def test_map_of_limits_figure_has_three_titled_panels(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from widelimits.cli import QUICK_SWEEP
+    from widelimits.limits.report import MAP_PANELS, plot_sweep
+    from widelimits.limits.sweep import SweepConfig, width_sweep
+
+    sizes = dict(QUICK_SWEEP, scalings=["NTK", "MF"], widths=[16, 32], steps=4, n_train=24,
+                 limits=False)  # fmt: skip
+    result = width_sweep(SweepConfig(**sizes))
+    fig = plot_sweep(result, tmp_path / "limits.png", panels=MAP_PANELS)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 3 and titles[0].startswith("mean |logit|") and "\n" in titles[0]
+    assert "one seed" in fig._suptitle.get_text()
+    assert len(plot_sweep(result).axes) == 6  # the sweep command's full grid is unchanged
+    with pytest.raises(ValueError, match="panels must be among"):
+        plot_sweep(result, panels=["loss"])

@@ -1066,9 +1066,9 @@ def _run_demo(
         },
     }
     plot_results(results, out / "demo.png")
-    from .limits.report import plot_sweep
+    from .limits.report import MAP_PANELS, plot_sweep
 
-    plot_sweep(limits, out / "limits.png")
+    plot_sweep(limits, out / "limits.png", panels=MAP_PANELS)
     from .linear.report import plot_linear
 
     plot_linear(linear, out / "linear.png")
