@@ -60,7 +60,7 @@ def test_no_command_prints_help_and_fails(capsys):
 
 def test_demo_defaults():
     args = build_parser().parse_args(["demo"])
-    assert args.out == "./widelimits-out" and args.seed == 0 and not args.quick
+    assert args.out == "./widelimits-out/demo" and args.seed == 0 and not args.quick
 
 
 def test_demo_writes_files(quick_demo):

@@ -170,6 +170,22 @@ def test_parameter_selection():
     torch.testing.assert_close(sum(parts), full)
 
 
+def test_parameter_selection_forms_agree():
+    """A module, its name, its parameters' names, its parameters, alone or in a list: one set."""
+    model, x = make("mlp")
+    by_list = finite.empirical_ntk(model, x, params=["0.weight", "0.bias"])
+    forms = [model[0], [model[0]], "0", ["0"], list(model[0].parameters()), model[0].weight]
+    got = [finite.empirical_ntk(model, x, params=f) for f in forms]
+    for k in got[:-1]:
+        torch.testing.assert_close(k, by_list)
+    weight_only = finite.empirical_ntk(model, x, params=["0.weight"])
+    torch.testing.assert_close(got[-1], weight_only)
+    assert not torch.allclose(weight_only, by_list)  # the bias counts: the forms are not vacuous
+    lin = finite.linearize(model, params="0")  # linearize shares the selection
+    assert sum(p.numel() for p in lin.parameters() if p.requires_grad) == sum(
+        p.numel() for p in model[0].parameters())
+
+
 def test_matches_explicit_flat_jacobian():
     """A second algorithm: torch.autograd.functional.jacobian on the flattened parameters."""
     model, x = make("resnet")

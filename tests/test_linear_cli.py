@@ -109,7 +109,7 @@ def test_make_problem_is_seeded_and_well_conditioned():
 
 def test_defaults():
     args = build_parser().parse_args(["linear"])
-    assert args.out == "./widelimits-out" and args.eta == 1.0 and args.seed == 0
+    assert args.out == "./widelimits-out/linear" and args.eta == 1.0 and args.seed == 0
     assert args.q is None and not args.quick  # filled from LINEAR_DEFAULTS
 
 

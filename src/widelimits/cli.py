@@ -4,7 +4,7 @@ Each subcommand is one ``_add_<name>(subparsers)`` function that declares its op
 ``func`` to a ``_run_<name>(args) -> int`` handler; add a new one to ``SUBCOMMANDS``.
 
     widelimits --version
-    widelimits demo [--out DIR] [--quick] [--seed N]
+    widelimits demo [--out DIR] [--quick] [--seed N]    (DIR: ./widelimits-out/demo)
     widelimits limits plane [--out DIR]
     widelimits limits sweep [--out DIR] [--scalings ...] [--widths ...] [--quick] ...
     widelimits linear [--out DIR] [--q 1] [--d 20] [--k 3] [--n 10] [--widths ...] [--quick] ...
@@ -15,6 +15,11 @@ Before a command runs, `check_arguments` checks the options it has (input files,
 ``--arch``, sizes that cannot fit).  A mistake in the command line or its inputs prints one line,
 ``widelimits: error: ...`` naming the option, and exits with status 2, as argparse does; see
 `USER_ERRORS` for what counts as one.
+
+Each command writes into its own folder, ``./widelimits-out/<command>`` unless ``--out`` says
+otherwise (``limits plane`` and ``limits sweep`` share ``./widelimits-out/limits``: their files
+differ), so ``linear`` never replaces the demo's report.  A rerun into a folder that already
+holds a report replaces it, saying so on stderr before it starts (`announce_replacement`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,29 @@ def _missing_extras(command: str, modules: tuple[str, ...] = ("matplotlib",)) ->
 
     matplotlib.use("Agg")
     return False
+
+
+# Each command writes into its own folder by default, so one never replaces another's report.
+OUT_ROOT = "./widelimits-out"
+REPLACES_HELP = "; an existing report there is replaced, with a notice on stderr"
+
+
+def _out_option(parser: argparse.ArgumentParser, command: str) -> None:
+    """``--out DIR``, default ``./widelimits-out/<command>``."""
+    default = f"{OUT_ROOT}/{command}"
+    parser.add_argument("--out", default=default, metavar="DIR",
+                        help=f"output folder (default: {default}){REPLACES_HELP}")  # fmt: skip
+
+
+def announce_replacement(command: str, out: str, names: Sequence[str]) -> list[str]:
+    """Say on stderr, before ``command`` runs, which of the files ``names`` already in the
+    folder ``out`` it will replace (a previous run's report); returns their paths."""
+    folder = Path(out).expanduser().absolute()
+    existing = [str(folder / n) for n in names if (folder / n).is_file()]
+    if existing:
+        print(f"widelimits {command}: replacing the previous {', '.join(existing)} "
+              "(choose another --out to keep them)", file=sys.stderr)  # fmt: skip
+    return existing
 
 
 def _int_at_least(minimum: int):
@@ -85,6 +113,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     if _missing_extras("demo", ("sklearn", "matplotlib")):
         return 1
     check_output_folder(args.out)
+    announce_replacement("demo", args.out, ("report.md", "results.json"))
     results = run_demo(
         args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
         threads=args.threads,
@@ -108,10 +137,7 @@ def _add_demo(subparsers) -> None:
             "results.json."
         ),
     )
-    p.add_argument(
-        "--out", default="./widelimits-out", metavar="DIR",
-        help="output folder (default: ./widelimits-out)",
-    )  # fmt: skip
+    _out_option(p, "demo")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -124,7 +150,9 @@ def _add_demo(subparsers) -> None:
         "everything else runs on one thread, faster for small matrices; use 1 on a busy "
         "machine)",
     )  # fmt: skip
-    p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output on stderr (bars are drawn only when stderr is a "
+                   "terminal; status lines always)")  # fmt: skip
     p.set_defaults(func=_run_demo)
 
 
@@ -143,6 +171,7 @@ def _run_limits_plane(args: argparse.Namespace) -> int:
     from .limits import REGIONS, classify, plot_plane
 
     check_output_folder(args.out)
+    announce_replacement("limits plane", args.out, ("plane.png",))
     out = Path(args.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     fig = plot_plane()
@@ -166,6 +195,7 @@ def _run_limits_sweep(args: argparse.Namespace) -> int:
     if _missing_extras("limits sweep", ("sklearn", "matplotlib")):
         return 1
     check_output_folder(args.out)
+    announce_replacement("limits sweep", args.out, ("report.md", "results.json"))
     import torch
 
     from .limits.report import write_report
@@ -183,7 +213,7 @@ def _run_limits_sweep(args: argparse.Namespace) -> int:
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(args.threads)
-        result = width_sweep(config, progress=not args.no_progress)
+        result = width_sweep(config, progress=False if args.no_progress else None)
     except ValueError as err:
         print(f"widelimits limits sweep: error: {err}", file=sys.stderr)
         return 2
@@ -217,8 +247,7 @@ def _add_limits(subparsers) -> None:
         description="Writes plane.png (`plot_plane`) and prints the 13 regions of the stable "
         "strip: index, name, a representative point and `classify`'s properties there.",
     )
-    plane.add_argument("--out", default="./widelimits-out", metavar="DIR",
-                       help="output folder (default: ./widelimits-out)")  # fmt: skip
+    _out_option(plane, "limits")
     plane.set_defaults(func=_run_limits_plane)
 
     sweep = sub.add_parser(
@@ -229,8 +258,7 @@ def _add_limits(subparsers) -> None:
         "sweep.png, limits.png, exponents.png, results.json and report.md. Defaults: "
         "SweepConfig's.",
     )
-    sweep.add_argument("--out", default="./widelimits-out", metavar="DIR",
-                       help="output folder (default: ./widelimits-out)")  # fmt: skip
+    _out_option(sweep, "limits")
     sweep.add_argument("--scalings", nargs="+", choices=SWEEP_SCALINGS, metavar="NAME",
                        help="scalings by name, from: " + ", ".join(SWEEP_SCALINGS) +
                        " (default: NTK MF sym-default IC-MF)")  # fmt: skip
@@ -252,7 +280,9 @@ def _add_limits(subparsers) -> None:
     sweep.add_argument("--quick", action="store_true",
                        help="tiny sizes (seconds), for tests; explicit options still "
                        "apply")  # fmt: skip
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    sweep.add_argument("--no-progress", action="store_true",
+                       help="no progress output on stderr (bars are drawn only when stderr is a "
+                       "terminal; status lines always)")  # fmt: skip
     sweep.set_defaults(func=_run_limits_sweep)
 
 
@@ -273,6 +303,7 @@ def _run_linear(args: argparse.Namespace) -> int:
     if _missing_extras("linear"):
         return 1
     check_output_folder(args.out)
+    announce_replacement("linear", args.out, ("report.md", "results.json"))
     from .linear.report import format_summary, linear_experiment, write_report
 
     sizes = dict(LINEAR_QUICK if args.quick else LINEAR_DEFAULTS)
@@ -321,8 +352,7 @@ def _add_linear(subparsers) -> None:
         "d x n Gaussian matrix (X^T X / n = I_n for n < d), Y iid N(0, 1). Writes linear.png, "
         "results.json and report.md.",
     )
-    p.add_argument("--out", default="./widelimits-out", metavar="DIR",
-                   help="output folder (default: ./widelimits-out)")  # fmt: skip
+    _out_option(p, "linear")
     p.add_argument("--q", type=_nonnegative_int, metavar="Q",
                    help=f"middle layers (q + 1 hidden layers; default {d['q']})")  # fmt: skip
     p.add_argument("--d", type=_positive_int, metavar="D",
@@ -347,7 +377,9 @@ def _add_linear(subparsers) -> None:
                    f"{qk['k']}, n {qk['n']}, widths {' '.join(map(str, qk['widths']))}, "
                    f"{qk['seeds']} seeds, t-max {qk['t_max']:g}; explicit options still "
                    "apply")  # fmt: skip
-    p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output on stderr (bars are drawn only when stderr is a "
+                   "terminal; status lines always)")  # fmt: skip
     p.set_defaults(func=_run_linear)
 
 

@@ -268,9 +268,11 @@ def _threads(n: int | None):
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    """A bar when ``enabled`` and stderr is a terminal (`widelimits._progress`)."""
+    from ._progress import progress_bar
 
-    return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr)
+    return progress_bar(iterable, total=total, desc=desc, progress=None if enabled else False,
+                        leave=False)  # fmt: skip
 
 
 def train_network(
@@ -388,8 +390,8 @@ def gd_training_curve(
                 if not math.isfinite(curve["train_loss"][-1]):
                     diverged = True
                     break
-            if step == last:
-                break
+            if step == last:  # no update after the last record; the bar still counts it
+                continue
             loss = 0.5 * ((model(x_tr) - y_tr) ** 2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -882,7 +884,7 @@ def _log(message: str, enabled: bool) -> None:
 
 
 def run_demo(
-    out_dir: str | Path = "widelimits-out",
+    out_dir: str | Path = "widelimits-out/demo",
     quick: bool = False,
     seed: int = 0,
     *,
@@ -1064,9 +1066,9 @@ def _run_demo(
         },
     }
     plot_results(results, out / "demo.png")
-    from .limits.report import plot_sweep
+    from .limits.report import MAP_PANELS, plot_sweep
 
-    plot_sweep(limits, out / "limits.png")
+    plot_sweep(limits, out / "limits.png", panels=MAP_PANELS)
     from .linear.report import plot_linear
 
     plot_linear(linear, out / "linear.png")

@@ -33,7 +33,10 @@ from torch import Tensor, nn
 
 from ._functional import FunctionalModel
 
-ParamSelection = Iterable[str] | Iterable[nn.Module] | Callable[[str, Tensor], bool] | None
+ParamSelection = (
+    str | nn.Module | Tensor | Iterable[str | nn.Module | Tensor]
+    | Callable[[str, Tensor], bool] | None
+)
 IMPLEMENTATIONS = ("auto", "jacobian", "ntk_vector", "structured")
 
 __all__ = [
@@ -51,11 +54,13 @@ __all__ = [
 
 # ------------------------------------------------------------------------------- parameters
 def select_parameters(model: nn.Module, params: ParamSelection) -> dict[str, nn.Parameter]:
-    """Resolve ``params`` to {name: parameter}, each distinct parameter once.
+    """Resolve ``params`` to {name: parameter}, each distinct parameter once, in model order.
 
-    None: every parameter with ``requires_grad``.  A callable ``(name, parameter) -> bool``: those
-    it accepts.  An iterable of names, or of submodules (all their parameters).  The selected
-    parameters must be initialized and share one floating dtype and one device.
+    None: every parameter with ``requires_grad``.  A callable ``(name, parameter) -> bool``
+    (other than a module): those it accepts.  Otherwise one item or a list of items, each a
+    submodule (all its parameters, e.g. ``model.fc``), a name (of a parameter, ``"fc.weight"``,
+    or of a submodule, ``"fc"``), or a parameter itself.  The selected parameters must be
+    initialized and share one floating dtype and one device.
     """
     named = dict(model.named_parameters())  # distinct tensors, as autograd counts them
     if any(isinstance(v, nn.parameter.UninitializedParameter) for v in named.values()):
@@ -63,29 +68,13 @@ def select_parameters(model: nn.Module, params: ParamSelection) -> dict[str, nn.
             "the model has lazy layers whose parameters are not initialized yet; call the "
             "model once on a batch of inputs first"
         )
-    aliases = dict(model.named_parameters(remove_duplicate=False))
     if params is None:
         chosen = {k: v for k, v in named.items() if v.requires_grad}
-    elif isinstance(params, str):
-        raise TypeError(f"params must be a list of parameter names, got the string {params!r}")
-    elif callable(params):
+    elif callable(params) and not isinstance(params, nn.Module):
         chosen = {k: v for k, v in named.items() if params(k, v)}
     else:
-        items = list(params)
-        if all(isinstance(p, nn.Module) for p in items):
-            ids = {id(p) for m in items for p in m.parameters()}
-            chosen = {k: v for k, v in named.items() if id(v) in ids}
-        elif all(isinstance(p, str) for p in items):
-            unknown = [p for p in items if p not in aliases]
-            if unknown:
-                raise ValueError(
-                    f"params: unknown parameter name(s) {unknown}; the model has "
-                    f"{list(named)[:8]}..."
-                )
-            first = {id(v): k for k, v in named.items()}  # a shared tensor's canonical name
-            chosen = {first[id(aliases[k])]: aliases[k] for k in items}
-        else:
-            raise TypeError("params must be parameter names, submodules, or a callable")
+        ids = _selected_ids(model, params)
+        chosen = {k: v for k, v in named.items() if id(v) in ids}
     if not chosen:
         raise ValueError(
             "the model has no trainable parameters (or none were selected by params), so its "
@@ -99,6 +88,61 @@ def select_parameters(model: nn.Module, params: ParamSelection) -> dict[str, nn.
             f"{found}; convert the model first, e.g. model.to(device, torch.float64)"
         )
     return chosen
+
+
+def _selected_ids(model: nn.Module, params) -> set[int]:
+    """The ids of the parameters named by ``params``: a module, a name, a parameter, or a list
+    of those (see `select_parameters`)."""
+    if isinstance(params, (str, nn.Module, Tensor)):
+        items = [params]
+    else:
+        try:
+            items = list(params)
+        except TypeError:
+            raise TypeError(
+                "params must be a submodule, a parameter or submodule name, a parameter, a list "
+                f"of those, or a callable (name, parameter) -> bool; got {type(params).__name__}"
+            ) from None
+    aliases = dict(model.named_parameters(remove_duplicate=False))
+    modules = dict(model.named_modules(remove_duplicate=False))
+    owned = {id(v) for v in aliases.values()}
+    ids: set[int] = set()
+    unknown = []
+    for item in items:
+        if isinstance(item, str):
+            if item in aliases:
+                ids.add(id(aliases[item]))
+            elif item in modules:
+                ids.update(id(p) for p in modules[item].parameters())
+            else:
+                unknown.append(item)
+        elif isinstance(item, nn.Module):
+            found = {id(p) for p in item.parameters()}
+            if not found <= owned:
+                raise ValueError(
+                    f"params: the module {type(item).__name__} is not part of the model; pass "
+                    "one of its submodules (e.g. model.fc) or their names"
+                )
+            ids.update(found)
+        elif isinstance(item, Tensor):
+            if id(item) not in owned:
+                raise ValueError(
+                    f"params: a tensor of shape {tuple(item.shape)} is not a parameter of the "
+                    "model; pass model parameters, submodules or their names"
+                )
+            ids.add(id(item))
+        else:
+            raise TypeError(
+                "params must be submodules, parameter or submodule names, or parameters; got "
+                f"an item of type {type(item).__name__}"
+            )
+    if unknown:
+        names = list(dict.fromkeys([*aliases, *(m for m in modules if m)]))
+        raise ValueError(
+            f"params: unknown parameter or submodule name(s) {unknown}; the model has "
+            f"{names[:8]}{' ...' if names[8:] else ''}"
+        )
+    return ids
 
 
 # ------------------------------------------------------------------------------------ model

@@ -7,7 +7,6 @@ the infinite-width kernels as the width grows, up to an O(1/width) bias.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -101,7 +100,7 @@ def monte_carlo_kernels(
     gets ``stochastic=True`` (each example its own mask, as its analytic kernel assumes); a
     factory's model with Dropout in training mode needs it passed explicitly.
     """
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
         raise ValueError(
@@ -124,8 +123,9 @@ def monte_carlo_kernels(
     make = _model_factory(net, x1, width, dtype)
     described = hasattr(net, "build")
     nngp, ntk = _Running(), _Running()
-    show = progress if progress is not None else n_samples >= 50 and sys.stderr.isatty()
-    for s in tqdm(range(n_samples), desc="Monte Carlo", disable=not show, leave=False):
+    bar = progress_bar(range(n_samples), progress=progress, default=n_samples >= 50,
+                       desc="Monte Carlo", leave=False)  # fmt: skip
+    for s in bar:
         model = make(seed + s)
         if not isinstance(model, nn.Module):
             raise TypeError(f"net(seed) must return a torch.nn.Module, got {type(model).__name__}")

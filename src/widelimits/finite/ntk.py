@@ -165,13 +165,16 @@ def empirical_ntk(
     r"""Empirical NTK of ``model`` between the batches ``x1`` and ``x2`` (``x1`` if None).
 
     Theta(x, x')_{o o'} = sum_p df_o(x)/dp df_o'(x')/dp over the selected parameters ``params``
-    (names, submodules, a predicate, or None for all trainable ones).  ``outputs="trace"``
+    (a submodule such as ``model.fc``, a parameter or submodule name such as ``"fc"``, a
+    parameter, a list of those, a predicate ``(name, p) -> bool``, or None for all trainable
+    ones).  ``outputs="trace"``
     returns (1/O) sum_o Theta_oo, shape (N1, N2); ``"full"`` (N1, N2, O, O); ``"diagonal"``
     (N1, N2, O).  ``diagonal=True`` (with x2=None) keeps only the pairs (x_i, x_i), dropping the
     N2 axis.  ``implementation`` is "auto", "jacobian", "ntk_vector" or "structured" (see the
     module docstring); all give the same numbers.  Work is chunked over examples so that it
     stays within ``memory_budget`` bytes (default: a quarter of the free memory), or
     ``chunk_size`` examples when given.  The result has the parameters' dtype and device.
+    ``progress``: a bar on stderr (None: for 16 chunk pairs or more, when stderr is a terminal).
 
     The model and the inputs are left exactly as they were (parameters, ``requires_grad``,
     ``.grad``, buffers, mode, hooks; each forward pass gets a copy of its input batch).  Its
@@ -251,20 +254,22 @@ def empirical_ntk(
 
 def assemble(block, x1, x2, size, n_out, outputs, diagonal, progress) -> Tensor:
     """Fill the result chunk pair by chunk pair; for x2=None only upper chunks, mirrored."""
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     rows = chunks(len(x1), size)
     if diagonal:
-        pieces = [block(x1[r], None, True) for r in tqdm(rows, disable=not progress, leave=False)]
-        return torch.cat(pieces)
+        bar = progress_bar(rows, progress=progress, default=len(rows) >= 16, leave=False,
+                           desc="empirical kernel")  # fmt: skip
+        return torch.cat([block(x1[r], None, True) for r in bar])
     symmetric = x2 is None
     cols = rows if symmetric else chunks(len(x2), size)
     pairs = [
         (r, c) for a, r in enumerate(rows) for b, c in enumerate(cols) if not symmetric or b >= a
     ]
     result = None
-    show = progress if progress is not None else len(pairs) >= 16
-    for r, c in tqdm(pairs, desc="empirical kernel", disable=not show, leave=False):
+    bar = progress_bar(pairs, progress=progress, default=len(pairs) >= 16, leave=False,
+                       desc="empirical kernel")  # fmt: skip
+    for r, c in bar:
         same = symmetric and r == c
         piece = block(x1[r], None if same else (x1 if symmetric else x2)[c], False)
         if result is None:

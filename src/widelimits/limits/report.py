@@ -165,21 +165,46 @@ _PANELS = (
 )
 
 
-def plot_sweep(result: dict, path=None):
+# The three panels that carry the map of limits, for a figure read on its own (the demo's):
+# how the logits and the kernel's change scale with width, and what that does to accuracy.
+MAP_PANELS = ("mean_abs_logit", "kernel_ratio", "test_accuracy")
+_HINTS = {
+    "mean_abs_logit": "mean |logit| on the test set\nabove black: grows with width; below: shrinks",
+    "kernel_ratio": "tangent kernel / its value at init\nnear 1: lazy (kernel regime); grows: "
+    "learns features",
+    "test_accuracy": "test accuracy\n(the task is digits 0-4 vs 5-9)",
+}
+
+
+def plot_sweep(result: dict, path=None, panels=None):
     """The sweep's curves against the step; returns the matplotlib Figure (saved to ``path``).
 
-    Six panels (train loss, test loss, test accuracy, mean |logit|, total kernel on a log y
-    axis, kernel ratio to init), each averaged over seeds; one colour per scaling, the line
-    style and opacity per width (dotted/faint = narrow, solid/opaque = widest); the network at
-    the reference width, identical under every scaling, once in black as "default (width W)".
-    Step 0 is drawn at 0.5 (`STEP0_POSITION`).
+    ``panels``: keys of `_PANELS` to draw (default all six: train loss, test loss, test
+    accuracy, mean |logit|, total kernel on a log y axis, kernel ratio to init); `MAP_PANELS`
+    gives a three-panel figure with larger type and a reading hint in each title.  Curves are
+    averaged over seeds; one colour per scaling, the line style and opacity per width
+    (dotted/faint = narrow, solid/opaque = widest); the network at the reference width,
+    identical under every scaling, once in black as "default (width W)".  Step 0 is drawn at
+    0.5 (`STEP0_POSITION`).
     """
-    fig, axes = _figure(2, 3, (15, 8.5))
+    by_key = {row[0]: row for row in _PANELS}
+    if panels is not None and not (set(panels) <= set(by_key) and len(set(panels)) > 0):
+        raise ValueError(f"panels must be among {list(by_key)}, got {list(panels)}")
+    chosen = list(_PANELS) if panels is None else [by_key[k] for k in dict.fromkeys(panels)]
+    short = len(chosen) <= 3
+    if short:
+        chosen = [(key, _HINTS.get(key, title), ys) for key, title, ys in chosen]
+        fig, axes = _figure(1, len(chosen), (5.8 * len(chosen), 5.2))
+    else:
+        fig, axes = _figure(2, 3, (15, 8.5))
+        for ax in axes[len(chosen) :]:
+            ax.remove()
+        axes = axes[: len(chosen)]
     steps = result["steps"]
     x = _x(steps)
     ref = _ref_width(result)
     style = _width_style(result)
-    for ax, (key, title, yscale) in zip(axes, _PANELS, strict=True):
+    for ax, (key, title, yscale) in zip(axes, chosen, strict=True):
         for i, name in enumerate(_scalings(result)):
             for w, (ls, alpha) in style.items():
                 try:
@@ -203,11 +228,13 @@ def plot_sweep(result: dict, path=None):
         Line2D([], [], color="0.3", ls=ls, alpha=alpha, label=f"width {w}")
         for w, (ls, alpha) in style.items()
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8),
+               fontsize=10 if short else None)  # fmt: skip
     seeds = _config(result).get("seeds", 1)
+    runs = "one seed: single runs, expect noise" if seeds == 1 else f"mean over {seeds} seeds"
     fig.suptitle(
         f"Width sweep: one-hidden-layer leaky-ReLU net, lr {_config(result).get('lr')} at "
-        f"width {ref}, mean over {seeds} seed(s)"
+        f"width {ref}; {runs}"
     )
     _save(fig, path)
     return fig

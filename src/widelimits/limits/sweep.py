@@ -26,6 +26,7 @@ Scalings are given by name ("NTK", "MF", "sym-default", "IC-MF", "standard", "mu
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -205,15 +206,21 @@ def _predicted(scaling) -> dict:
     return {"logits_exponent": logits, "kernel_exponent": kernel, "region": c.region}
 
 
-def width_sweep(config: SweepConfig | None = None, progress: bool = False, data=None) -> dict:
+def width_sweep(
+    config: SweepConfig | None = None, progress: bool | None = False, data=None
+) -> dict:
     """Run a sweep (module docstring); returns a JSON-serializable dict.
+
+    ``progress``: bars on stderr for the finite networks and then the limit models, with a
+    status line when the limit phase starts (True: always; None: bars only when stderr is a
+    terminal, the line anyway; False: nothing).
 
     ``data`` = (x_train, y_train, x_test, y_test) with labels 0/1 replaces the digits task.
     The result has ``runs`` (one per scaling, width and seed: the records), ``exponents`` (per
     scaling: fitted and predicted), ``limits`` (per scaling and width: the mean distance to
     the matching limit model per recorded step, averaged over seeds) and ``config``.
     """
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     config = config or SweepConfig()
     dtype = getattr(torch, config.dtype)
@@ -231,7 +238,7 @@ def width_sweep(config: SweepConfig | None = None, progress: bool = False, data=
     }
     jobs = [(n, w, s) for n in names for w in config.widths for s in range(config.seeds)]
     runs, logits, inits = [], {}, {}
-    for name, width, seed in tqdm(jobs, desc="width sweep", disable=not progress):
+    for name, width, seed in progress_bar(jobs, progress=progress, desc="width sweep"):
         model = _model(net, scalings[name], x_tr.shape[1], width, seed, config, dtype)
         if isinstance(model, InitCorrected):
             inits[(name, width, seed)] = model.reference  # the frozen GP draw f(theta_hat_0)
@@ -266,7 +273,17 @@ def width_sweep(config: SweepConfig | None = None, progress: bool = False, data=
 
     limits = {}
     if config.limits:
-        limits = _limit_distances(config, net, scalings, data, steps, logits, inits, dtype)
+        limited = [n for n in names if _limit_kind(scalings[n])]
+        runs_per = {n: sum(1 for k in logits if k[0] == n) for n in limited}
+        if progress is not False and limited:
+            print(f"width sweep: training the infinite-width limit models of "
+                  f"{', '.join(limited)} ({config.limit_particles} mean-field particles; "
+                  f"{sum(runs_per.values())} trajectories)", file=sys.stderr,
+                  flush=True)  # fmt: skip
+        with progress_bar(total=sum(runs_per.values()), progress=progress, desc="limit models",
+                          unit="run") as bar:  # fmt: skip
+            limits = _limit_distances(config, net, scalings, data, steps, logits, inits, dtype,
+                                      bar)  # fmt: skip
     return {"config": asdict(config) | {"scalings": names}, "steps": steps, "runs": runs,
             "exponents": exponents, "limits": limits}  # fmt: skip
 
@@ -292,13 +309,27 @@ class _Zero(nn.Module):
         return x.new_zeros(len(x), 1)
 
 
-def _limit_distances(config, net, scalings, data, steps, logits, inits, dtype) -> dict:
-    """Mean |f_width - f_limit| on the test set per recorded step, per scaling and width."""
+def _limit_kind(scaling) -> str | None:
+    """Which limit model a scaling is compared with: "IC-MF", "MF", "NTK" or None."""
+    if scaling == "IC-MF":
+        return "IC-MF"
+    if isinstance(scaling, Scaling) and scaling.plane_coordinates() == (-1.0, 1.0):
+        return "MF"
+    if isinstance(scaling, Scaling) and scaling.name == "NTK":
+        return "NTK"
+    return None
+
+
+def _limit_distances(config, net, scalings, data, steps, logits, inits, dtype, bar) -> dict:
+    """Mean |f_width - f_limit| on the test set per recorded step, per scaling and width;
+    ``bar`` advances by one per network whose limit trajectory is done."""
     x_tr, y_tr, x_te, _ = data
     out: dict[str, dict] = {}
     mf_logits = None
     for name, scaling in scalings.items():
-        if scaling == "IC-MF":  # the particles driven by the loss at f + g: one run per draw g
+        kind = _limit_kind(scaling)
+        bar.set_postfix_str(name)
+        if kind == "IC-MF":  # the particles driven by the loss at f + g: one run per draw g
             limit = {}
             for key in logits:
                 if key[0] == name:
@@ -307,15 +338,17 @@ def _limit_distances(config, net, scalings, data, steps, logits, inits, dtype) -
                     model = InitCorrected(particles, inits[key])
                     model.initial = _Zero()  # the limit's own logits start at exactly 0
                     limit[key] = _train(model, data, config.lr, steps, x_tr[:2])["logits"]
+                    bar.update()
             kind = "IC-MF limit (mean-field particles + the network's frozen GP draw)"
-        elif isinstance(scaling, Scaling) and scaling.plane_coordinates() == (-1.0, 1.0):
+        elif kind == "MF":
             if mf_logits is None:
                 model = mean_field_limit(net, x_tr.shape[1], config.limit_particles,
                                          seed=10_007, dtype=dtype)  # fmt: skip
                 mf_logits = _train(model, data, config.lr, steps, x_tr[:2])["logits"]
             limit = {key: mf_logits for key in logits if key[0] == name}
+            bar.update(len(limit))
             kind = "mean-field limit (antithetic particles)"
-        elif isinstance(scaling, Scaling) and scaling.name == "NTK":
+        elif kind == "NTK":
             x_all = torch.cat([x_tr, x_te]).double()
             theta = tangent_kernel(net, scaling, config.ref_width, x_all, x_tr.double(), config.lr)
             dyn = KernelDynamics(theta, y_tr.double(), "bce")
@@ -325,6 +358,7 @@ def _limit_distances(config, net, scalings, data, steps, logits, inits, dtype) -
                     continue
                 traj = dyn.run(inits[key], steps[-1], steps)
                 limit[key] = torch.stack([traj[s][len(x_tr) :] for s in steps])
+                bar.update()
             kind = "NTK limit (kernel gradient descent from the network's own initial logits)"
         else:
             continue

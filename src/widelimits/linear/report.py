@@ -264,17 +264,37 @@ def _figure(ncols: int, size):
     return fig, np.atleast_1d(fig.subplots(1, ncols))
 
 
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+_LINES = ("-", "--", "-.", ":")
+
+
+def coincides_with(columns) -> list[int | None]:
+    """For each column, the first earlier column equal to it within 1% (else None): curves
+    that would hide under another on the plot (e.g. all times after both flows converged)."""
+    columns = np.asarray(columns, dtype=float)
+    same: list[int | None] = []
+    for j in range(columns.shape[1]):
+        col = columns[:, j]
+        equal = (i for i in range(j) if np.allclose(col, columns[:, i], rtol=1e-2, atol=0))
+        same.append(next(equal, None))
+    return same
+
+
 def _draw_width_errors(ax1, ax2, result: dict) -> None:
     we = result["width_errors"]
     w = np.asarray(we["widths"], dtype=float)
     mean, scaled = np.asarray(we["mean"]), np.asarray(we["scaled"])
-    for t, tm in enumerate(we["times"]):
-        c = _COLORS[t % len(_COLORS)]
-        label = f"t = {tm:g} (slope {we['slopes'][t]:.2f})"
-        ax1.plot(w, scaled[:, t], "o-", color=c, label=f"t = {tm:g}")
-        ax2.plot(w, mean[:, t], "o", color=c, label=label)
+    times, same = we["times"], coincides_with(mean)
+    for t, tm in enumerate(times):
+        # a marker, line style and size per time, shrinking: coinciding curves stay visible
+        c, mk, ls = _COLORS[t % len(_COLORS)], _MARKERS[t % 6], _LINES[t % 4]
+        ms = max(3.0, 9.0 - 2.0 * t)
+        note = "" if same[t] is None else f", same as t = {times[same[t]]:g}"
+        ax1.plot(w, scaled[:, t], marker=mk, ls=ls, ms=ms, color=c, label=f"t = {tm:g}{note}")
+        ax2.plot(w, mean[:, t], mk, ms=ms, color=c,
+                 label=f"t = {tm:g} (slope {we['slopes'][t]:.2f}){note}")  # fmt: skip
     later = mean[:, 1:].mean(axis=1) if mean.shape[1] > 1 else mean[:, 0]
-    ax2.plot(w, later, "s", color="k", mfc="none", label="mean over t > 0")
+    ax2.plot(w, later, "s", ms=12, color="k", mfc="none", label="mean over t > 0")
     ax2.plot(w, we["prefactor"] * w ** we["slope"], "-", color="k",
              label=f"fit: slope {we['slope']:.3f}")  # fmt: skip
     ax2.plot(w, later[0] * (w / w[0]) ** -0.5, ":", color="gray", label="$m^{-1/2}$")
@@ -286,7 +306,10 @@ def _draw_width_errors(ax1, ax2, result: dict) -> None:
     ax1.set_ylim(bottom=0)
     ax1.set_ylabel(r"$\sqrt{m}\,\|\beta_m(t) - \beta_\infty(t)\|_F$ (seed mean)")
     ax1.set_title("error x sqrt(m): flat if the error is $O(m^{-1/2})$")
-    ax1.legend(fontsize=8)
+    legend = ax1.legend(fontsize=8)
+    if any(j is not None for j in same):
+        legend.set_title("'same as': within 1%, drawn on top\n(both flows have converged)",
+                         prop={"size": 7})  # fmt: skip
     ax2.set_yscale("log")
     ax2.set_ylabel(r"$\|\beta_m(t) - \beta_\infty(t)\|_F$ (seed mean)")
     ax2.set_title("error against width (log-log)")

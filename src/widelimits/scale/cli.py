@@ -48,6 +48,13 @@ def _inputs(path: str, key: str | None, dtype: str):
     return torch.from_numpy(np.ascontiguousarray(x)).to(getattr(torch, dtype))
 
 
+def _bars(args: argparse.Namespace) -> bool:
+    """Progress bars unless --no-progress, and only when stderr is a terminal."""
+    from .._progress import show_progress
+
+    return not args.no_progress and show_progress(None)
+
+
 def _fail(command: str, err: Exception) -> int:
     print(f"widelimits kernel {command}: error: {err}", file=sys.stderr)
     return 2
@@ -65,7 +72,7 @@ def _run_compute(args: argparse.Namespace) -> int:
         store = compute_kernel_store(
             net, x1, x2, args.out, get=tuple(args.get), tile_size=args.tile,
             scheduler=args.scheduler, workers=args.workers, overwrite=args.overwrite,
-            progress=not args.no_progress,
+            progress=None if _bars(args) else False,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, StaleStoreError, MemoryError) as err:
         return _fail("compute", err)
@@ -139,6 +146,41 @@ def _report(pred, truth: np.ndarray, classes: np.ndarray | None) -> str:
 _IN_MEMORY = {"auto": "auto", "yes": True, "no": False}
 
 
+def _oriented_cross(path: str, get: str, n: int, train_digest: str | None):
+    """The --cross store as `kernel_regression` takes it, K(x_test, x_train) of shape (M, N).
+
+    A store computed in the natural order x1 = x_train, x2 = x_test holds the transpose
+    (N, M): it is recognised by its inputs' digests (x1 is the train set), or else by its
+    shape, and transposed, before any solve.  A square store whose inputs cannot be matched
+    is taken as (test, train).
+    """
+    from . import KernelStore
+
+    cross = KernelStore.open(path)
+    manifest = cross.manifest
+    if get not in cross.kernels:
+        raise ValueError(f"--cross {path} holds {list(cross.kernels)}, not {get!r}: use --get")
+    rows, cols = cross.shape
+    if train_digest is not None and manifest.get("x2") == train_digest:
+        flipped = False
+    elif train_digest is not None and manifest.get("x1") == train_digest:
+        flipped = True
+    elif cols == n:
+        flipped = False
+    elif rows == n:
+        flipped = True
+    else:
+        raise ValueError(
+            f"--cross {path} has shape ({rows}, {cols}) but there are {n} training points: "
+            "compute it with --data TEST --data2 TRAIN (or --data TRAIN --data2 TEST)"
+        )
+    if not flipped:
+        return path
+    print(f"--cross {path} holds K(x_train, x_test) of shape ({rows}, {cols}): using its "
+          "transpose", file=sys.stderr)  # fmt: skip
+    return cross.read(get).T.contiguous()
+
+
 def _gib(value: float | None) -> float | None:
     """--memory-budget (GiB) in bytes, checked."""
     if value is None:
@@ -174,12 +216,18 @@ def _run_solve(args: argparse.Namespace) -> int:
                 "target per training point"
             )
         x_test = None if args.test_data is None else _inputs(args.test_data, args.key, args.dtype)
+        cross = args.cross
+        if cross is not None:
+            from .manifest import input_digest
+
+            digest = train.manifest["x1"] if train is not None else input_digest(x_train)
+            cross = _oriented_cross(cross, args.get, n, digest)
         alpha, pred, info = kernel_regression(
-            train, torch.from_numpy(y).to(dtype), get=args.get, cross=args.cross, net=net,
+            train, torch.from_numpy(y).to(dtype), get=args.get, cross=cross, net=net,
             x_train=x_train, x_test=x_test, diag_reg=args.diag_reg, tol=args.tol,
             max_iter=args.max_iter, preconditioner=args.preconditioner, rank=args.rank,
             in_memory=_IN_MEMORY[args.in_memory], memory_budget=_gib(args.memory_budget),
-            progress=not args.no_progress,
+            progress=_bars(args),
         )  # fmt: skip
         report = None if pred is None or truth is None else _report(pred, truth, classes)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, MemoryError) as err:
@@ -194,6 +242,10 @@ def _run_solve(args: argparse.Namespace) -> int:
         np.save(args.out, out.double().numpy())
         what = "predictions" if pred is not None else "dual coefficients alpha"
         print(f"wrote {what} to {args.out}")
+    else:
+        what = "predictions" if pred is not None else "dual coefficients alpha"
+        print(f"no --out given: the {what} (shape {tuple(out.shape)}) were not saved; "
+              "pass --out FILE.npy to keep them")  # fmt: skip
     return 0
 
 
@@ -210,20 +262,29 @@ def add_kernel(subparsers) -> None:
     )  # fmt: skip
     sub = p.add_subparsers(title="kernel commands", metavar="STEP", required=True)
 
-    def common(q) -> None:
-        q.add_argument("--arch", help='the network, e.g. "Dense(), ReLU(), Dense(1)" '
-                       "(comma-separated widelimits layers with literal arguments)")  # fmt: skip
+    def common(q, arch_required: bool = False) -> None:
+        q.add_argument("--arch", required=arch_required,
+                       help='the network, e.g. "Dense(), ReLU(), Dense(1)" (comma-separated '
+                       "widelimits layers with literal arguments)")  # fmt: skip
         q.add_argument("--key", help="array name inside .npz inputs")
         q.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                        help="dtype of the inputs and kernels (default float32)")  # fmt: skip
-        q.add_argument("--no-progress", action="store_true", help="no progress bar")
+        q.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (bars are drawn only when stderr is a terminal)")
 
-    c = sub.add_parser("compute", help="compute kernels into a store (resumes a partial one)")
-    common(c)
+    c = sub.add_parser(
+        "compute", help="compute kernels into a store (resumes a partial one)",
+        description="Computes the NNGP and/or NTK of --arch between --data and --data2 (or "
+        "--data with itself) tile by tile into a zarr store at --out. A rerun with the same "
+        "network and inputs resumes: only missing or damaged tiles are computed; a store of "
+        "other inputs is refused unless --overwrite.",
+    )  # fmt: skip
+    common(c, arch_required=True)
     c.add_argument("--data", required=True, help="inputs x1 (.npy / .npz), (N, ...) array")
     c.add_argument("--data2", help="inputs x2 for a rectangular kernel (default: x1 itself)")
     c.add_argument("--out", required=True, help="the store's directory, e.g. k.zarr")
-    c.add_argument("--get", nargs="+", choices=("nngp", "ntk"), default=["nngp", "ntk"])
+    c.add_argument("--get", nargs="+", choices=("nngp", "ntk"), default=["nngp", "ntk"],
+                   help="kernels to compute (default: nngp ntk)")  # fmt: skip
     c.add_argument("--tile", type=int, default=2048, help="tile edge in examples (2048)")
     c.add_argument("--scheduler", default=None,
                    help=f"one of {', '.join(SCHEDULERS)} (default threads) or a Dask "
@@ -233,22 +294,33 @@ def add_kernel(subparsers) -> None:
                    help="recompute even if a store for other inputs exists at --out")  # fmt: skip
     c.set_defaults(func=_run_compute)
 
-    s = sub.add_parser("solve", help="kernel regression by preconditioned CG")
+    s = sub.add_parser(
+        "solve", help="kernel regression by preconditioned CG",
+        description="Solves (K + reg I) alpha = Y by preconditioned conjugate gradients on the "
+        "train kernel of --store (or recomputed from --arch and --data) and predicts "
+        "K(x_test, x_train) alpha from --cross (either orientation) or --test-data. Prints "
+        "the convergence report and, with --test-targets, the test accuracy or error; the "
+        "predictions (alpha without test data) are saved only with --out.",
+    )  # fmt: skip
     common(s)
     s.add_argument("--store", help="train kernel store (symmetric, from compute without --data2)")
     s.add_argument("--data", help="train inputs, to recompute the kernel instead of --store")
     s.add_argument("--targets", required=True,
                    help="train targets (.npy): floats (regression) or class labels (integers, "
                    "strings), one-hot over their sorted unique values")  # fmt: skip
-    s.add_argument("--get", choices=("nngp", "ntk"), default="ntk")
+    s.add_argument("--get", choices=("nngp", "ntk"), default="ntk",
+                   help="kernel: ntk (trained-network mean, default) or nngp (posterior mean)")
     s.add_argument("--diag-reg", type=float, default=1e-4,
                    help="relative regularization (times mean diag K), default 1e-4")  # fmt: skip
     s.add_argument("--tol", type=float, default=1e-6, help="relative residual (1e-6)")
-    s.add_argument("--max-iter", type=int, default=None)
+    s.add_argument("--max-iter", type=int, default=None,
+                   help="most CG iterations (default: cg_solve's)")  # fmt: skip
     s.add_argument("--preconditioner", default="pivoted_cholesky",
-                   choices=("pivoted_cholesky", "nystrom", "jacobi", "none"))  # fmt: skip
+                   choices=("pivoted_cholesky", "nystrom", "jacobi", "none"),
+                   help="CG preconditioner (default pivoted_cholesky)")  # fmt: skip
     s.add_argument("--rank", type=int, default=500, help="low-rank preconditioner rank (500)")
-    s.add_argument("--cross", help="test-train kernel store (x1 = test, x2 = train)")
+    s.add_argument("--cross", help="test-train kernel store, computed with x1 = test, x2 = "
+                   "train, or the other way round (then transposed)")  # fmt: skip
     s.add_argument("--test-data", help="test inputs, to recompute the test-train kernel")
     s.add_argument("--test-targets", help="test targets (.npy) for accuracy / error")
     s.add_argument("--out", help="write predictions (or alpha without test data) to this .npy")
