@@ -177,6 +177,11 @@ def _check_rows(shapes: dict) -> None:
     for examples, targets in (("data", "targets"), ("test_data", "test_targets")):
         if examples in shapes and targets in shapes:
             n, m = shapes[examples][0][:1], shapes[targets][0][:1]
+            if not m:
+                raise UsageError(
+                    f"{_option(targets)} holds a scalar: give one target (row) per example of "
+                    f"{_option(examples)}"
+                )
             if n != m:
                 raise UsageError(
                     f"{_option(targets)} has {m[0] if m else 'no'} rows but {_option(examples)} "

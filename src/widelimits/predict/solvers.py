@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._progress import progress_bar
 from ._checks import FIX, as_targets, check_finite, check_solution, not_pd_error
 
 __all__ = [
@@ -258,10 +259,8 @@ def cg_solve(
     rz = (r * z).sum(0)
     res = float((torch.linalg.vector_norm(r, dim=0) / bnorm).max()) if b.numel() else 0.0
     history = [res]
-    from tqdm.auto import tqdm
-
     setup = time.perf_counter() - start
-    bar = tqdm(total=max_iter, desc="conjugate gradients", disable=not progress, leave=False)
+    bar = progress_bar(total=max_iter, desc="conjugate gradients", progress=progress, leave=False)
     it = 0
     while res > tol and it < max_iter:
         kp = kmul(p)

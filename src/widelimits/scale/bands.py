@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._progress import progress_bar
 from ..predict.operators import DenseKernel
 from .store import KernelStore, StoreKernel
 
@@ -167,13 +168,13 @@ def load_kernel(
 
     Raises `CorruptStoreError` naming the damaged tiles, as `KernelStore.read` does.
     """
-    from tqdm.auto import tqdm
-
     store._require(name)
     n = store.shape[0]
     rows = _band_rows(store, block_rows)
     out = torch.empty(store.shape, dtype=store.dtype)
-    bar = tqdm(total=n, desc="loading the kernel", unit="row", disable=not progress, leave=False)
+    bar = progress_bar(
+        total=n, desc="loading the kernel", unit="row", progress=progress, leave=False
+    )
     with bar:
         for r0 in range(0, n, rows):
             r1 = min(r0 + rows, n)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .._compute import GETS, as_input
+from .._progress import progress_bar
 from ..testing import single_thread
 from .store import KernelStore, manifest_for
 
@@ -144,12 +145,9 @@ def compute_kernel_store(
         return store
     a = x1.detach().cpu().numpy()
     b = None if x2 is None else x2.detach().cpu().numpy()
-    show = progress if progress is not None else len(store.tiles()) >= 4
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
+    bar = progress_bar(
         total=len(store.tiles()), initial=len(store.tiles()) - len(pending), unit="tile",
-        desc="kernel store", disable=not show,
+        desc="kernel store", progress=progress, default=len(store.tiles()) >= 4,
     )  # fmt: skip
     args = (str(Path(path)), net, gets, device)
     with bar:
