@@ -179,6 +179,7 @@ class Layer:
         tile_size: int | None = None,
         memory_budget: int | None = None,
         progress: bool | None = None,
+        threads: int | None = None,
     ) -> Kernel | Tensor:
         """Closed-form infinite-width kernels between the rows of ``x1`` and ``x2``.
 
@@ -204,6 +205,10 @@ class Layer:
                 quarter of the memory available now).  The (N1, N2) result itself must fit in
                 memory.
             progress: show a progress bar (default: for kernels of 2**26 entries or more).
+            threads: a positive int, the threads the tiles are spread over, each tile on one
+                torch thread (default: ``torch.get_num_threads()``).  The result does not depend
+                on it, bit for bit (gradients through it: to rounding).  A single tile runs
+                on one thread.
 
         Returns:
             A `Kernel` whose ``.nngp`` and ``.ntk`` are (N1, N2) tensors (the per-output kernels
@@ -219,7 +224,7 @@ class Layer:
 
         return compute_kernel(
             self, x1, x2, get, diagonal=diagonal, tile_size=tile_size,
-            memory_budget=memory_budget, progress=progress,
+            memory_budget=memory_budget, progress=progress, threads=threads,
         )  # fmt: skip
 
     def build(
