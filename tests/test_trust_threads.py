@@ -33,3 +33,12 @@ def test_kernel_accepts_numpy_integer_threads():
     net = wl.Serial(wl.Dense(8), wl.ReLU(), wl.Dense(1))
     x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(net.kernel(x, threads=np.int64(2)).ntk, net.kernel(x, threads=1).ntk)
+
+
+@pytest.mark.parametrize("threads, error", BAD)
+def test_demo_refuses_bad_threads_before_any_work(threads, error, tmp_path):
+    from widelimits.demo import run_demo
+
+    with pytest.raises(error, match="threads"):
+        run_demo(tmp_path / "out", quick=True, threads=threads, progress=False)
+    assert not (tmp_path / "out").exists()
