@@ -18,6 +18,9 @@ a Gram product, whose rounding would put the correlation at 1 - O(eps), which ac
 O(sqrt(eps)) (3e-4 relative in float32).  Such pairs then go through the same elementwise maps
 as an example with itself, whatever tile or batch they fall in.  (Which pairs are the same
 *example*, e.g. for `Dropout`'s masks, is another matter: only the diagonal of ``x2=None``.)
+
+On the CPU the tiles are spread over a pool of threads, each tile on one torch thread
+(`widelimits._threads`): the result is the same bit for bit whatever the number of threads.
 """
 
 from __future__ import annotations
@@ -261,6 +264,8 @@ def compute_kernel(
         or any(t.requires_grad for t in layer.hyperparameter_tensors())
     )
     layout = _layout(layer, x1)
+    if x1.device.type != "cpu":
+        threads = 1  # the device parallelises inside each (large) tile
     with contextlib.nullcontext() if needs_grad else torch.no_grad():
         edge = _tile_edge(
             tile_size, memory_budget, x1.device, x1.element_size(), _pair_entries(x1, layout)
