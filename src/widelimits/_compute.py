@@ -322,19 +322,24 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad)
 
     Each tile writes its own block of the result (and, for ``x2=None``, its mirror image), so
     the order in which tiles finish does not matter.  Each row block's ``cov1`` (column
-    block's ``cov2``) is taken from a fixed tile, the last of its row (column).
+    block's ``cov2``) is taken from a fixed tile, the last of its row (column) in row-major
+    order.
     """
     symmetric = x2 is None
     xb = x1 if symmetric else x2
     n1, n2 = x1.shape[0], xb.shape[0]
     rows, cols = _blocks(n1, edge), _blocks(n2, edge)
     tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not symmetric or j >= i]
+    # The packed diagonal tiles (half the work) last: they fill in while the last full tiles run.
+    tiles.sort(key=lambda t: symmetric and t[0] == t[1])
     entries = n1 * n2 * _pair_entries(x1, layout)
     show = progress if progress is not None else entries >= PROGRESS_MIN_ENTRIES
     _check_fits((n1, n2), need_ntk, x1.element_size(), x1.device)  # before any work
     ids = point_ids(x1, x2)
-    row_owner = {i: k for k, (i, _) in enumerate(tiles)}
-    col_owner = {j: k for k, (_, j) in enumerate(tiles)}
+    last_tile = (len(rows) - 1, len(cols) - 1)
+    owner = {(i, j): k for k, (i, j) in enumerate(tiles)}
+    row_owner = {i: owner[i, last_tile[1]] for i in range(len(rows))}  # last tile of the row
+    col_owner = {j: owner[j if symmetric else last_tile[0], j] for j in range(len(cols))}
     cov1, cov2 = [None] * len(rows), [None] * len(cols)
     results: list[Tensor | None] = []  # [nngp, ntk], allocated by the first tile to finish
     last: list[Kernel] = []
@@ -360,7 +365,7 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad)
             cov1[i] = out.cov1
         if col_owner[j] == k:
             cov2[j] = out.cov2
-        if k == len(tiles) - 1:
+        if (i, j) == last_tile:
             last.append(out)
         if out.pairs is not None:  # a packed diagonal tile: pairs (I, J), I <= J
             rows_i, cols_j = out.pairs[0] + r0, out.pairs[1] + r0
