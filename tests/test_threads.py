@@ -143,6 +143,24 @@ def test_torch_setting_restored_after_success_and_after_an_error(threads):
     assert "_check_finite" in frames
 
 
+@pytest.mark.parametrize("tiles_in_budget, expected", [(1, 1), (2, 2), (3, 3), (50, 4)])
+def test_memory_budget_bounds_the_tiles_in_flight(monkeypatch, tiles_in_budget, expected):
+    import widelimits._compute as compute
+
+    seen = []
+
+    def recording(work, count, threads, done=None):
+        seen.append(threads)
+        return run_parallel(work, count, threads, done)
+
+    monkeypatch.setattr(compute, "run_parallel", recording)
+    x = inputs("fc", 20, torch.float32, seed=8)
+    per_tile = 4 * compute.TEMPORARIES_PER_TILE * 4 * 4  # float32, 4 x 4 pairs
+    k = fc_net().kernel(x, tile_size=4, threads=4, memory_budget=tiles_in_budget * per_tile)
+    assert seen == [expected]
+    assert_identical(k, fc_net().kernel(x, tile_size=4, threads=1))
+
+
 def test_a_worker_exception_propagates_and_stops_the_rest():
     started = []
     lock = threading.Lock()

@@ -267,9 +267,13 @@ def compute_kernel(
     if x1.device.type != "cpu":
         threads = 1  # the device parallelises inside each (large) tile
     with contextlib.nullcontext() if needs_grad else torch.no_grad():
-        edge = _tile_edge(
-            tile_size, memory_budget, x1.device, x1.element_size(), _pair_entries(x1, layout)
-        )
+        pair_entries = _pair_entries(x1, layout)
+        edge = _tile_edge(tile_size, memory_budget, x1.device, x1.element_size(), pair_entries)
+        # As many tiles in flight as the budget holds; the tiles themselves never depend on
+        # the thread count (nor, then, the bits of the result).
+        budget = memory_budget if memory_budget is not None else available_memory(x1.device) // 4
+        per_tile = x1.element_size() * TEMPORARIES_PER_TILE * pair_entries * edge * edge
+        threads = max(1, min(threads, budget // per_tile))
         if diagonal:
             out = _batch_diagonal(layer, x1, need_ntk, layout, edge, threads)
         else:

@@ -201,9 +201,9 @@ class Layer:
                 is computed in (default: tiles of about 512 x 512 kernel entries on CPU and
                 8192 x 8192 on CUDA, counting every pixel pair, smaller if ``memory_budget``
                 requires).
-            memory_budget: a positive int, the bytes the working tiles may use (default: a
-                quarter of the memory available now).  The (N1, N2) result itself must fit in
-                memory.
+            memory_budget: a positive int, the bytes the working tiles may use, all tiles in
+                flight together (default: a quarter of the memory available now).  The
+                (N1, N2) result itself must fit in memory.
             progress: show a progress bar (default: for kernels of 2**26 entries or more).
             threads: a positive int, the threads the tiles are spread over, each tile on one
                 torch thread (default: ``torch.get_num_threads()``).  The result does not depend
