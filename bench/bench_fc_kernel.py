@@ -22,11 +22,21 @@ kernel / Gram ratios.  Targets: depth 10 within 1.3x of the Gram product in floa
 float64, depth 2 at or under 1.2x.  ``--clock cpu`` measures process CPU time instead of wall
 time: on a loaded machine with one torch thread it is what the computation itself costs,
 whatever share of a core the scheduler gives it.
+
+Contention mode (issue 14): the depth-2 float32 kernel and the Gram product, on one torch thread
+and with the default settings, beside each competing load of ``bench/_load.py`` in turn (idle,
+one core taken, every core shared, a bursty multi-threaded job), all in one run:
+
+    python bench/bench_fc_kernel.py --contention [--repeats 3]
+
+Targets: under one-core and all-cores load the default within 1.3x of one thread under the same
+load, under the bursty load within 2x; idle, the default at least 1.7x faster than one thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -36,6 +46,7 @@ import time
 from pathlib import Path
 
 import torch
+from _load import KINDS, competing_load, describe_machine_load
 
 import widelimits as wl
 
@@ -63,6 +74,61 @@ def best_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def median_time(fn, repeats: int) -> float:
+    """Median of ``repeats`` timed calls after a warm-up: under a competing load the best of a
+    few calls would flatter whoever got lucky with the scheduler."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch on ``n`` threads (set globally, as a user would), restored afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def contention(n: int, d: int, repeats: int, kinds: list[str]) -> None:
+    """One torch thread vs the default, beside each competing load in turn (one run)."""
+    x = inputs(n, d, "float32")
+    net = relu_net(2)
+    print(f"NNGP+NTK of [Dense(512), ReLU] x 2 + Dense(1) on {n} x {d} float32 inputs, x2=None")
+    print(f"torch {torch.__version__}, default {torch.get_num_threads()} threads; median of "
+          f"{repeats} after a warm-up; {describe_machine_load()} before the run\n")  # fmt: skip
+    print("load        gram_1t  gram_def  kernel_1t  kernel_def  def/1t  1t/def  target")
+    rows = {}
+    for kind in kinds:
+        with competing_load(kind):
+            with torch_threads(1):
+                gram1 = median_time(lambda: x @ x.T, repeats)
+                one = median_time(lambda: net.kernel(x), repeats)
+            gram = median_time(lambda: x @ x.T, repeats)
+            default = median_time(lambda: net.kernel(x), repeats)
+        rows[kind] = (one, default)
+        if kind == "idle":
+            target, ok = "1t/def >= 1.7", one / default >= 1.7
+        else:
+            limit = 2.0 if kind == "bursty" else 1.3
+            target, ok = f"def/1t <= {limit}", default / one <= limit
+        print(
+            f"{kind:10s}  {gram1:7.3f}  {gram:8.3f}  {one:9.3f}  {default:10.3f}  "
+            f"{default / one:6.2f}  {one / default:6.2f}  {target} {'met' if ok else 'MISSED'}",
+            flush=True,
+        )
+    print(f"\n{describe_machine_load()} after the run")
+    print("def/1t: default time over one-thread time under the same load (< 1: the default is "
+          "faster); 1t/def: its inverse, the speed-up of the default")  # fmt: skip
 
 
 def gemm_rate(dtype: str, repeats: int) -> float:
@@ -174,9 +240,15 @@ def main() -> None:
     parser.add_argument("--fused", action="store_true", help="fused vs eager maps only")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    parser.add_argument(
+        "--contention", action="store_true", help="one thread vs default under competing loads"
+    )
+    parser.add_argument("--loads", nargs="+", choices=KINDS, default=list(KINDS))
     args = parser.parse_args()
     if args.child_memory is not None:
         return peak_memory_child(args.n, args.d, args.dtypes[0], args.child_memory)
+    if args.contention:
+        return contention(args.n, args.d, args.repeats, args.loads)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.fused:

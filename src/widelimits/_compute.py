@@ -18,6 +18,9 @@ a Gram product, whose rounding would put the correlation at 1 - O(eps), which ac
 O(sqrt(eps)) (3e-4 relative in float32).  Such pairs then go through the same elementwise maps
 as an example with itself, whatever tile or batch they fall in.  (Which pairs are the same
 *example*, e.g. for `Dropout`'s masks, is another matter: only the diagonal of ``x2=None``.)
+
+On the CPU the tiles are spread over a pool of threads, each tile on one torch thread
+(`widelimits._threads`): the result is the same bit for bit whatever the number of threads.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
 from ._inputs import LayoutWarning, as_input, check_kernel_options, point_ids
+from ._threads import check_threads, run_parallel
 from .kernel import Kernel
 
 __all__ = ["compute_kernel", "as_input", "available_memory", "LayoutWarning"]
@@ -236,9 +241,11 @@ def compute_kernel(
     tile_size: int | None = None,
     memory_budget: int | None = None,
     progress: bool | None = None,
+    threads: int | None = None,
 ) -> Kernel | Tensor:
     """See `widelimits.Layer.kernel`."""
     gets, single = check_kernel_options(get, diagonal, tile_size, memory_budget, progress, GETS)
+    threads = check_threads(threads)
     need_ntk = "ntk" in gets
     if need_ntk and not layer.any_parameters():
         raise ValueError(
@@ -257,14 +264,20 @@ def compute_kernel(
         or any(t.requires_grad for t in layer.hyperparameter_tensors())
     )
     layout = _layout(layer, x1)
+    if x1.device.type != "cpu":
+        threads = 1  # the device parallelises inside each (large) tile
     with contextlib.nullcontext() if needs_grad else torch.no_grad():
-        edge = _tile_edge(
-            tile_size, memory_budget, x1.device, x1.element_size(), _pair_entries(x1, layout)
-        )
+        pair_entries = _pair_entries(x1, layout)
+        edge = _tile_edge(tile_size, memory_budget, x1.device, x1.element_size(), pair_entries)
+        # As many tiles in flight as the budget holds; the tiles themselves never depend on
+        # the thread count (nor, then, the bits of the result).
+        budget = memory_budget if memory_budget is not None else available_memory(x1.device) // 4
+        per_tile = x1.element_size() * TEMPORARIES_PER_TILE * pair_entries * edge * edge
+        threads = max(1, min(threads, budget // per_tile))
         if diagonal:
-            out = _batch_diagonal(layer, x1, need_ntk, layout, edge)
+            out = _batch_diagonal(layer, x1, need_ntk, layout, edge, threads)
         else:
-            out = _tiled(layer, x1, x2, need_ntk, layout, edge, progress)
+            out = _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad)
     if not need_ntk:
         out = out.replace(ntk=None)
     if single:
@@ -287,36 +300,59 @@ def _pair_inputs(x1: Tensor, x2) -> tuple[Tensor, Tensor]:
     return x1.to(dtype), x2.to(dtype)
 
 
-def _batch_diagonal(layer, x: Tensor, need_ntk: bool, layout: str, edge: int) -> Kernel:
+def _batch_diagonal(layer, x: Tensor, need_ntk: bool, layout: str, edge: int, threads: int):
     """k(x_i, x_i) for every example, in blocks of as many examples as a tile has pairs."""
-    nngps, ntks, last = [], [], None
-    for r0, r1 in _blocks(x.shape[0], edge * edge):
+    blocks = _blocks(x.shape[0], edge * edge)
+    outs: list[Kernel | None] = [None] * len(blocks)
+
+    def block(k: int) -> None:
+        r0, r1 = blocks[k]
         var = _variances(x[r0:r1], layout)
-        last = _run(layer, _input_state(x[r0:r1], None, var, None, need_ntk, layout))
+        outs[k] = _run(layer, _input_state(x[r0:r1], None, var, None, need_ntk, layout))
+
+    run_parallel(block, len(blocks), threads)
+    nngps, ntks = [], []
+    for (r0, r1), out in zip(blocks, outs, strict=True):
         every = torch.ones(r1 - r0, dtype=torch.bool, device=x.device)
-        nngps.append(_symmetric_pixels(last.cov1, every, last.layout, lead=1))
+        nngps.append(_symmetric_pixels(out.cov1, every, out.layout, lead=1))
         if need_ntk:
-            ntks.append(_symmetric_pixels(last.ntk, every, last.layout, lead=1))
+            ntks.append(_symmetric_pixels(out.ntk, every, out.layout, lead=1))
     cov = torch.cat(nngps)
-    return last.replace(nngp=cov, ntk=torch.cat(ntks) if need_ntk else None, cov1=cov, cov2=cov)
+    return outs[-1].replace(nngp=cov, ntk=torch.cat(ntks) if need_ntk else None, cov1=cov, cov2=cov)
 
 
-def _tiled(layer, x1, x2, need_ntk, layout, edge, progress) -> Kernel:
+def _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad) -> Kernel:
+    """The kernel tile by tile, the tiles spread over ``threads`` threads (`run_parallel`).
+
+    Each tile writes its own block of the result (and, for ``x2=None``, its mirror image), so
+    the order in which tiles finish does not matter.  Each row block's ``cov1`` (column
+    block's ``cov2``) is taken from a fixed tile, the last of its row (column) in row-major
+    order.
+    """
     symmetric = x2 is None
     xb = x1 if symmetric else x2
     n1, n2 = x1.shape[0], xb.shape[0]
     rows, cols = _blocks(n1, edge), _blocks(n2, edge)
     tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not symmetric or j >= i]
+    # The packed diagonal tiles (half the work) last: they fill in while the last full tiles run.
+    tiles.sort(key=lambda t: symmetric and t[0] == t[1])
     entries = n1 * n2 * _pair_entries(x1, layout)
     show = progress if progress is not None else entries >= PROGRESS_MIN_ENTRIES
     _check_fits((n1, n2), need_ntk, x1.element_size(), x1.device)  # before any work
     ids = point_ids(x1, x2)
-    from tqdm.auto import tqdm
-
-    nngp = ntk = None
+    last_tile = (len(rows) - 1, len(cols) - 1)
+    owner = {(i, j): k for k, (i, j) in enumerate(tiles)}
+    row_owner = {i: owner[i, last_tile[1]] for i in range(len(rows))}  # last tile of the row
+    col_owner = {j: owner[j if symmetric else last_tile[0], j] for j in range(len(cols))}
     cov1, cov2 = [None] * len(rows), [None] * len(cols)
-    last = None
-    for i, j in tqdm(tiles, desc="kernel tiles", unit="tile", disable=not show, leave=False):
+    results: list[Tensor | None] = []  # [nngp, ntk], allocated by the first tile to finish
+    last: list[Kernel] = []
+    allocating = threading.Lock()
+    # Autograd records in-place writes into the results: one tile writes at a time then.
+    writing = threading.Lock() if needs_grad else contextlib.nullcontext()
+
+    def tile(k: int) -> None:
+        i, j = tiles[k]
         (r0, r1), (c0, c1) = rows[i], cols[j]
         on_diagonal = symmetric and i == j
         same = None if ids is None else ids[0][r0:r1, None] == ids[1][None, c0:c1]
@@ -325,29 +361,43 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress) -> Kernel:
         var_a = _variances(x1[r0:r1], layout)
         var_b = var_a if on_diagonal else _variances(xb[c0:c1], layout)
         b = None if on_diagonal else xb[c0:c1]
-        state = _input_state(x1[r0:r1], b, var_a, var_b, need_ntk, layout, same)
-        last = out = _run(layer, state)
-        if nngp is None:  # the output's pixel axes are known after the first tile
-            nngp, ntk = _allocate(out, n1, n2, need_ntk)
-        cov1[i], cov2[j] = out.cov1, out.cov2
+        out = _run(layer, _input_state(x1[r0:r1], b, var_a, var_b, need_ntk, layout, same))
+        with allocating:
+            if not results:  # the output's pixel axes are known after the first tile
+                results.extend(_allocate(out, n1, n2, need_ntk))
+        if row_owner[i] == k:
+            cov1[i] = out.cov1
+        if col_owner[j] == k:
+            cov2[j] = out.cov2
+        if (i, j) == last_tile:
+            last.append(out)
         if out.pairs is not None:  # a packed diagonal tile: pairs (I, J), I <= J
             rows_i, cols_j = out.pairs[0] + r0, out.pairs[1] + r0
             same_pair = rows_i == cols_j if same is None else same[out.pairs]
-        for target, tile in ((nngp, out.nngp), (ntk, out.ntk)):
+        for target, part in zip(results, (out.nngp, out.ntk), strict=True):
             if target is None:
                 continue
-            if out.pairs is None:
-                tile = _symmetric_pixels(tile, same, out.layout, lead=2)
-                target[r0:r1, c0:c1] = tile
-                if symmetric and i != j:
-                    target[c0:c1, r0:r1] = _swap(tile, out.layout)
-                continue
-            tile = _symmetric_pixels(tile, same_pair, out.layout, lead=1)
-            target[rows_i, cols_j] = tile  # and mirrored into (J, I)
-            target[cols_j, rows_i] = _swap(tile, out.layout, lead=1)
+            with writing:
+                if out.pairs is None:
+                    part = _symmetric_pixels(part, same, out.layout, lead=2)
+                    target[r0:r1, c0:c1] = part
+                    if symmetric and i != j:
+                        target[c0:c1, r0:r1] = _swap(part, out.layout)
+                    continue
+                part = _symmetric_pixels(part, same_pair, out.layout, lead=1)
+                target[rows_i, cols_j] = part  # and mirrored into (J, I)
+                target[cols_j, rows_i] = _swap(part, out.layout, lead=1)
+
+    from tqdm.auto import tqdm
+
+    with tqdm(
+        total=len(tiles), desc="kernel tiles", unit="tile", disable=not show, leave=False
+    ) as bar:
+        run_parallel(tile, len(tiles), threads, done=bar.update)
+    nngp, ntk = results
     cov1_all = torch.cat(cov1)
     cov2_all = cov1_all if symmetric else torch.cat(cov2)
-    return last.replace(
+    return last[0].replace(
         nngp=nngp,
         ntk=ntk,
         cov1=cov1_all,

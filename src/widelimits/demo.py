@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._threads import check_threads, torch_threads
 from .finite import empirical_ntk
 from .predict import gradient_descent_mse
 
@@ -255,16 +256,9 @@ def predictive_uncertainty(
 # ------------------------------------------------------------------------- finite networks
 
 
-@contextlib.contextmanager
-def _threads(n: int | None):
+def _threads(n: int | None) -> contextlib.AbstractContextManager[None]:
     """Temporarily run torch on ``n`` threads (``None``: leave the setting alone)."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    return contextlib.nullcontext() if n is None else torch_threads(n)
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -449,7 +443,7 @@ def ntk_error_vs_width(
     per-output NTK (float64).  Returns ``{"rows": [...]}``, one row per width with the mean and
     standard deviation over seeds and the individual errors.  Threads as in `train_network`.
     """
-    analytic = net.kernel(x.double(), get="ntk")
+    analytic = net.kernel(x.double(), get="ntk", threads=threads)
     x32 = x.float()
     rows = []
     bar = _progress(widths, len(widths), "empirical NTK", progress)
@@ -915,10 +909,10 @@ def run_demo(
         `linear_experiment` result; its figure is ``linear.png``),
         ``timings`` (seconds), ``setup`` and ``files`` (absolute paths).
     """
+    wide_threads = check_threads(threads)  # before any work
     config = config or (DemoConfig.quick() if quick else DemoConfig.default())
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    wide_threads = threads if threads is not None else torch.get_num_threads()
     with _threads(1):
         return _run_demo(out, config, quick, seed, progress, wide_threads)
 
@@ -936,9 +930,10 @@ def _run_demo(
     x_tr, x_te, lab_tr, lab_te = load_digits_split(seed)
     y_tr, y_te = one_hot_targets(lab_tr), one_hot_targets(lab_te)
     net = make_network(config)
-    k_train = net.kernel(x_tr)
-    k_test = net.kernel(x_te, x_tr)
-    k_tt = net.kernel(x_te, None, get="nngp")
+    # The kernels' tiles spread over `threads` threads, each tile on one torch thread.
+    k_train = net.kernel(x_tr, threads=threads)
+    k_test = net.kernel(x_te, x_tr, threads=threads)
+    k_tt = net.kernel(x_te, None, get="nngp", threads=threads)
     uncertainty = predictive_uncertainty(
         net, x_tr, y_tr, x_te, lab_te, (k_train, k_test, k_tt), config.ridge, config.std_bins
     )

@@ -71,12 +71,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ._threads import torch_threads
 from .finite import monte_carlo_kernel
 from .kernel import Kernel
 from .layers.base import Layer
@@ -200,19 +201,13 @@ def assert_matches_monte_carlo(
 # The contract
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread, restoring the setting afterwards.
+def single_thread() -> contextlib.AbstractContextManager[None]:
+    """Run torch on one intra-op thread, restoring the setting afterwards (also on an error).
 
     The Monte Carlo loops multiply tiny matrices (5 inputs): thread start-up and synchronisation
     cost more than the arithmetic, up to 10x more on a busy 2-core machine.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    return torch_threads(1)
 
 
 def _example_shape(in_features: int | tuple[int, ...]) -> tuple[int, ...]:

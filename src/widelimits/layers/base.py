@@ -179,6 +179,7 @@ class Layer:
         tile_size: int | None = None,
         memory_budget: int | None = None,
         progress: bool | None = None,
+        threads: int | None = None,
     ) -> Kernel | Tensor:
         """Closed-form infinite-width kernels between the rows of ``x1`` and ``x2``.
 
@@ -200,10 +201,14 @@ class Layer:
                 is computed in (default: tiles of about 512 x 512 kernel entries on CPU and
                 8192 x 8192 on CUDA, counting every pixel pair, smaller if ``memory_budget``
                 requires).
-            memory_budget: a positive int, the bytes the working tiles may use (default: a
-                quarter of the memory available now).  The (N1, N2) result itself must fit in
-                memory.
+            memory_budget: a positive int, the bytes the working tiles may use, all tiles in
+                flight together (default: a quarter of the memory available now).  The
+                (N1, N2) result itself must fit in memory.
             progress: show a progress bar (default: for kernels of 2**26 entries or more).
+            threads: a positive int, the threads the tiles are spread over, each tile on one
+                torch thread (default: ``torch.get_num_threads()``).  The result does not depend
+                on it, bit for bit (gradients through it: to rounding).  A single tile runs
+                on one thread.
 
         Returns:
             A `Kernel` whose ``.nngp`` and ``.ntk`` are (N1, N2) tensors (the per-output kernels
@@ -219,7 +224,7 @@ class Layer:
 
         return compute_kernel(
             self, x1, x2, get, diagonal=diagonal, tile_size=tile_size,
-            memory_budget=memory_budget, progress=progress,
+            memory_budget=memory_budget, progress=progress, threads=threads,
         )  # fmt: skip
 
     def build(
