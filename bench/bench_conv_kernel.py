@@ -17,10 +17,12 @@ Three cases, each timed against a baseline measured in the same run:
 
     python bench/bench_conv_kernel.py [--n 100 200] [--dtype float32] [--device cpu|cuda]
         [--myrtle-n 4] [--no-nt] [--nt-python PATH] [--skip-small] [--skip-myrtle] [--thp]
-        [--threads T]
+        [--threads T] [--in-place-dual]
 
-``--thp`` sets ``THP_MEM_ALLOC_ENABLE=1`` in the Myrtle subprocesses (torch then asks for
-transparent huge pages for large tensors: fewer page faults on each fresh tile-sized tensor).
+``--in-place-dual`` swaps ReLU's dual map for `relu_dual_in_place` in the Myrtle cases (what a
+dual with few temporaries would give; the floor keeps the library's).  ``--thp`` sets
+``THP_MEM_ALLOC_ENABLE=1`` in the Myrtle subprocesses (torch then asks for transparent huge
+pages for large tensors: fewer page faults on each fresh tile-sized tensor).
 
 Targets (issue 7): >= 10x faster than neural-tangents with global pooling, >= 3x with Flatten.
 Target (issue 14): Myrtle-5 at <= 25 ms per pair on one thread.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -155,7 +158,22 @@ def _timed(fn, repeats: int) -> tuple[float, float]:
     return wall, cpu
 
 
-def child(case: str, n: int, repeats: int) -> dict:
+def relu_dual_in_place(k11, k22, k12, need_dot):
+    """What a ReLU dual with few temporaries gives (``--in-place-dual``; not the library's).
+
+    The maths of ``ReLU.dual`` (rho = k12 / sqrt(k11 k22) clamped, sin = sqrt(1 - rho^2),
+    theta = atan2(sin, rho), Tdot = (pi - theta) / 2 pi, T = (sqrt(k11 k22) sin) / 2 pi + Tdot
+    k12) with three tile-sized buffers and in-place passes.
+    """
+    prod = torch.mul(k11, k22).sqrt_()
+    rho = torch.div(k12, prod.clamp(min=torch.finfo(prod.dtype).tiny)).clamp_(-1.0, 1.0)
+    sin = torch.mul(rho, rho).neg_().add_(1.0).clamp_(min=0.0).sqrt_()
+    tdot = torch.atan2(sin, rho, out=rho).mul_(-0.5 / math.pi).add_(0.5)
+    t = sin.mul_(prod).mul_(0.5 / math.pi).addcmul_(tdot, k12)
+    return t, tdot
+
+
+def child(case: str, n: int, repeats: int, in_place_dual: bool = False) -> dict:
     """One Myrtle case or the floor, single-threaded, in this (fresh) process."""
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
@@ -173,6 +191,8 @@ def child(case: str, n: int, repeats: int) -> dict:
             "relu_dual_ms": [1e3 * t / p for t in dual],
             "window_ms": [1e3 * t / p for t in window],
         }
+    if in_place_dual:
+        wl.ReLU.dual = lambda self, k11, k22, k12, need_dot: relu_dual_in_place(k11, k22, k12, 0)
     x1 = torch.randn(n, 3, 32, 32, generator=gen)
     x2 = torch.randn(n, 3, 32, 32, generator=gen)
     net = wl.Myrtle(int(case.removeprefix("myrtle")))
@@ -186,10 +206,10 @@ def child(case: str, n: int, repeats: int) -> dict:
     }
 
 
-def run_child(case: str, n: int, repeats: int, thp: bool) -> dict:
-    env = dict(os.environ, THP_MEM_ALLOC_ENABLE="1") if thp else None
+def run_child(case: str, n: int, repeats: int, args) -> dict:
+    env = dict(os.environ, THP_MEM_ALLOC_ENABLE="1") if args.thp else None
     cmd = [sys.executable, __file__, "--child", case, "--myrtle-n", str(n)]
-    cmd += ["--repeats", str(repeats)]
+    cmd += ["--repeats", str(repeats)] + (["--in-place-dual"] if args.in_place_dual else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -198,9 +218,10 @@ def myrtle(args) -> None:
     n = args.myrtle_n
     print(
         f"Myrtle on {n} x {n} pairs of 3x32x32 float32 images, 1 torch thread, one tile"
-        f"{' (THP_MEM_ALLOC_ENABLE=1)' if args.thp else ''}; load {os.getloadavg()[0]:.1f}"
+        f"{' (THP_MEM_ALLOC_ENABLE=1)' if args.thp else ''}"
+        f"{' (in-place ReLU dual)' if args.in_place_dual else ''}; load {os.getloadavg()[0]:.1f}"
     )
-    floor = run_child("floor", n, args.repeats, args.thp)
+    floor = run_child("floor", n, args.repeats, args)
     (dual_w, dual_c), (win_w, win_c) = floor["relu_dual_ms"], floor["window_ms"]
     floor_w, floor_c = dual_w + win_w, dual_c + win_c
     print(
@@ -210,7 +231,7 @@ def myrtle(args) -> None:
     )
     print("network    wall ms/pair  CPU ms/pair  vs floor (wall, CPU)  peak MiB  tile tensor MiB")
     for case in ("myrtle5", "myrtle10"):
-        r = run_child(case, n, max(1, args.repeats - 1), args.thp)
+        r = run_child(case, n, max(1, args.repeats - 1), args)
         print(
             f"{case:9s}  {r['wall_ms']:12.1f}  {r['cpu_ms']:11.1f}  "
             f"{r['wall_ms'] / floor_w:8.2f} {r['cpu_ms'] / floor_c:8.2f}    "
@@ -232,12 +253,15 @@ def main() -> None:
     parser.add_argument("--skip-myrtle", action="store_true")
     parser.add_argument("--thp", action="store_true", help="THP_MEM_ALLOC_ENABLE=1 for Myrtle")
     parser.add_argument("--threads", type=int, help="torch threads for our side (default: torch's)")
+    parser.add_argument(
+        "--in-place-dual", action="store_true", help="Myrtle with `relu_dual_in_place` (what-if)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(child(args.child, args.myrtle_n, args.repeats)))
+        print(json.dumps(child(args.child, args.myrtle_n, args.repeats, args.in_place_dual)))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}\n")
     if not args.skip_small:
