@@ -18,6 +18,7 @@ whatever the window (e.g. ``kernel_size=10**9``), and exact.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import operator
@@ -211,6 +212,28 @@ def _runs(n: int, stride: int, out: int, d: int, circular: bool) -> list[tuple[i
     return runs
 
 
+@functools.lru_cache(maxsize=256)
+def _plan(
+    ndim: int, axes: tuple[int, ...], n: int, window: int, stride: int, padding: str
+) -> tuple[int, bool, list[tuple[tuple, tuple, int]]]:
+    """``(out, covering, [(dst, src, count), ...])`` for `_axis_sum`: ``out[dst] += count *
+    t[src]`` per term.  ``covering``: the first term reads every output (it initialises out)."""
+    size, taps = effective_taps(n, window, stride, padding)
+    runs = [(_runs(n, stride, size, d, padding == "circular"), c) for d, c in taps]
+    first = next((k for k, (r, _) in enumerate(runs) if r and r[0][:2] == (0, size)), None)
+    if first is not None:  # one run over every output: that tap goes first
+        runs.insert(0, runs.pop(first))
+    terms = []
+    for tap_runs, count in runs:
+        for combo in itertools.product(tap_runs, repeat=len(axes)):
+            dst, src = [slice(None)] * ndim, [slice(None)] * ndim
+            for ax, (i0, i1, s0) in zip(axes, combo, strict=True):
+                dst[ax] = slice(i0, i1)
+                src[ax] = slice(s0, s0 + stride * (i1 - i0 - 1) + 1, stride)
+            terms.append((tuple(dst), tuple(src), count))
+    return size, first is not None, terms
+
+
 def _axis_sum(
     t: Tensor,
     axes: Sequence[int],
@@ -229,38 +252,25 @@ def _axis_sum(
     one write and two adds.  Not differentiable (``out=`` and in-place adds): callers use
     `window_sum` when autograd is recording.
     """
-    n = t.shape[axes[0]]
-    size, taps = effective_taps(n, window, stride, padding)
-    circular = padding == "circular"
+    size, covering, terms = _plan(t.ndim, tuple(axes), t.shape[axes[0]], window, stride, padding)
     shape = list(t.shape)
     for ax in axes:
         shape[ax] = size
     if out is None:
         out = t.new_empty(shape)
-    runs = [(_runs(n, stride, size, d, circular), c) for d, c in taps]
-    covering = next(
-        (k for k, (r, _) in enumerate(runs) if len(r) == 1 and r[0][:2] == (0, size)), None
-    )
-    if covering is None:
+    if not covering:
         out.zero_() if base is None else out.copy_(base)
-    else:  # move the covering tap first: it initialises out
-        runs.insert(0, runs.pop(covering))
-    for k, (tap_runs, count) in enumerate(runs):
-        for combo in itertools.product(tap_runs, repeat=len(axes)):
-            dst, src = [slice(None)] * t.ndim, [slice(None)] * t.ndim
-            for ax, (i0, i1, s0) in zip(axes, combo, strict=True):
-                dst[ax] = slice(i0, i1)
-                src[ax] = slice(s0, s0 + stride * (i1 - i0 - 1) + 1, stride)
-            piece, alpha = t[tuple(src)], scale * count
-            if k == 0 and covering is not None:
-                if base is not None:
-                    torch.add(base, piece, alpha=alpha, out=out)
-                elif alpha == 1:
-                    out.copy_(piece)
-                else:
-                    torch.mul(piece, alpha, out=out)
+    for k, (dst, src, count) in enumerate(terms):
+        piece, alpha = t[src], scale * count
+        if k == 0 and covering:
+            if base is not None:
+                torch.add(base, piece, alpha=alpha, out=out)
+            elif alpha == 1:
+                out.copy_(piece)
             else:
-                out[tuple(dst)].add_(piece, alpha=alpha)
+                torch.mul(piece, alpha, out=out)
+        else:
+            out[dst].add_(piece, alpha=alpha)
     return out
 
 
