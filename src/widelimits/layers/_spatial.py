@@ -19,6 +19,8 @@ whatever the window (e.g. ``kernel_size=10**9``), and exact.
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 import operator
 from collections.abc import Sequence
 
@@ -191,48 +193,183 @@ def _gather_sum(
     return total
 
 
-def conv_sum(t: Tensor, d: int, full: bool, window, stride, padding: str) -> Tensor:
-    """sum over filter offsets a of K_{p+a, q+a} (pixel diagonal only if not full)."""
+def _runs(n: int, stride: int, out: int, d: int, circular: bool) -> list[tuple[int, int, int]]:
+    """Runs ``(i0, i1, src)``: outputs i in [i0, i1) read the inputs ``src + stride (i - i0)``.
+
+    Output i reads the input at ``stride * i + d``.  With zero padding the outputs whose input
+    falls in the padding are left out (one run, maybe empty); with circular padding the positions
+    wrap modulo n, which splits the outputs into runs that each stay inside [0, n).
+    """
+    if not circular:
+        i0, i1 = max(0, -(d // stride)), min(out, (n - 1 - d) // stride + 1)
+        return [(i0, i1, stride * i0 + d)] if i0 < i1 else []
+    runs, i = [], 0
+    while i < out:
+        src = (stride * i + d) % n
+        i1 = min(out, i + (n - 1 - src) // stride + 1)
+        runs.append((i, i1, src))
+        i = i1
+    return runs
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(
+    ndim: int, axes: tuple[int, ...], n: int, window: int, stride: int, padding: str
+) -> tuple[int, bool, list[tuple[tuple, tuple, int]]]:
+    """``(out, covering, [(dst, src, count), ...])`` for `_axis_sum`: ``out[dst] += count *
+    t[src]`` per term.  ``covering``: the first term reads every output (it initialises out)."""
+    size, taps = effective_taps(n, window, stride, padding)
+    runs = [(_runs(n, stride, size, d, padding == "circular"), c) for d, c in taps]
+    first = next((k for k, (r, _) in enumerate(runs) if r and r[0][:2] == (0, size)), None)
+    if first is not None:  # one run over every output: that tap goes first
+        runs.insert(0, runs.pop(first))
+    terms = []
+    for tap_runs, count in runs:
+        for combo in itertools.product(tap_runs, repeat=len(axes)):
+            dst, src = [slice(None)] * ndim, [slice(None)] * ndim
+            for ax, (i0, i1, s0) in zip(axes, combo, strict=True):
+                dst[ax] = slice(i0, i1)
+                src[ax] = slice(s0, s0 + stride * (i1 - i0 - 1) + 1, stride)
+            terms.append((tuple(dst), tuple(src), count))
+    return size, first is not None, terms
+
+
+def _axis_sum(
+    t: Tensor,
+    axes: Sequence[int],
+    window: int,
+    stride: int,
+    padding: str,
+    scale: float = 1.0,
+    base: Tensor | None = None,
+    out: Tensor | None = None,
+) -> Tensor:
+    """``base + scale * window_sum(t, axes, ...)`` written into ``out`` (allocated if None).
+
+    The sum runs over the effective taps (`effective_taps`): one in-place strided add per tap
+    (per run of a wrapped circular tap, per axis of ``axes``), no padded copy.  The first tap
+    that reads every output initialises ``out`` (with ``base`` added), so a 3-tap window costs
+    one write and two adds.  Not differentiable (``out=`` and in-place adds): callers use
+    `window_sum` when autograd is recording.
+    """
+    size, covering, terms = _plan(t.ndim, tuple(axes), t.shape[axes[0]], window, stride, padding)
+    shape = list(t.shape)
+    for ax in axes:
+        shape[ax] = size
+    if out is None:
+        out = t.new_empty(shape)
+    if not covering:
+        out.zero_() if base is None else out.copy_(base)
+    for k, (dst, src, count) in enumerate(terms):
+        piece, alpha = t[src], scale * count
+        if k == 0 and covering:
+            if base is not None:
+                torch.add(base, piece, alpha=alpha, out=out)
+            elif alpha == 1:
+                out.copy_(piece)
+            else:
+                torch.mul(piece, alpha, out=out)
+        else:
+            out[dst].add_(piece, alpha=alpha)
+    return out
+
+
+class Scratch:
+    """Flat buffers reused by the intermediates of one layer's separable window sums.
+
+    Every fresh tile-sized tensor costs page faults (a pass over the tensor's memory, about as
+    much as the sum itself): a layer creates one `Scratch`, passes it to each of its sums (the
+    largest first), and drops it when done.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[int, Tensor] = {}
+
+    def get(self, slot: int, shape: Sequence[int], like: Tensor) -> Tensor:
+        """A tensor of ``shape`` (dtype and device of ``like``) in buffer ``slot``."""
+        numel = math.prod(shape)
+        buf = self._buffers.get(slot)
+        fits = buf is not None and buf.dtype == like.dtype and buf.device == like.device
+        if not fits or buf.numel() < numel:
+            buf = self._buffers[slot] = like.new_empty(numel)
+        return buf[:numel].view(shape)
+
+
+def _recording(*tensors) -> bool:
+    """Whether autograd records operations on ``tensors`` (then no out= or in-place writes)."""
+    return torch.is_grad_enabled() and any(
+        isinstance(x, Tensor) and x.requires_grad for x in tensors
+    )
+
+
+def _separable(
+    t: Tensor, steps, scale: float, base: Tensor | None, scratch: Scratch | None
+) -> Tensor:
+    """Apply the window sums ``steps`` = [(axes, window, stride, padding), ...] one after the
+    other: ``base + scale * (sum over the windows of every step)``.
+
+    Each step sums over its own axes, so the steps commute and compose into the product window
+    (e.g. a 3x3 window as 3 + 3 taps).  ``scale`` goes into the first step and ``base`` into the
+    last; intermediates live in ``scratch`` (two alternating slots).
+    """
+    if _recording(t, base):
+        for axes, window, stride, padding in steps:
+            t = window_sum(t, axes, window, stride, padding)
+        t = t if scale == 1.0 else scale * t
+        return t if base is None else base + t
+    scratch = Scratch() if scratch is None else scratch
+    for k, (axes, window, stride, padding) in enumerate(steps):
+        last = k == len(steps) - 1
+        buffer = None
+        if not last:
+            shape = list(t.shape)
+            size = pads(t.shape[axes[0]], window, stride, padding)[2]
+            for ax in axes:
+                shape[ax] = size
+            buffer = scratch.get(k % 2, shape, t)
+        t = _axis_sum(
+            t, axes, window, stride, padding,
+            scale=scale if k == 0 else 1.0, base=base if last else None, out=buffer,
+        )  # fmt: skip
+    return t
+
+
+def conv_sum(
+    t: Tensor,
+    d: int,
+    full: bool,
+    window,
+    stride,
+    padding: str,
+    scale: float = 1.0,
+    base: Tensor | None = None,
+    scratch: Scratch | None = None,
+) -> Tensor:
+    """``base + scale * sum_a K_{s p + a, s q + a}`` over filter offsets a (the pixel diagonal
+    K_{s p + a} only if not ``full``), with padded pixels reading zero or wrapping around.
+
+    Separable: the offset a = (a_1, ..., a_d) moves pixel axis r of p and of q by a_r and no
+    other axis, so the sum over a is the sum over a_1 on the axis pair (p_1, q_1), then over a_2
+    on (p_2, q_2), ...: 3 + 3 strided adds for a 3x3 filter instead of 9 (see `_separable`).
+    """
+    steps = []
     for r in range(d):
         axes = (t.ndim - 2 * d + r, t.ndim - d + r) if full else (t.ndim - d + r,)
-        if stride[r] == 1 and padding == "same":
-            t = _shifted_sum(t, axes, window[r])
-        else:
-            t = window_sum(t, axes, window[r], stride[r], padding)
-    return t
+        steps.append((axes, window[r], stride[r], padding))
+    return _separable(t, steps, scale, base, scratch)
 
 
-def _shifted_sum(t: Tensor, axes: Sequence[int], window: int) -> Tensor:
-    """`window_sum` for stride 1 and zero "same" padding, without building the padded tensor."""
-    total = t.clone()
-    for dst, src in _shifts(t.ndim, tuple(axes), window, t.shape[axes[0]]):
-        total[dst] += t[src]
-    return total
-
-
-@functools.cache
-def _shifts(ndim: int, axes: tuple[int, ...], window: int, n: int) -> list[tuple[tuple, tuple]]:
-    """Index pairs (destination, source) of the off-centre taps of `_shifted_sum`."""
-    before = (window - 1) // 2
-    pairs = []
-    # out[i] += t[i + shift] where both exist: shifts of n or more never meet the image
-    for shift in range(max(-before, 1 - n), min(window - 1 - before, n - 1) + 1):
-        if shift == 0:
-            continue
-        dst, src = [slice(None)] * ndim, [slice(None)] * ndim
-        for ax in axes:
-            dst[ax] = slice(max(0, -shift), n - max(0, shift))
-            src[ax] = slice(max(0, shift), n - max(0, -shift))
-        pairs.append((tuple(dst), tuple(src)))
-    return pairs
-
-
-def pool_sum(t: Tensor, d: int, window, stride, padding: str) -> Tensor:
-    """sum over windows at p and at q independently, K'_{pq} = sum_{a, b} K_{sp+a, sq+b} (full)."""
+def pool_sum(
+    t: Tensor, d: int, window, stride, padding: str, scale: float = 1.0,
+    scratch: Scratch | None = None,
+) -> Tensor:  # fmt: skip
+    """``scale sum_{a, b} K_{s p + a, s q + b}`` (full layout): windows at p and at q
+    independently, one window sum per pixel axis (see `_separable`)."""
+    steps = []
     for r in range(d):
         for ax in (t.ndim - 2 * d + r, t.ndim - d + r):
-            t = window_sum(t, (ax,), window[r], stride[r], padding)
-    return t
+            steps.append(((ax,), window[r], stride[r], padding))
+    return _separable(t, steps, scale, None, scratch)
 
 
 def _repeat2(sizes) -> list[int]:

@@ -10,7 +10,9 @@ from torch.nn.utils import skip_init
 
 from ..kernel import Kernel
 from ._spatial import (
+    Scratch,
     SpatialPad,
+    _recording,
     as_tuple,
     check_fits,
     check_padding,
@@ -85,11 +87,43 @@ class Conv(WeightLayer):
         d = k.spatial_ndim
         window, stride = self._geometry(d)
         full = k.layout == "full"
+        taps = math.prod(window)
+        if self.parametrization != "ntk" or any(
+            isinstance(v, Tensor) for v in (self.W_std, self.b_std)
+        ):  # the general affine map (tensor-valued scales, standard-parametrization NTK)
 
-        def window_sum(t: Tensor) -> Tensor:
-            return conv_sum(t, d, full, window, stride, self.padding)
+            def window_sum(t: Tensor) -> Tensor:
+                return conv_sum(t, d, full, window, stride, self.padding)
 
-        return self.affine_kernel(k, window_sum, taps=math.prod(window))
+            return self.affine_kernel(k, window_sum, taps=taps)
+        return self._fused_kernel(k, d, full, window, stride, taps)
+
+    def _fused_kernel(self, k: Kernel, d: int, full: bool, window, stride, taps: int) -> Kernel:
+        """`affine_kernel` in one pass per tensor: the multiply by sigma_w^2 / taps rides on the
+        window sum's adds and the NTK's ``K' +`` on its last step; intermediates share one
+        scratch buffer (NTK parametrization, float scales)."""
+        w2 = float(self.W_std) ** 2 / taps
+        b2 = 0.0 if self.b_std is None else float(self.b_std) ** 2
+        scratch = Scratch()
+
+        def affine(t: Tensor) -> Tensor:  # sigma_w^2 A(t) + sigma_b^2
+            out = conv_sum(t, d, full, window, stride, self.padding, w2, None, scratch)
+            if b2 == 0.0:
+                return out
+            return out + b2 if _recording(out) else out.add_(b2)
+
+        nngp = affine(k.nngp)  # the largest tensor first: scratch is sized once
+        cov1 = nngp if k.cov1 is k.nngp else affine(k.cov1)
+        cov2 = cov1 if k.cov2 is k.cov1 else affine(k.cov2)
+        theta = k.ntk
+        base = nngp if self.has_parameters else None
+        if theta is not None and theta.ndim == 0:  # the zero NTK before any trainable layer
+            theta = theta if base is None else base
+        elif theta is not None:  # K' + sigma_w^2 A(Theta), or sigma_w^2 A(Theta) if frozen
+            theta = conv_sum(theta, d, full, window, stride, self.padding, w2, base, scratch)
+        return k.replace(
+            nngp=nngp, ntk=theta, cov1=cov1, cov2=cov2, is_gaussian=True, width=self.out
+        )
 
     def build_module(self, in_features, ctx: BuildContext) -> tuple[nn.Module, SpatialFeatures]:
         if isinstance(in_features, tuple):

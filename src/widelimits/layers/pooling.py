@@ -10,7 +10,16 @@ from torch import Tensor, nn
 
 from ..kernel import Kernel, pixel_diagonal
 from ._concat import per_branch
-from ._spatial import SpatialPad, as_tuple, check_fits, check_padding, check_sizes, pads, pool_sum
+from ._spatial import (
+    Scratch,
+    SpatialPad,
+    as_tuple,
+    check_fits,
+    check_padding,
+    check_sizes,
+    pads,
+    pool_sum,
+)
 from .base import BuildContext, Layer, SpatialFeatures
 
 __all__ = ["AvgPool", "SumPool", "GlobalAvgPool", "Flatten"]
@@ -80,9 +89,10 @@ class AvgPool(Layer):
         window, stride = self._geometry(d)
         norm = float(math.prod(window)) ** 2 if self._average else 1.0  # no int64 overflow
 
+        scratch = Scratch()  # shared by the intermediates of nngp, ntk, cov1 and cov2
+
         def pool(t: Tensor) -> Tensor:
-            t = pool_sum(t, d, window, stride, self.padding)
-            return t / norm if norm != 1.0 else t
+            return pool_sum(t, d, window, stride, self.padding, 1.0 / norm, scratch)
 
         return k.map_all(pool, ntk=True)
 
