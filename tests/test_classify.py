@@ -1,6 +1,6 @@
 """The map of infinite-width limits: widelimits.limits.classify and plot_plane.
 
-Expected properties are recomputed here from the exponent formulas of background.md section 3
+Expected properties are recomputed here from the exponent formulas
 (logits rho^{q_sigma + 1/2}, kernel rho^{q_tilde + 2 q_sigma + 1}, relative weight change
 rho^{q_tilde + q_sigma}) and from the Tensor-Programs table, not read back from the module.
 """

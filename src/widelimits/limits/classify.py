@@ -9,9 +9,9 @@ reference width d*, rho = d / d*, and
     std(a) = sigma* rho^{q_sigma},   std(w) fixed,
     eta_w = eta* rho^{q_tilde},      eta_a = eta* rho^{q_tilde + 2 q_sigma}.
 
-Sign convention: the exponents enter with a *plus* sign. This is widelimits' convention
-(background.md section 3); read the paper's formulas with that in mind before comparing signs.
-As rho -> infinity (derived orders, background.md):
+Sign convention: the exponents enter with a *plus* sign. This is widelimits' convention; read
+the paper's formulas with that in mind before comparing signs.
+As rho -> infinity (orders derived from these scalings):
 
     logits at init                  rho^{q_sigma + 1/2}
     tangent kernel at init          rho^{q_tilde + 2 q_sigma + 1}
@@ -53,15 +53,15 @@ The last column, ``init_logits_matter``, is s == -1/2: only on the lower edge ar
 increments of the same order as the initial logits (relative logit change Theta(1)), so the
 random initial function survives in the (normalized) limit model; inside the strip the
 increments dominate it. It is what separates the lower rays 11 and 13 from the open cells 6 and
-10, which share the other three properties. background.md says the three properties (logits,
-kernel, evolving) alone give each of the 13 regions its own combination; with the exponent
+10, which share the other three properties. The three properties (logits, kernel, evolving)
+alone are sometimes said to give each of the 13 regions its own combination; with the exponent
 formulas above that holds for 11 of them, and the fourth property is needed for those two pairs.
 No stable point has all three finite-width-like properties (bounded non-vanishing logits,
 bounded non-vanishing kernel, evolving kernel): they require q_sigma = -1/2, s = -1/2 and s = 0.
 
 **abc-parametrizations** (Yang & Hu, Tensor Programs IV). Layer l = 1..L+1 of an MLP with L
 hidden layers uses W^l = n^{-a_l} w^l, w^l ~ N(0, n^{-2 b_l}) and SGD rate eta n^{-c_l}. With one
-global c (background.md)
+global c
 
     r = min(a_{L+1} + b_{L+1}, 2 a_{L+1} + c) + c - 1 + min_{l<=L} [2 a_l + 1(l = 1)];
 

@@ -14,7 +14,7 @@ abc-parametrization (with n replaced by rho, which changes no exponent) with per
 rates; a global c is the special case of equal c_l.  A bias is a weight on a constant input: it
 shares its layer's multiplier and exponents (std b_std at the reference width).
 
-Named scalings (SGD; background.md section 3):
+Named scalings (SGD):
 
 - `standard`  a = 0, b = (0, 1/2, ...), c = 1 (the 1/width learning rate),
 - `ntk`       a = (0, 1/2, ...), b = 0, c = 0,

@@ -1,7 +1,7 @@
 r"""Finite networks under a `Scaling`: per-layer learning rates, plain torch MLPs, and the
 initialization-corrected mean-field (IC-MF) model.
 
-IC-MF (background.md section 3): with theta following mean-field scaling and theta_hat_0 the same
+IC-MF: with theta following mean-field scaling and theta_hat_0 the same
 random draw at NTK scale,
 
     f_IC(x; theta_t) = f(x; theta_t) - f(x; theta_0) + f(x; theta_hat_0),

@@ -1,6 +1,6 @@
 """Deep linear networks in normalized coordinates, their gradient flow and gradient descent.
 
-Setting (``shared/background.md`` section 4).  Data ``X`` (d x n), targets ``Y`` (k x n), q middle
+Setting.  Data ``X`` (d x n), targets ``Y`` (k x n), q middle
 layers.  The weights are ``U`` (N_0 x d), ``M_j`` (N_j x N_{j-1}) for j = 1..q and ``V`` (N_q x k);
 a finite network of width m has N_j = m and all entries iid N(0, 1/m) at initialization, the
 deterministic infinite-width network of :mod:`widelimits.linear.limit` has the sizes of its path
@@ -208,7 +208,7 @@ def init_network(
 ) -> LinearNetwork:
     """A random width-``width`` network: all entries of U, M_j, V iid N(0, 1/m).
 
-    ``scaling="main"``: beta = V^T M ... U, rate factor 1 (background.md section 4).
+    ``scaling="main"``: beta = V^T M ... U, rate factor 1.
     ``scaling="ntk"``: beta = sqrt(m) V^T M ... U, rate factor 1/m (lazy regime; see module doc).
     """
     q = check_depth(q)

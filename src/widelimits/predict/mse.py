@@ -1,6 +1,6 @@
 """Closed-form mean-squared-error training dynamics of infinitely wide networks.
 
-Conventions (neural-tangents, background.md section 2): loss ||f(X) - Y||^2 / (2 * Y.size) and
+Conventions (those of neural-tangents): loss ||f(X) - Y||^2 / (2 * Y.size) and
 eta' = learning_rate / Y.size. With the training NTK Theta = Theta(X, X) (regularized,
 Theta + diag_reg * mean(diag Theta) * I) = V diag(lambda) V^T, computed once:
 

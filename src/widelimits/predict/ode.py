@@ -1,6 +1,6 @@
 """Infinite-width training under any loss: the function-space ODE, integrated numerically.
 
-Conventions (neural-tangents, background.md section 2): ``loss`` is the *mean* loss (a sum over
+Conventions (those of neural-tangents): ``loss`` is the *mean* loss (a sum over
 all outputs divided by ``y.size``), time ``t`` counts gradient-descent steps of size
 ``learning_rate``, and with the training NTK Theta = Theta(X, X) the outputs follow
 
