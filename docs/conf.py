@@ -46,7 +46,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "limits-example/report.md", "**/README.md", "build.sh"]
+exclude_patterns = ["_build", "_generated", "limits-example/report.md", "**/README.md", "build.sh"]
 templates_path = ["_templates"]
 
 # --- Markdown pages (architecture.md, theory.md, coming-from-nt.md) --------------------------
@@ -121,6 +121,24 @@ def setup(app) -> None:
     app.connect("autodoc-process-docstring", _no_builtin_docstrings)
 
 
+# --- Figures drawn from the code at build time (git-ignored) -----------------------------------
+
+
+def _draw_figures() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from widelimits.limits import plot_plane
+
+    out = DOCS / "_generated"
+    out.mkdir(exist_ok=True)
+    fig = plot_plane()
+    fig.savefig(out / "plane.png", dpi=110, bbox_inches="tight")
+    matplotlib.pyplot.close(fig)
+
+
+_draw_figures()
+
 # --- Example gallery ----------------------------------------------------------------------------
 _NO_GALLERY = os.environ.get("WIDELIMITS_DOCS_NO_GALLERY", "") not in ("", "0")
 sphinx_gallery_conf = {
@@ -148,3 +166,5 @@ html_theme_options = {
 }
 html_static_path: list[str] = []
 html_show_sourcelink = False
+# The guide pages have no sub-pages: no empty left sidebar, more room for the formulas.
+html_sidebars = {p: [] for p in ("index", "theory", "coming-from-neural-tangents", "architecture")}
