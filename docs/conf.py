@@ -116,9 +116,26 @@ def _no_builtin_docstrings(app, what, name, obj, options, lines):
         lines[:] = []
 
 
+_REMOTE_ASSET = re.compile(r"<(?:script|link|img)\b[^>]*(?:src|href)=[\"'](?:https?:)?//", re.I)
+
+
+def _check_offline(app, exc) -> None:
+    """Fail the build if a page loads a script, style or image from the network."""
+    if exc is not None or app.builder.format != "html":
+        return
+    remote = [
+        str(page.relative_to(app.outdir))
+        for page in Path(app.outdir).rglob("*.html")
+        if _REMOTE_ASSET.search(page.read_text(encoding="utf-8"))
+    ]
+    if remote:
+        raise RuntimeError(f"pages load assets from the network (must work offline): {remote}")
+
+
 def setup(app) -> None:
     app.connect("autodoc-skip-member", _skip_foreign_members)
     app.connect("autodoc-process-docstring", _no_builtin_docstrings)
+    app.connect("build-finished", _check_offline)
 
 
 # --- Figures drawn from the code at build time (git-ignored) -----------------------------------
@@ -151,6 +168,9 @@ sphinx_gallery_conf = {
     "within_subsection_order": "FileNameSortKey",
     "abort_on_example_error": True,
     "show_memory": False,
+    # its summary page loads jQuery/DataTables from CDNs; run times are on each example's page
+    # and in the build log instead
+    "write_computation_times": False,
 }
 if not (ROOT / "examples").is_dir():
     raise RuntimeError("the gallery needs an examples/ folder at the repository root")
