@@ -59,6 +59,7 @@ autosummary_imported_members = True
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"  # no half-filled parameter lists
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -184,7 +185,8 @@ html_theme_options = {
     "navbar_align": "left",
     "header_links_before_dropdown": 6,
 }
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_show_sourcelink = False
 # The guide pages have no sub-pages: no empty left sidebar, more room for the formulas.
 html_sidebars = {p: [] for p in ("index", "theory", "coming-from-neural-tangents", "architecture")}
