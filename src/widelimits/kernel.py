@@ -113,7 +113,7 @@ class Kernel:
 
     @property
     def pixel_shape(self) -> tuple[int, ...]:
-        """The trailing pixel axes of ``nngp``: (), S or (*S, *S)."""
+        """The trailing pixel axes of ``nngp``: ``()``, ``S`` or ``(*S, *S)``."""
         lead = 1 if self.batch_diagonal or self.pairs is not None else 2
         return tuple(self.nngp.shape[lead:])
 

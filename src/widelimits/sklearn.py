@@ -252,8 +252,8 @@ class NNGPRegressor(_InfiniteWidthRegressor):
             to factorize) for the fit; ``return_std`` always factorizes.
 
     Attributes:
-        net_: the network used; X_fit_, y_fit_: training data (y 2-D); dual_coef_:
-        K_reg^{-1} y (n_samples, n_targets); n_features_in_ (and feature_names_in_).
+        ``net_``: the network used; ``X_fit_``, ``y_fit_``: training data (y 2-D); ``dual_coef_``:
+        K_reg^{-1} y (n_samples, n_targets); ``n_features_in_`` (and ``feature_names_in_``).
     """
 
     _get = "nngp"
@@ -300,8 +300,8 @@ class _InfiniteWidthClassifier(ClassifierMixin, _InfiniteWidthBase):
 class NNGPClassifier(_InfiniteWidthClassifier):
     """NNGP kernel regression on centered one-hot targets (one-hot - 1 / n_classes), argmax.
 
-    Same arguments as `NNGPRegressor`. Attributes: classes_, net_, X_fit_, y_fit_ (the
-    centered one-hot targets), dual_coef_, n_features_in_.
+    Same arguments as `NNGPRegressor`. Attributes: ``classes_``, ``net_``, ``X_fit_``,
+    ``y_fit_`` (the centered one-hot targets), ``dual_coef_``, ``n_features_in_``.
     """
 
     _get = "nngp"

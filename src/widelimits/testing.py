@@ -31,7 +31,7 @@ The Monte Carlo checks compare k(x, x) (x2=None: one forward pass over the batch
 each example is paired with itself under its own mask), single-threaded (`single_thread`).
 
 Tolerance rule for the Monte Carlo checks (`assert_matches_monte_carlo`): for every compared entry
-e (the upper triangle of k(x, x), diagonal included; or every entry of k(x1, x2)),
+e (the upper triangle of k(x, x), diagonal included; or every entry of k(x1, x2))::
 
     |mean_e - analytic_e| <= q * stderr_e + bias_e + rounding_e
 
@@ -47,7 +47,7 @@ e (the upper triangle of k(x, x), diagonal included; or every entry of k(x1, x2)
   activations here), so a smooth map F of it has E F(Khat) - F(K) = F'' v / (2 n) + O(n^-2) (delta
   method): O(1/n) per such layer, with a constant of order one relative to the kernel scale.
   L counts those layers (hidden Dense and Conv layers, and LayerNorms; a network with one hidden
-  layer is exactly unbiased, but counting it costs ~1/n only); c = 2 covers |F''| v / 2 <=
+  layer is exactly unbiased, but counting it costs ~1/n only); c = 2 covers ``|F''| v / 2`` <=
   2 sqrt(k_ii k_jj) with margin.  Measured (tests/test_monte_carlo.py, width 16, 3 hidden
   layers, 4000 networks): the bias is ~0.4 L sqrt(k_ii k_jj) / n, so c = 2 is safe without
   being vacuous at n >= 256.
@@ -315,7 +315,7 @@ class KernelContract:
         return self.make_net()
 
     def inputs(self) -> tuple[Tensor, Tensor]:
-        """Seeded float64 inputs ``(x1, x2)`` of shapes (n1, *shape) and (n2, *shape), with
+        """Seeded float64 inputs ``(x1, x2)`` of shapes ``(n1, *shape)`` and ``(n2, *shape)``, with
         ``shape`` = ``(in_features,)`` or the tuple ``in_features``."""
         return _contract_inputs(self.n1, self.n2, self.in_features, self.seed)
 
@@ -471,11 +471,13 @@ class KernelContract:
 
 
 class KernelContractTests:
-    """pytest mixin: subclass it, define ``make_contract()``, and every check becomes a test::
+    """pytest mixin: subclass it and define ``make_contract()``.
 
-    class TestMyNet(KernelContractTests):
-        def make_contract(self):
-            return KernelContract(lambda out: wl.Serial(wl.Dense(), wl.ReLU(), wl.Dense(out)))
+    Every check then becomes a test::
+
+        class TestMyNet(KernelContractTests):
+            def make_contract(self):
+                return KernelContract(lambda out: wl.Serial(wl.Dense(), wl.ReLU(), wl.Dense(out)))
     """
 
     def make_contract(self) -> KernelContract:

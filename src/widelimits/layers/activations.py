@@ -176,7 +176,7 @@ class LeakyReLU(ABReLU):
 
 
 class Abs(ABReLU):
-    """phi(x) = |x| (`ABReLU` with a=-1, b=1)."""
+    """``phi(x) = |x|`` (`ABReLU` with a=-1, b=1)."""
 
     def __init__(self) -> None:
         super().__init__(-1.0, 1.0)
@@ -328,7 +328,8 @@ class Sin(Activation):
     r"""phi(x) = a sin(b x + c).
 
     From sin(x) sin(y) = [cos(x - y) - cos(x + y)] / 2 and E[cos(w + c)] = cos(c) exp(-Var(w)/2),
-    with E_- = exp(-b^2 (k11 + k22 - 2 k12) / 2) and E_+ = exp(-b^2 (k11 + k22 + 2 k12) / 2)::
+    with ``E_- = exp(-b^2 (k11 + k22 - 2 k12) / 2)`` and
+    ``E_+ = exp(-b^2 (k11 + k22 + 2 k12) / 2)``::
 
         T    = a^2 / 2 [E_- - cos(2c) E_+]
         Tdot = a^2 b^2 / 2 [E_- + cos(2c) E_+]
@@ -357,7 +358,8 @@ class Sin(Activation):
 class Cos(Sin):
     r"""phi(x) = a cos(b x + c) = a sin(b x + c + pi/2): `Sin` with cos(2c) replaced by -cos(2c).
 
-    With E_- = exp(-b^2 (k11 + k22 - 2 k12) / 2) and E_+ = exp(-b^2 (k11 + k22 + 2 k12) / 2)::
+    With ``E_- = exp(-b^2 (k11 + k22 - 2 k12) / 2)`` and
+    ``E_+ = exp(-b^2 (k11 + k22 + 2 k12) / 2)``::
 
         T    = a^2 / 2 [E_- + cos(2c) E_+]
         Tdot = a^2 b^2 / 2 [E_- - cos(2c) E_+]

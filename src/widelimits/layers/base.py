@@ -204,7 +204,7 @@ class Layer:
             memory_budget: a positive int, the bytes the working tiles may use, all tiles in
                 flight together (default: a quarter of the memory available now).  The
                 (N1, N2) result itself must fit in memory.
-            progress: show a progress bar (default: for kernels of 2**26 entries or more).
+            progress: show a progress bar (default: for kernels of ``2**26`` entries or more).
             threads: a positive int, the threads the tiles are spread over, each tile on one
                 torch thread (default: ``torch.get_num_threads()``).  The result does not depend
                 on it, bit for bit (gradients through it: to rounding).  A single tile runs
@@ -213,8 +213,8 @@ class Layer:
         Returns:
             A `Kernel` whose ``.nngp`` and ``.ntk`` are (N1, N2) tensors (the per-output kernels
             of a readout), or the single tensor asked for.  A network that ends with spatial
-            features (no Flatten or global pooling) returns (N1, N2, *S) per-pixel kernels, or
-            (N1, N2, *S, *S) for every pixel pair if it pools.
+            features (no Flatten or global pooling) returns ``(N1, N2, *S)`` per-pixel kernels, or
+            ``(N1, N2, *S, *S)`` for every pixel pair if it pools.
 
         Spatial inputs use the per-pixel layout when no layer pools (a network ending in Flatten)
         and the full pixel-pair layout otherwise (`Kernel` explains both); the work per pair of

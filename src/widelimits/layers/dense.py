@@ -160,7 +160,7 @@ class Dense(WeightLayer):
     The NNGP of the input layer is K^0(x, x') = x . x' / n_in.  ``trainable=False`` freezes the
     layer: its parameters get no gradient (``requires_grad=False`` on the finite side) and add
     nothing to the NTK, Theta' = sigma_w^2 Theta; the NTK of a network is the sum over its Dense
-    layers of the NTKs with only that layer trainable.  On spatial inputs (N, C, *S) a Dense
+    layers of the NTKs with only that layer trainable.  On spatial inputs ``(N, C, *S)`` a Dense
     layer acts on the channels at every pixel (a 1x1 convolution).
     """
 

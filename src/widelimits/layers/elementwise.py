@@ -79,7 +79,7 @@ class Elementwise(Activation):
     Gradients w.r.t. (k11, k22, k12) are those of the quadrature formula (exact derivatives of
     what the forward pass computes).  At correlation exactly +-1 the derivative of
     sqrt(1 - rho^2) is taken to be 0 (`safe_sqrt`, as in the closed forms), so the partial
-    derivatives there are a choice; but since |rho| <= 1, rho is stationary wherever it reaches
+    derivatives there are a choice; but since ``|rho| <= 1``, rho is stationary wherever it reaches
     +-1, so derivatives of such entries w.r.t. inputs or hyperparameters are unaffected.
 
     Args:

@@ -145,7 +145,7 @@ class PoolModule(nn.Module):
 
 
 class GlobalAvgPool(Layer):
-    r"""Average over all pixels: (N, C, *S) -> (N, C).
+    r"""Average over all pixels: ``(N, C, *S) -> (N, C)``.
 
     ``K'(x, x') = mean_{p, q} K_{pq}(x, x')`` over every pair of pixels, and the same for Theta.
     The output stays Gaussian (each channel is an average of jointly Gaussian pixels).
@@ -176,7 +176,7 @@ class GlobalAvgPoolModule(nn.Module):
 
 
 class Flatten(Layer):
-    r"""(N, C, *S) -> (N, C * P) features (P pixels); flat inputs pass unchanged.
+    r"""``(N, C, *S) -> (N, C * P)`` features (P pixels); flat inputs pass unchanged.
 
     A following Dense layer divides by its fan-in C P, so the kernel it sees is the average over
     pixels of the per-pixel kernel: ``K'(x, x') = mean_p K_{pp}(x, x')``.  Only the pixel diagonal

@@ -147,7 +147,7 @@ REGIONS: list[Region] = [
 
 @dataclass(frozen=True)
 class Classification:
-    """What `classify` found. Exponent fields are exact `Fraction`s (None where undefined).
+    """What `classify` found. Exponent fields are exact `Fraction` values (None where undefined).
 
     Plane fields (None for an abc outside the plane): ``q_sigma``, ``q_tilde``, ``region``,
     ``region_index`` (also None when unstable), the exponents of logits and kernel at init with

@@ -92,7 +92,7 @@ def check_depth(q) -> int:
 @dataclass
 class LinearNetwork:
     """Weights of a deep linear network: ``U`` (N_0 x d), ``Ms[j-1] = M_j`` (N_j x N_{j-1}),
-    ``V`` (N_q x k); ``beta = output_scale * V^T M_q ... M_1 U``.  ``rate_scale`` multiplies the
+    ``V`` (N_q x k); ``beta = output_scale * V^T M_q...M_1 U``.  ``rate_scale`` multiplies the
     learning rate of every parameter (the factor c of the module docstring)."""
 
     U: np.ndarray

@@ -246,7 +246,7 @@ def gradient_descent_mse(
     where ``t`` is None/inf (infinite time), a scalar or a 1-D array of times (outputs then get
     a leading time axis), ``discrete=True`` makes t count gradient-descent steps, and
     ``k_test_train`` is Theta(x_test, X) of shape (M, N). It returns fx_train_t, or
-    (fx_train_t, fx_test_t) when ``k_test_train`` is given; ``fx_test_0=None`` means 0:
+    (fx_train_t, fx_test_t) when ``k_test_train`` is given; ``fx_test_0=None`` means 0::
 
         fx_train_t = Y + exp(-eta' Theta t) (fx_train_0 - Y)
         fx_test_t = fx_test_0
@@ -322,7 +322,8 @@ def gradient_descent_mse_ensemble(
 
     ``get="ntk"``: all layers trained (dynamics by Theta, initial outputs f_0 ~ GP(0, K));
     ``get="nngp"``: only the readout trained (K in place of Theta). With A_t as in the module
-    docstring (built from the regularized Theta_reg, resp. K_reg, on the training set),
+    docstring (built from the regularized Theta_reg, resp. K_reg, on the training set), the
+    moments are::
 
         mean  = Theta(x, X) A_t Y
         cov   = K(x, x') + Theta(x, X) A_t K(X, X) A_t Theta(X, x')
