@@ -22,8 +22,9 @@ from widelimits import linear
 FAST = os.environ.get("WIDELIMITS_EXAMPLES_FAST") == "1"
 
 # %%
-# A random underdetermined problem (seeded): d = 20 inputs, k = 3 outputs, n = 10 examples
-# ---------------------------------------------------------------------------------------
+# A random underdetermined problem
+# --------------------------------
+# Seeded: d = 20 inputs, k = 3 outputs, n = 10 examples.
 rng = np.random.default_rng(0)
 d, k, n, q, eta = 20, 3, 10, 1, 1.0
 A = rng.standard_normal((d, n))

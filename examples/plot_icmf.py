@@ -88,6 +88,6 @@ for name in ("NTK", "MF", "IC-MF"):
             axes[2].bar(name, moved)
 axes[0].set(xlabel="step", ylabel="training BCE", title=f"width {widths[-1]}")
 axes[0].legend()
-axes[1].set(ylabel="mean |logit| at init", yscale="log")
+axes[1].set(ylabel="mean |logit| at init")
 axes[2].set(ylabel="relative change of the NTK")
 fig.tight_layout()

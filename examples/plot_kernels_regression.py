@@ -83,9 +83,11 @@ for name, net, xs in [
           f"NTK accuracy {acc['ntk']:.3f}  [{time.perf_counter() - start:.1f} s]")
 
 # %%
-# The kernels themselves: the NTK of each architecture on 40 test digits sorted by label
-# ------------------------------------------------------------------------------------
-# The block structure shows that digits of the same class are more similar under each kernel.
+# The kernels themselves
+# -----------------------
+# The NTK of each architecture on 40 test digits sorted by label, normalized to unit
+# diagonal. The block structure shows that digits of the same class are more similar under
+# each kernel.
 order = torch.argsort(labels[test][:40])
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
 for ax, (name, net, xs) in zip(
@@ -94,8 +96,9 @@ for ax, (name, net, xs) in zip(
     strict=True,
 ):
     k = net.kernel(xs[order], None, get="ntk")
-    ax.imshow(k, cmap="viridis")
-    ax.set_title(f"NTK, {name}")
+    d = k.diagonal().sqrt()
+    ax.imshow(k / d[:, None] / d[None, :], cmap="viridis")  # normalized: a correlation
+    ax.set_title(f"NTK correlation, {name}")
     ax.set_xticks([])
     ax.set_yticks([])
 names = list(results)
