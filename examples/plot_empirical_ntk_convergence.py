@@ -20,7 +20,7 @@ from torch import nn
 import widelimits as wl
 
 FAST = os.environ.get("WIDELIMITS_EXAMPLES_FAST") == "1"
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # every draw below is reproducible
 
 digits = load_digits()
 x = torch.tensor(digits.data[:16], dtype=torch.float64)

@@ -21,7 +21,7 @@ import torch
 import widelimits as wl
 
 FAST = os.environ.get("WIDELIMITS_EXAMPLES_FAST") == "1"
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # every draw below is reproducible
 
 # %%
 # Data and network

@@ -28,7 +28,7 @@ from sklearn.datasets import load_digits
 import widelimits as wl
 
 FAST = os.environ.get("WIDELIMITS_EXAMPLES_FAST") == "1"
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # every draw below is reproducible
 
 # %%
 # Data: 10-class digits with centred one-hot targets

@@ -28,7 +28,7 @@ import widelimits as wl
 from widelimits.limits import Scaling
 
 FAST = os.environ.get("WIDELIMITS_EXAMPLES_FAST") == "1"
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # every draw below is reproducible
 
 digits = load_digits()
 x = torch.tensor(digits.data, dtype=torch.float32)

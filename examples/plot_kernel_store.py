@@ -25,7 +25,7 @@ from widelimits import scale
 from widelimits.scale import compute as compute_module
 
 FAST = os.environ.get("WIDELIMITS_EXAMPLES_FAST") == "1"
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # every draw below is reproducible
 
 digits = load_digits()
 x = torch.tensor(digits.data, dtype=torch.float64)

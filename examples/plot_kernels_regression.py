@@ -22,7 +22,7 @@ from sklearn.datasets import load_digits
 import widelimits as wl
 
 FAST = os.environ.get("WIDELIMITS_EXAMPLES_FAST") == "1"
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # every draw below is reproducible
 
 # %%
 # Data: digits, standardized, one-hot targets centred at zero
