@@ -1,4 +1,4 @@
-"""Helper for tests/test_scale.py: a kernel-store computation shared by the tests and a subprocess.
+"""Helper for the scale tests: a kernel-store computation shared by the tests and a subprocess.
 
 ``python tests/scale_job.py PATH N TILE`` computes the kernel store of `problem(N)` at PATH with
 ``tile_size=TILE`` on the synchronous scheduler (one tile after another), so that a test can kill
@@ -10,6 +10,20 @@ import sys
 import torch
 
 import widelimits as wl
+
+
+def count_tile_tasks(monkeypatch) -> list:
+    """Record the (i, j) of every tile task the store computes from now on (the list fills up)."""
+    from widelimits.scale import compute
+
+    calls, task = [], compute._tile_task
+
+    def counting(path, i, j, *args):
+        calls.append((i, j))
+        return task(path, i, j, *args)
+
+    monkeypatch.setattr(compute, "_tile_task", counting)
+    return calls
 
 
 def network():

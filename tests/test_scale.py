@@ -5,7 +5,6 @@ Every store is checked against the in-memory kernel ``net.kernel``; every iterat
 a dense Cholesky solve (or an eigendecomposition, `gradient_descent_mse_ensemble`).
 """
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -20,6 +19,8 @@ import torch
 
 pytest.importorskip("zarr")
 pytest.importorskip("dask")
+
+import scale_job as job  # noqa: E402
 
 import widelimits as wl  # noqa: E402
 from widelimits import predict, scale  # noqa: E402
@@ -36,9 +37,6 @@ from widelimits.scale.store import manifest_for  # noqa: E402
 
 D64 = torch.float64
 JOB = Path(__file__).with_name("scale_job.py")
-_spec = importlib.util.spec_from_file_location("scale_job", JOB)
-job = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(job)
 
 
 def assert_same(a, b, tol):
@@ -150,14 +148,7 @@ def test_killed_run_resumes_bit_identical(tmp_path, monkeypatch):
         store.read("ntk")
 
     # resume with the same call: only the missing tiles are computed
-    calls = []
-    task = compute_module._tile_task
-
-    def counting(path, i, j, *args):
-        calls.append((i, j))
-        return task(path, i, j, *args)
-
-    monkeypatch.setattr(compute_module, "_tile_task", counting)
+    calls = job.count_tile_tasks(monkeypatch)
     net, x = job.network(), job.inputs(n)
     with warnings.catch_warnings():  # a kill never leaves a marked tile without its checksums
         warnings.filterwarnings("error", message=".*checksums")

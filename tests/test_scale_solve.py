@@ -5,7 +5,6 @@ Every path is checked against a dense Cholesky solve of the in-memory kernel ``n
 (float64) and against the others; batched CG against column-by-column CG.
 """
 
-import importlib.util
 import threading
 import time
 from pathlib import Path
@@ -15,6 +14,8 @@ import pytest
 import torch
 
 pytest.importorskip("zarr")
+
+import scale_job as job  # noqa: E402
 
 from widelimits import predict, scale  # noqa: E402
 from widelimits.cli import main  # noqa: E402
@@ -32,11 +33,6 @@ from widelimits.scale.bands import (  # noqa: E402
     store_operator,
 )
 from widelimits.scale.store import StoreKernel  # noqa: E402
-
-JOB = Path(__file__).with_name("scale_job.py")
-_spec = importlib.util.spec_from_file_location("scale_job", JOB)
-job = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(job)
 
 D64 = torch.float64
 N, TILE, REG = 250, 64, 1e-3  # 4 x 4 tiles, the last row and column partial

@@ -8,7 +8,6 @@ checked against networks that print alike but compute different kernels.
 """
 
 import functools
-import importlib.util
 import json
 import os
 import shutil
@@ -26,6 +25,8 @@ from hypothesis import strategies as st
 pytest.importorskip("zarr")
 pytest.importorskip("dask")
 
+import scale_job as job  # noqa: E402
+
 import widelimits as wl  # noqa: E402
 from widelimits import scale  # noqa: E402
 from widelimits.cli import main  # noqa: E402
@@ -38,12 +39,8 @@ from widelimits.scale import (  # noqa: E402
     StoreError,
     compute_kernel_store,
 )
-from widelimits.scale import compute as compute_module  # noqa: E402
 
 JOB = Path(__file__).with_name("scale_job.py")
-_spec = importlib.util.spec_from_file_location("scale_job", JOB)
-job = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(job)
 
 N, TILE = 20, 8  # 3 x 3 tiles, 6 of them in the upper triangle; the last row/column is partial
 NET = wl.Serial(wl.Dense(8, b_std=0.1), wl.ReLU(), wl.Dense(1))
@@ -78,17 +75,6 @@ def snapshot(path: Path) -> dict:
         return {".": path.read_bytes()}
     return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
 
-
-def count_tasks(monkeypatch) -> list:
-    calls = []
-    task = compute_module._tile_task
-
-    def counting(path, i, j, *args):
-        calls.append((i, j))
-        return task(path, i, j, *args)
-
-    monkeypatch.setattr(compute_module, "_tile_task", counting)
-    return calls
 
 
 # ------------------------------------------------------------------------------------------
@@ -143,7 +129,7 @@ def test_damage_detected_on_read_and_repaired_on_resume(damage, store_copy, pris
         assert str(tile) in text, (tile, text)
 
     # the same call again repairs exactly the damaged tiles, with a warning
-    calls = count_tasks(monkeypatch)
+    calls = job.count_tile_tasks(monkeypatch)
     with pytest.warns(RuntimeWarning, match=f"{len(tiles)} finished tile.*checksums"):
         repaired = compute(path)
     assert sorted(calls) == sorted(tiles)
@@ -161,7 +147,7 @@ def test_damaged_marker_means_not_done(marker, store_copy, pristine, monkeypatch
     assert store.pending() == [(1, 1)]
     with pytest.raises(RuntimeError, match="incomplete .1 of 6 tiles missing"):
         store.read("ntk")
-    calls = count_tasks(monkeypatch)
+    calls = job.count_tile_tasks(monkeypatch)
     repaired = compute(store_copy)
     assert calls == [(1, 1)]
     assert torch.equal(repaired.read("ntk"), pristine[1]["ntk"])
