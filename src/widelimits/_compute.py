@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from ._inputs import LayoutWarning, as_input, check_kernel_options, point_ids
+from ._progress import progress_bar
 from ._threads import check_threads, run_parallel
 from .kernel import Kernel
 
@@ -337,7 +338,6 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad)
     # The packed diagonal tiles (half the work) last: they fill in while the last full tiles run.
     tiles.sort(key=lambda t: symmetric and t[0] == t[1])
     entries = n1 * n2 * _pair_entries(x1, layout)
-    show = progress if progress is not None else entries >= PROGRESS_MIN_ENTRIES
     _check_fits((n1, n2), need_ntk, x1.element_size(), x1.device)  # before any work
     ids = point_ids(x1, x2)
     last_tile = (len(rows) - 1, len(cols) - 1)
@@ -388,11 +388,10 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad)
                 target[rows_i, cols_j] = part  # and mirrored into (J, I)
                 target[cols_j, rows_i] = _swap(part, out.layout, lead=1)
 
-    from tqdm.auto import tqdm
-
-    with tqdm(
-        total=len(tiles), desc="kernel tiles", unit="tile", disable=not show, leave=False
-    ) as bar:
+    with progress_bar(
+        total=len(tiles), desc="kernel tiles", unit="tile", leave=False,
+        progress=progress, default=entries >= PROGRESS_MIN_ENTRIES,
+    ) as bar:  # fmt: skip
         run_parallel(tile, len(tiles), threads, done=bar.update)
     nngp, ntk = results
     cov1_all = torch.cat(cov1)
