@@ -31,6 +31,7 @@ class WeightLayer(Layer):
         b_std: float | Tensor | None,
         parametrization: str,
         trainable: bool,
+        s: tuple[int, int] = (1, 1),
     ) -> None:
         name = type(self).__name__
         if out is not None and (not isinstance(out, int) or isinstance(out, bool) or out < 1):
@@ -46,11 +47,26 @@ class WeightLayer(Layer):
             )
         if not isinstance(trainable, bool | np.bool_):
             raise TypeError(f"{name}(trainable=...) must be True or False, got {trainable!r}")
+        s = _check_s(name, s, parametrization)
         self.out = out
         self.W_std = W_std
         self.b_std = b_std
         self.parametrization = parametrization
         self.has_parameters = bool(trainable)
+        self.s = s
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text.replace(", s=(1, 1)", "") if self.s == (1, 1) else text
+
+    @property
+    def finite_width(self) -> int | None:
+        """Channels of the finite layer, ``s[1] * out`` (``None`` for a hidden layer)."""
+        return None if self.out is None else self.out * self.s[1]
+
+    def finite_out(self, ctx: BuildContext) -> int:
+        """Output channels of the built layer: ``s[1]`` times ``out`` or the next hidden width."""
+        return (self.out if self.out is not None else ctx.next_width()) * self.s[1]
 
     def affine_kernel(self, k: Kernel, window_sum=None, taps: int = 1) -> Kernel:
         """K' = sigma_w^2 A(K) + sigma_b^2 and the matching Theta', A = window_sum / taps.
@@ -75,7 +91,7 @@ class WeightLayer(Layer):
             t = t if unit_w else w2 * t
             return t if no_b else t + b2
 
-        out = summed.map_all(affine).replace(is_gaussian=True, width=self.out)
+        out = summed.map_all(affine).replace(is_gaussian=True, width=self.finite_width)
         theta = summed.ntk
         if theta is None:
             return out
@@ -95,7 +111,14 @@ class WeightLayer(Layer):
                     "finite width (e.g. Dense(out=512, parametrization='standard')) or use "
                     "parametrization='ntk'"
                 )
-            ntk = k.width * summed.nngp + theta_part
+            s_in = self.s[0]
+            if k.width % s_in:
+                raise ValueError(
+                    f"{type(self).__name__}(s=({s_in}, ...)): the layer before has {k.width} "
+                    f"features, not a multiple of s[0] = {s_in}; s[0] must equal s[1] of the "
+                    "layer before (1 for the first layer)"
+                )
+            ntk = (k.width // s_in) * summed.nngp + theta_part
             if self.b_std is not None:
                 ntk = ntk + 1.0
         return out.replace(ntk=ntk)
@@ -110,10 +133,12 @@ class WeightLayer(Layer):
         param = ctx.parametrization or self.parametrization
         w_std, b_std = float(self.W_std), None if self.b_std is None else float(self.b_std)
         lr_scale = 1.0
+        s_in = self.s[0]
         if param == "ntk":  # W, b ~ N(0, 1); scales in the forward pass
             w_mult, b_mult, w_init, b_init = w_std / math.sqrt(fan_in), b_std, 1.0, 1.0
-        elif param == "standard":  # scales in the initialization
-            w_mult, b_mult, w_init, b_init = 1.0, 1.0, w_std / math.sqrt(fan_in), b_std
+        elif param == "standard":  # scales in the initialization (and 1 / sqrt(s[0]))
+            w_mult, b_mult = 1.0 / math.sqrt(s_in), 1.0
+            w_init, b_init = w_std / math.sqrt(fan_in / s_in), b_std
         else:  # a Scaling: standard at the reference width, exponents of rho away from it
             layer = ctx.dense_layers_built
             if layer >= param.n_layers:
@@ -171,8 +196,9 @@ class Dense(WeightLayer):
         b_std: float | Tensor | None = None,
         parametrization: str = "ntk",
         trainable: bool = True,
+        s: tuple[int, int] = (1, 1),
     ) -> None:
-        super().__init__(out, W_std, b_std, parametrization, trainable)
+        super().__init__(out, W_std, b_std, parametrization, trainable, s)
 
     def kernel_fn(self, k: Kernel) -> Kernel:
         return self.affine_kernel(k)
@@ -182,7 +208,7 @@ class Dense(WeightLayer):
             raise TypeError("Dense got several branches; merge them first with a FanIn layer")
         spatial = isinstance(in_features, SpatialFeatures)
         n_in = in_features.channels if spatial else in_features
-        out = self.out if self.out is not None else ctx.next_width()
+        out = self.finite_out(ctx)
         check_fits(
             f"Dense(out={self.out!r})" if self.out is not None else f"Dense (hidden width {out})",
             f"the weights of {out} x {n_in} features", out * n_in,
@@ -195,6 +221,24 @@ class Dense(WeightLayer):
         module = DenseModule(weight, bias, sc["w_mult"], sc["b_mult"], sc["lr_scale"], sc["name"])
         module.requires_grad_(self.has_parameters)
         return module, SpatialFeatures(out, in_features.size) if spatial else out
+
+
+def _check_s(name: str, s, parametrization: str) -> tuple[int, int]:
+    """``s`` as a pair of positive ints; anything but (1, 1) only with the standard one."""
+    ok = (
+        isinstance(s, tuple | list)
+        and len(s) == 2
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1 for v in s)
+    )
+    if not ok:
+        raise ValueError(f"{name}(s=...) must be a pair (s_in, s_out) of positive ints, got {s!r}")
+    s = (int(s[0]), int(s[1]))
+    if s != (1, 1) and parametrization != "standard":
+        raise ValueError(
+            f"{name}(s={s}): the width factors s apply to parametrization='standard' only "
+            f"(got parametrization={parametrization!r}); drop s or use the standard one"
+        )
+    return s
 
 
 class DenseModule(nn.Module):
