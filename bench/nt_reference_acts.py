@@ -54,7 +54,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-
 from nt_reference import act, dense, save_atomic, serial
 
 Spec = list[Any]

@@ -37,7 +37,9 @@ def gauss_hermite_2d(fn, k11: float, k22: float, k12: float, degree: int = 160) 
     return float(np.sum(w[:, None] * w[None, :] * fn(u) * fn(v)))
 
 
-COVARIANCES = [(0.3, 0.7, 0.2), (1.0, 1.0, 1.0), (2.0, 1.2, -1.5), (0.5, 0.5, 0.5), (1.5, 0.1, -0.3)]
+COVARIANCES = [
+    (0.3, 0.7, 0.2), (1.0, 1.0, 1.0), (2.0, 1.2, -1.5), (0.5, 0.5, 0.5), (1.5, 0.1, -0.3),
+]  # fmt: skip
 
 
 def _gabor(x):

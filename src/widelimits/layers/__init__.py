@@ -31,7 +31,8 @@ from .scale import Scale
 
 __all__ = [
     "ABReLU", "Abs", "Activation", "AvgPool", "BuildContext", "Conv", "Cos", "Dense", "Dropout",
-    "Elementwise", "Erf", "Exp", "ExpNormalized", "Gabor", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten",
+    "Elementwise", "Erf", "Exp", "ExpNormalized", "FanInConcat", "FanInProd", "FanInSum",
+    "FanOut", "Flatten", "Gabor",
     "Gaussian", "GELU", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "RectifiedMonomial",
     "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
