@@ -175,12 +175,27 @@ class Dense(WeightLayer):
         b_std: bias standard deviation sigma_b; ``None`` for no bias.
         parametrization: ``"ntk"`` — W, b ~ N(0, 1) and the scale in the forward pass — or
             ``"standard"`` — W ~ N(0, sigma_w^2 / n_in), b ~ N(0, sigma_b^2), plain forward pass.
+        trainable: ``False`` freezes the layer (see below).
+        s: the width factors :math:`(s_{in}, s_{out})` of neural-tangents' standard
+            parametrization (Sohl-Dickstein et al. 2020), ``"standard"`` only: the finite layer
+            has :math:`s_{out} \cdot` ``out`` outputs, weights
+            :math:`W \sim \mathcal{N}(0, \sigma_w^2 s_{in} / n_{in})` and the forward pass
+            :math:`z = W x / \sqrt{s_{in}} + b`, where :math:`n_{in}` is the actual number of
+            inputs.  The NNGP is unchanged and the NTK counts :math:`n_{in} / s_{in}` inputs,
+            :math:`\Theta' = (n_{in} / s_{in}) K + \sigma_w^2 \Theta\,[+1]`: the network is
+            :math:`s` times wider than the widths its NTK is taken at, and as :math:`s \to \infty`
+            its empirical NTK tends to the standard-parametrization NTK at widths ``out``.
+            :math:`s_{in}` must be the previous layer's :math:`s_{out}` (1 for the first layer).
 
-    Kernel map (both parametrizations give the same NNGP), with input state (K, Theta)::
+    Kernel map (both parametrizations give the same NNGP), with input state
+    :math:`(K, \Theta)`:
 
-        K'     = sigma_w^2 K + sigma_b^2
-        Theta' = K' + sigma_w^2 Theta                          (ntk)
-        Theta' = n_in K + sigma_w^2 Theta + [1 if bias]        (standard)
+    .. math::
+
+        K' = \sigma_w^2 K + \sigma_b^2, \qquad
+        \Theta' = \begin{cases} K' + \sigma_w^2 \Theta & \text{(ntk)} \\
+        (n_{in} / s_{in}) K + \sigma_w^2 \Theta + [1 \text{ if bias}] & \text{(standard)}
+        \end{cases}
 
     The NNGP of the input layer is K^0(x, x') = x . x' / n_in.  ``trainable=False`` freezes the
     layer: its parameters get no gradient (``requires_grad=False`` on the finite side) and add
