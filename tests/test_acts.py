@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import widelimits as wl
 from widelimits.finite import monte_carlo_kernel
@@ -76,6 +78,45 @@ def test_exp_normalized_finite_function_has_the_dual(gamma, shift):
         want = gauss_hermite_2d(lambda x: a * np.exp(b * x), 1.0, 1.0, rho, degree=80)
         t, _ = layer.dual(*(torch.tensor(v, dtype=F64) for v in (2.0, 2.0, 2.0 * rho)), False)
         assert float(t) == pytest.approx(2.0 * want, rel=1e-12)
+
+
+def _covariance(a: float, b: float, rho: float) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.tensor(v, dtype=F64) for v in (a, b, rho * math.sqrt(a * b)))
+
+
+_variance = st.floats(0.0, 8.0)
+_rho = st.floats(-1.0, 1.0)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(a=_variance, b=_variance, rho=_rho)
+def test_gabor_symmetries_and_bounds(a, b, rho):
+    # phi is odd: T is odd in k12 and Tdot even; both symmetric in the two inputs; Cauchy-Schwarz
+    g = wl.Gabor()
+    k11, k22, k12 = _covariance(a, b, rho)
+    t, tdot = g.dual(k11, k22, k12, True)
+    t_neg, tdot_neg = g.dual(k11, k22, -k12, True)
+    t_swap, tdot_swap = g.dual(k22, k11, k12, True)
+    assert float(t) == pytest.approx(-float(t_neg), abs=1e-15)
+    assert float(tdot) == pytest.approx(float(tdot_neg), abs=1e-15)
+    assert float(t) == float(t_swap) and float(tdot) == float(tdot_swap)
+    t11, d11 = g.dual(k11, k11, k11, True)
+    t22, d22 = g.dual(k22, k22, k22, True)
+    assert float(t) ** 2 <= float(t11 * t22) * (1 + 1e-12) + 1e-300
+    assert float(tdot) ** 2 <= float(d11 * d22) * (1 + 1e-12) + 1e-300
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(a=st.floats(0.01, 8.0), b=st.floats(0.01, 8.0), rho=_rho, c=st.floats(0.1, 10.0),
+       gamma=st.floats(0.0, 5.0), shift=st.floats(-2.0, 2.0))  # fmt: skip
+def test_exp_normalized_is_homogeneous_and_depends_on_rho_only(a, b, rho, c, gamma, shift):
+    layer = wl.ExpNormalized(gamma, shift)
+    k = _covariance(a, b, rho)
+    t, tdot = layer.dual(*k, True)
+    t_c, tdot_c = layer.dual(*(c * v for v in k), True)
+    assert float(t_c) == pytest.approx(c * float(t), rel=1e-12)
+    assert float(tdot_c) == pytest.approx(float(tdot), rel=1e-12)
+    assert float(t) == pytest.approx(math.sqrt(a * b) * math.exp(gamma * (rho + shift)), rel=1e-12)
 
 
 # --------------------------------------------------------------------------- neural-tangents
