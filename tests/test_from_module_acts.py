@@ -103,6 +103,7 @@ ACTIVATIONS = [
     (F.tanhshrink, F.tanhshrink),
     (torch.special.expit, torch.sigmoid),
     (lambda x: x.hardshrink(0.2), lambda x: F.hardshrink(x, 0.2)),
+    (nn.RReLU(0.1, 0.3).eval(), wl.LeakyReLU(0.2)),  # eval: the mean slope, a closed form
 ]
 
 
@@ -118,5 +119,6 @@ def test_activations_added_to_the_tables(act, fn):
             h = self.a(x)
             return self.b(self.act(h) if self.act is not None else act(h))
 
-    hand = wl.Serial(_std(9, 5), wl.Elementwise(fn), _std(1, 9))
+    layer = fn if isinstance(fn, wl.Layer) else wl.Elementwise(fn)
+    hand = wl.Serial(_std(9, 5), layer, _std(1, 9))
     _assert_same_kernels(Act(), hand)

@@ -100,3 +100,9 @@ def test_from_module_functional_errors(forward, shape, match):
     model = _Bad(forward, 12 if len(shape) == 3 else 6)
     with pytest.raises(TranslationError, match=match):
         wl.from_module(model, torch.randn(*shape), init="empirical")
+
+
+def test_from_module_refuses_rrelu_in_training_mode():
+    model = nn.Sequential(nn.Linear(4, 6), nn.RReLU(), nn.Linear(6, 1))
+    with pytest.raises(TranslationError, match="eval"):
+        wl.from_module(model, torch.randn(3, 4))

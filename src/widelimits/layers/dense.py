@@ -21,7 +21,9 @@ class WeightLayer(Layer):
     """What Dense and Conv share: weights and biases, their parametrization and the affine map.
 
     Subclasses give the mixing ``A`` their weights apply to the input kernel (identity for Dense,
-    the filter-offset average for Conv) and the number of inputs each output sums over.
+    the filter-offset average for Conv) and the number of inputs each output sums over.  The
+    width factors ``s`` of the standard parametrization (see `Dense`) live here too: the kernel
+    map reads them, and subclasses build ``finite_out(ctx)`` output channels.
     """
 
     def __init__(

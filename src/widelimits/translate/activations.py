@@ -72,6 +72,8 @@ def activation_for_module(mod: nn.Module) -> Layer | None:
         nn.Threshold: lambda m: _quadrature(F.threshold, "threshold", threshold=m.threshold,
                                             value=m.value),  # fmt: skip
     }
+    if isinstance(mod, nn.RReLU) and not mod.training:  # a fixed slope in eval mode
+        return _leaky((mod.lower + mod.upper) / 2)
     if isinstance(mod, nn.Hardtanh):  # also ReLU6
         odd = mod.min_val == -mod.max_val
         return _quadrature(F.hardtanh, "hardtanh", odd, min_val=mod.min_val, max_val=mod.max_val)

@@ -230,6 +230,10 @@ class NodeLayers(NodeBase):
             return [self.layer_norm(node, mod)]
         if isinstance(mod, nn.BatchNorm1d | nn.BatchNorm2d):
             return [self.batch_norm(node, mod)]
+        if isinstance(mod, nn.RReLU) and mod.training:
+            raise self.fail(node, "RReLU in training mode draws a random slope for every unit "
+                            "and example: no closed-form kernel", "call model.eval() (the "
+                            "slope is then (lower + upper) / 2), or " + INSTEAD)  # fmt: skip
         layer = activation_for_module(mod)
         if layer is not None:
             return [layer]
