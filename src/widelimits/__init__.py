@@ -25,11 +25,13 @@ from .layers import (
     Elementwise,
     Erf,
     Exp,
+    ExpNormalized,
     FanInConcat,
     FanInProd,
     FanInSum,
     FanOut,
     Flatten,
+    Gabor,
     Gaussian,
     GlobalAvgPool,
     Hermite,
@@ -59,7 +61,8 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 __all__ = [
     "ABReLU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "Dropout", "Elementwise",
-    "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "GELU", "Gaussian",
+    "Erf", "Exp", "ExpNormalized", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten",
+    "Gabor", "GELU", "Gaussian",
     "GlobalAvgPool", "Hermite", "Identity", "Kernel", "Layer", "LayerNorm", "LayoutWarning",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "ReLU", "RectifiedMonomial",
     "Residual", "Scale", "Serial",

@@ -30,6 +30,11 @@ Weights.  Each ``nn.Linear`` / ``nn.Conv*d`` with ``fan_in`` inputs per output b
 - a dict ``{module name: (W_std, b_std)}`` overriding the default rule for the layers it names,
   or a callable ``(name, module) -> (W_std, b_std)``.
 
+``F.linear(x, weight, bias)`` with parameters of the model is a `Dense` like ``nn.Linear`` (its
+name for ``init`` is the weight parameter's, e.g. ``"w"`` or ``"block.weight"``), and
+``F.layer_norm`` a `LayerNorm` like ``nn.LayerNorm``; integer powers (``x ** 2``,
+``torch.square``, ``x.pow(3)``) are `Monomial` layers.
+
 Every weight layer keeps the model's own width (``out``), so ``build`` gives back the model's
 widths, FanInConcat weighs branches by their widths as the model does, and with
 ``parametrization="standard"`` (the model as it is) the NTK is that of the model's widths:
@@ -68,9 +73,10 @@ def from_module(
     Args:
         model: a ``torch.nn.Module`` made of the supported modules and functions (see the
             module docstring of ``widelimits.from_module`` and the README): Linear, Conv1d/2d,
-            elementwise activations, average pooling, global means, Flatten, Identity, Dropout,
-            LayerNorm, BatchNorm (eval mode), residual sums, channel concatenation, scalar
-            multiplication, nested Sequential and custom modules.
+            elementwise activations, integer powers, ``F.linear``, ``F.layer_norm``, average
+            pooling, global means, Flatten, Identity, Dropout, LayerNorm, BatchNorm (eval mode),
+            residual sums, channel concatenation, scalar multiplication, nested Sequential and
+            custom modules.
         example_input: one batch of inputs, (N, features), (N, C, L) or (N, C, H, W): the model
             is run once on it to read every tensor's shape (for padding and pooling geometry).
         parametrization: ``"standard"`` (the model as it is; the NTK at its widths) or

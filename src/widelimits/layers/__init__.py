@@ -22,6 +22,7 @@ from .combinators import FanInConcat, FanInProd, FanInSum, FanOut, Parallel, Res
 from .conv import Conv
 from .dense import Dense
 from .elementwise import Elementwise
+from .gaussian_family import ExpNormalized, Gabor
 from .myrtle import Myrtle
 from .normalization import Dropout, LayerNorm
 from .polynomial import Hermite, Monomial, Polynomial
@@ -30,7 +31,8 @@ from .scale import Scale
 
 __all__ = [
     "ABReLU", "Abs", "Activation", "AvgPool", "BuildContext", "Conv", "Cos", "Dense", "Dropout",
-    "Elementwise", "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten",
+    "Elementwise", "Erf", "Exp", "ExpNormalized", "FanInConcat", "FanInProd", "FanInSum",
+    "FanOut", "Flatten", "Gabor",
     "Gaussian", "GELU", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "RectifiedMonomial",
     "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",

@@ -291,7 +291,8 @@ class GELU(Activation):
 
     Args:
         approximate: only ``False`` (the exact GELU) has a closed form; for the tanh
-            approximation use ``Elementwise(lambda x: F.gelu(x, approximate="tanh"))``.
+            approximation use ``Elementwise(lambda x: F.gelu(x, approximate="tanh"))``
+            (neural-tangents' ``Gelu(approximate=True)`` returns the exact GELU's kernel).
     """
 
     def __init__(self, approximate: bool = False) -> None:
@@ -484,6 +485,9 @@ class Sign(Activation):
     network (``torch.sign`` has zero gradient), so its empirical NTK has no contribution through
     this layer either; neural-tangents makes the same choice.  (The distributional derivative
     2 delta(x) would give 2 / (pi sqrt(k11 k22 - k12^2)), infinite on the diagonal.)
+
+    Every pixel pair of an example with itself gets this map too, so pooling after `Sign` is
+    exact (neural-tangents sets those pairs to 1, which is wrong off the pixel diagonal).
     """
 
     def fn(self, x: Tensor) -> Tensor:
@@ -514,7 +518,8 @@ class RectifiedMonomial(Activation):
 
     The recursion follows from J_{j+1} = (2j + 1) cos(theta) J_j - sin(theta) J_j' (one more
     application of Cho & Saul's operator) and Price's theorem dJ_j/d(cos theta) = j^2 J_{j-1}.
-    n = 1 is `ReLU`.
+    n = 1 is `ReLU`.  Free of divisions by sin(theta), it is exact on self-pairs (rho = 1), where
+    neural-tangents' ``RectifiedMonomial`` returns NaN, and near them, where its NTK loses digits.
 
     Args:
         degree: the power n, a non-negative integer.

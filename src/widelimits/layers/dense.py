@@ -21,7 +21,9 @@ class WeightLayer(Layer):
     """What Dense and Conv share: weights and biases, their parametrization and the affine map.
 
     Subclasses give the mixing ``A`` their weights apply to the input kernel (identity for Dense,
-    the filter-offset average for Conv) and the number of inputs each output sums over.
+    the filter-offset average for Conv) and the number of inputs each output sums over.  The
+    width factors ``s`` of the standard parametrization (see `Dense`) live here too: the kernel
+    map reads them, and subclasses build ``finite_out(ctx)`` output channels.
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class WeightLayer(Layer):
         b_std: float | Tensor | None,
         parametrization: str,
         trainable: bool,
+        s: tuple[int, int] = (1, 1),
     ) -> None:
         name = type(self).__name__
         if out is not None and (not isinstance(out, int) or isinstance(out, bool) or out < 1):
@@ -46,11 +49,26 @@ class WeightLayer(Layer):
             )
         if not isinstance(trainable, bool | np.bool_):
             raise TypeError(f"{name}(trainable=...) must be True or False, got {trainable!r}")
+        s = _check_s(name, s, parametrization)
         self.out = out
         self.W_std = W_std
         self.b_std = b_std
         self.parametrization = parametrization
         self.has_parameters = bool(trainable)
+        self.s = s
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text.replace(", s=(1, 1)", "") if self.s == (1, 1) else text
+
+    @property
+    def finite_width(self) -> int | None:
+        """Channels of the finite layer, ``s[1] * out`` (``None`` for a hidden layer)."""
+        return None if self.out is None else self.out * self.s[1]
+
+    def finite_out(self, ctx: BuildContext) -> int:
+        """Output channels of the built layer: ``s[1]`` times ``out`` or the next hidden width."""
+        return (self.out if self.out is not None else ctx.next_width()) * self.s[1]
 
     def affine_kernel(self, k: Kernel, window_sum=None, taps: int = 1) -> Kernel:
         """K' = sigma_w^2 A(K) + sigma_b^2 and the matching Theta', A = window_sum / taps.
@@ -75,7 +93,7 @@ class WeightLayer(Layer):
             t = t if unit_w else w2 * t
             return t if no_b else t + b2
 
-        out = summed.map_all(affine).replace(is_gaussian=True, width=self.out)
+        out = summed.map_all(affine).replace(is_gaussian=True, width=self.finite_width)
         theta = summed.ntk
         if theta is None:
             return out
@@ -95,7 +113,14 @@ class WeightLayer(Layer):
                     "finite width (e.g. Dense(out=512, parametrization='standard')) or use "
                     "parametrization='ntk'"
                 )
-            ntk = k.width * summed.nngp + theta_part
+            s_in = self.s[0]
+            if k.width % s_in:
+                raise ValueError(
+                    f"{type(self).__name__}(s=({s_in}, ...)): the layer before has {k.width} "
+                    f"features, not a multiple of s[0] = {s_in}; s[0] must equal s[1] of the "
+                    "layer before (1 for the first layer)"
+                )
+            ntk = (k.width // s_in) * summed.nngp + theta_part
             if self.b_std is not None:
                 ntk = ntk + 1.0
         return out.replace(ntk=ntk)
@@ -110,10 +135,12 @@ class WeightLayer(Layer):
         param = ctx.parametrization or self.parametrization
         w_std, b_std = float(self.W_std), None if self.b_std is None else float(self.b_std)
         lr_scale = 1.0
+        s_in = self.s[0]
         if param == "ntk":  # W, b ~ N(0, 1); scales in the forward pass
             w_mult, b_mult, w_init, b_init = w_std / math.sqrt(fan_in), b_std, 1.0, 1.0
-        elif param == "standard":  # scales in the initialization
-            w_mult, b_mult, w_init, b_init = 1.0, 1.0, w_std / math.sqrt(fan_in), b_std
+        elif param == "standard":  # scales in the initialization (and 1 / sqrt(s[0]))
+            w_mult, b_mult = 1.0 / math.sqrt(s_in), 1.0
+            w_init, b_init = w_std / math.sqrt(fan_in / s_in), b_std
         else:  # a Scaling: standard at the reference width, exponents of rho away from it
             layer = ctx.dense_layers_built
             if layer >= param.n_layers:
@@ -150,12 +177,27 @@ class Dense(WeightLayer):
         b_std: bias standard deviation sigma_b; ``None`` for no bias.
         parametrization: ``"ntk"`` — W, b ~ N(0, 1) and the scale in the forward pass — or
             ``"standard"`` — W ~ N(0, sigma_w^2 / n_in), b ~ N(0, sigma_b^2), plain forward pass.
+        trainable: ``False`` freezes the layer (see below).
+        s: the width factors :math:`(s_{in}, s_{out})` of neural-tangents' standard
+            parametrization (Sohl-Dickstein et al. 2020), ``"standard"`` only: the finite layer
+            has :math:`s_{out} \cdot` ``out`` outputs, weights
+            :math:`W \sim \mathcal{N}(0, \sigma_w^2 s_{in} / n_{in})` and the forward pass
+            :math:`z = W x / \sqrt{s_{in}} + b`, where :math:`n_{in}` is the actual number of
+            inputs.  The NNGP is unchanged and the NTK counts :math:`n_{in} / s_{in}` inputs,
+            :math:`\Theta' = (n_{in} / s_{in}) K + \sigma_w^2 \Theta\,[+1]`: the network is
+            :math:`s` times wider than the widths its NTK is taken at, and as :math:`s \to \infty`
+            its empirical NTK tends to the standard-parametrization NTK at widths ``out``.
+            :math:`s_{in}` must be the previous layer's :math:`s_{out}` (1 for the first layer).
 
-    Kernel map (both parametrizations give the same NNGP), with input state (K, Theta)::
+    Kernel map (both parametrizations give the same NNGP), with input state
+    :math:`(K, \Theta)`:
 
-        K'     = sigma_w^2 K + sigma_b^2
-        Theta' = K' + sigma_w^2 Theta                          (ntk)
-        Theta' = n_in K + sigma_w^2 Theta + [1 if bias]        (standard)
+    .. math::
+
+        K' = \sigma_w^2 K + \sigma_b^2, \qquad
+        \Theta' = \begin{cases} K' + \sigma_w^2 \Theta & \text{(ntk)} \\
+        (n_{in} / s_{in}) K + \sigma_w^2 \Theta + [1 \text{ if bias}] & \text{(standard)}
+        \end{cases}
 
     The NNGP of the input layer is K^0(x, x') = x . x' / n_in.  ``trainable=False`` freezes the
     layer: its parameters get no gradient (``requires_grad=False`` on the finite side) and add
@@ -171,8 +213,9 @@ class Dense(WeightLayer):
         b_std: float | Tensor | None = None,
         parametrization: str = "ntk",
         trainable: bool = True,
+        s: tuple[int, int] = (1, 1),
     ) -> None:
-        super().__init__(out, W_std, b_std, parametrization, trainable)
+        super().__init__(out, W_std, b_std, parametrization, trainable, s)
 
     def kernel_fn(self, k: Kernel) -> Kernel:
         return self.affine_kernel(k)
@@ -182,7 +225,7 @@ class Dense(WeightLayer):
             raise TypeError("Dense got several branches; merge them first with a FanIn layer")
         spatial = isinstance(in_features, SpatialFeatures)
         n_in = in_features.channels if spatial else in_features
-        out = self.out if self.out is not None else ctx.next_width()
+        out = self.finite_out(ctx)
         check_fits(
             f"Dense(out={self.out!r})" if self.out is not None else f"Dense (hidden width {out})",
             f"the weights of {out} x {n_in} features", out * n_in,
@@ -195,6 +238,24 @@ class Dense(WeightLayer):
         module = DenseModule(weight, bias, sc["w_mult"], sc["b_mult"], sc["lr_scale"], sc["name"])
         module.requires_grad_(self.has_parameters)
         return module, SpatialFeatures(out, in_features.size) if spatial else out
+
+
+def _check_s(name: str, s, parametrization: str) -> tuple[int, int]:
+    """``s`` as a pair of positive ints; anything but (1, 1) only with the standard one."""
+    ok = (
+        isinstance(s, tuple | list)
+        and len(s) == 2
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1 for v in s)
+    )
+    if not ok:
+        raise ValueError(f"{name}(s=...) must be a pair (s_in, s_out) of positive ints, got {s!r}")
+    s = (int(s[0]), int(s[1]))
+    if s != (1, 1) and parametrization != "standard":
+        raise ValueError(
+            f"{name}(s={s}): the width factors s apply to parametrization='standard' only "
+            f"(got parametrization={parametrization!r}); drop s or use the standard one"
+        )
+    return s
 
 
 class DenseModule(nn.Module):

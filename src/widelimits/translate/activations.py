@@ -67,7 +67,13 @@ def activation_for_module(mod: nn.Module) -> Layer | None:
         nn.Hardswish: lambda m: _quadrature(F.hardswish, "hardswish"),
         nn.Hardsigmoid: lambda m: _quadrature(F.hardsigmoid, "hardsigmoid"),
         nn.LogSigmoid: lambda m: _quadrature(F.logsigmoid, "logsigmoid"),
+        nn.Softshrink: lambda m: _quadrature(F.softshrink, "softshrink", odd=True, lambd=m.lambd),
+        nn.Hardshrink: lambda m: _quadrature(F.hardshrink, "hardshrink", odd=True, lambd=m.lambd),
+        nn.Threshold: lambda m: _quadrature(F.threshold, "threshold", threshold=m.threshold,
+                                            value=m.value),  # fmt: skip
     }
+    if isinstance(mod, nn.RReLU) and not mod.training:  # a fixed slope in eval mode
+        return _leaky((mod.lower + mod.upper) / 2)
     if isinstance(mod, nn.Hardtanh):  # also ReLU6
         odd = mod.min_val == -mod.max_val
         return _quadrature(F.hardtanh, "hardtanh", odd, min_val=mod.min_val, max_val=mod.max_val)
@@ -89,6 +95,19 @@ _BY_NAME: dict[str, Callable[[dict], Layer]] = {
                                       threshold=a.get("threshold", 20.0)),  # fmt: skip
     "mish": lambda a: _quadrature(F.mish, "mish"),
     "softsign": lambda a: _quadrature(F.softsign, "softsign", odd=True),
+    "celu": lambda a: _quadrature(F.celu, "celu", alpha=a.get("alpha", 1.0)),
+    "hardtanh": lambda a: _hardtanh(a.get("min_val", -1.0), a.get("max_val", 1.0)),
+    "relu6": lambda a: _hardtanh(0.0, 6.0),
+    "hardswish": lambda a: _quadrature(F.hardswish, "hardswish"),
+    "hardsigmoid": lambda a: _quadrature(F.hardsigmoid, "hardsigmoid"),
+    "logsigmoid": lambda a: _quadrature(F.logsigmoid, "logsigmoid"),
+    "tanhshrink": lambda a: _quadrature(F.tanhshrink, "tanhshrink", odd=True),
+    "softshrink": lambda a: _quadrature(F.softshrink, "softshrink", odd=True,
+                                        lambd=a.get("lambd", 0.5)),  # fmt: skip
+    "hardshrink": lambda a: _quadrature(F.hardshrink, "hardshrink", odd=True,
+                                        lambd=a.get("lambd", 0.5)),  # fmt: skip
+    "threshold": lambda a: _quadrature(F.threshold, "threshold", threshold=a["threshold"],
+                                       value=a["value"]),  # fmt: skip
     "sin": lambda a: Sin(),
     "cos": lambda a: Cos(),
     "erf": lambda a: Erf(),
@@ -103,13 +122,25 @@ ELEMENTWISE_FUNCTIONS = {
     F.silu: "silu", F.elu: "elu", F.selu: "selu", torch.selu: "selu", F.softplus: "softplus",
     F.mish: "mish", F.softsign: "softsign", torch.sin: "sin", torch.cos: "cos",
     torch.erf: "erf", torch.special.erf: "erf", torch.abs: "abs", torch.exp: "exp",
-    torch.sign: "sign",
+    torch.sign: "sign", F.celu: "celu", torch.celu: "celu", F.hardtanh: "hardtanh",
+    F.relu6: "relu6", F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid",
+    F.logsigmoid: "logsigmoid", F.tanhshrink: "tanhshrink", F.softshrink: "softshrink",
+    F.hardshrink: "hardshrink", F.threshold: "threshold", torch.special.expit: "sigmoid",
 }  # fmt: skip
-ELEMENTWISE_METHODS = {"relu", "tanh", "sigmoid", "sin", "cos", "erf", "abs", "exp", "sign"}
+ELEMENTWISE_METHODS = {
+    "relu", "tanh", "sigmoid", "sin", "cos", "erf", "abs", "exp", "sign", "hardshrink",
+}  # fmt: skip
 
 # Positional parameters after the input, for the functions that take any.
 _POSITIONAL = {"leaky_relu": ("negative_slope",), "elu": ("alpha",), "gelu": (),
-               "softplus": ("beta", "threshold")}  # fmt: skip
+               "softplus": ("beta", "threshold"), "celu": ("alpha",),
+               "hardtanh": ("min_val", "max_val"), "softshrink": ("lambd",),
+               "hardshrink": ("lambd",), "threshold": ("threshold", "value")}  # fmt: skip
+
+
+def _hardtanh(min_val: float, max_val: float) -> Layer:
+    return _quadrature(F.hardtanh, "hardtanh", min_val == -max_val, min_val=min_val,
+                       max_val=max_val)  # fmt: skip
 
 
 def activation_for_call(node: fx.Node) -> Layer:

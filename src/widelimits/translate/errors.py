@@ -7,6 +7,7 @@ import re
 import traceback
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 __all__ = ["INSTEAD", "TranslationError", "NodeBase", "trace", "target_name"]
@@ -66,6 +67,11 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
+# Functions whose weight and bias arguments are parameters: name -> their positions in args.
+PARAMETER_FUNCTIONS = {F.linear: (1, 2), F.layer_norm: (2, 3)}
+_PARAMETER_NAMES = {F.linear: ("weight", "bias"), F.layer_norm: ("weight", "bias")}
+
+
 class NodeBase:
     """Shapes of graph values (from a run on the example input) and node-naming errors."""
 
@@ -82,10 +88,27 @@ class NodeBase:
         meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
         return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
+    def parameter_args(self, node: fx.Node) -> tuple[fx.Node | None, fx.Node | None]:
+        """The (weight, bias) argument nodes of an ``F.linear`` / ``F.layer_norm`` call."""
+        found = []
+        for position, name in zip(PARAMETER_FUNCTIONS[node.target],
+                                  _PARAMETER_NAMES[node.target], strict=True):  # fmt: skip
+            a = node.kwargs.get(name, node.args[position] if len(node.args) > position else None)
+            if a is not None and not (isinstance(a, fx.Node) and a.op == "get_attr"):
+                raise self.fail(node, f"its {name} is not a parameter of the model (computed "
+                                "from the input, or a constant): only fresh weights have a "
+                                "kernel", "pass a parameter of the model as the " + name)
+            found.append(a)
+        return found[0], found[1]
+
     def is_tensor(self, a) -> bool:
         return isinstance(a, fx.Node) and self.shape(a) is not None
 
     def tensor_args(self, node: fx.Node) -> list[fx.Node]:
+        """The tensors ``node`` computes from (for ``F.linear`` and ``F.layer_norm``: the data
+        only; their weight and bias are the layer's parameters, see `parameter_args`)."""
+        if node.op == "call_function" and node.target in PARAMETER_FUNCTIONS:
+            return [a for a in node.args[:1] if self.is_tensor(a)]
         out: list[fx.Node] = []
         fx.node.map_arg((node.args, node.kwargs), lambda a: out.append(a) if self.is_tensor(a)
                         else None)  # fmt: skip

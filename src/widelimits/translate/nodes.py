@@ -21,6 +21,7 @@ from ..layers import (
     LayerNorm,
 )
 from ..layers._spatial import pads
+from ..layers.polynomial import MAX_MONOMIAL_DEGREE, Monomial
 from ..layers.scale import Scale
 from .activations import (
     ELEMENTWISE_FUNCTIONS,
@@ -38,6 +39,7 @@ _SUB = {operator.sub, operator.isub, torch.sub}
 _MUL = {operator.mul, operator.imul, torch.mul}
 _DIV = {operator.truediv, operator.itruediv, torch.div, torch.true_divide}
 _CAT = {torch.cat, torch.concat}
+_POW = {operator.pow, torch.pow}
 _FLATTEN_METHODS = {"flatten", "view", "reshape"}
 _IDENTITY_METHODS = {"contiguous", "clone"}
 
@@ -100,6 +102,12 @@ class NodeLayers(NodeBase):
             return self.flatten(node)
         if t is torch.mean:
             return self.mean(node)
+        if t is F.linear:
+            return [self.functional_linear(node)]
+        if t is F.layer_norm:
+            return [self.functional_layer_norm(node)]
+        if t in _POW or t is torch.square:
+            return [self.power(node, 2 if t is torch.square else node.args[1])]
         if t in (F.dropout,):
             args = dict(zip(("p", "training"), node.args[1:], strict=False)) | node.kwargs
             return self.dropout(node, args.get("p", 0.5), args.get("training", True))
@@ -116,6 +124,8 @@ class NodeLayers(NodeBase):
             return [Scale(1.0 / c)]
         if name in ("neg", "__neg__"):
             return [Scale(-1.0)]
+        if name in ("pow", "__pow__", "square"):
+            return [self.power(node, 2 if name == "square" else node.args[1])]
         if name in _FLATTEN_METHODS:
             return self.flatten(node)
         if name in _IDENTITY_METHODS:
@@ -153,6 +163,47 @@ class NodeLayers(NodeBase):
                             "use x.mean(dim=(2, 3)) on images, x.mean(dim=2) on sequences")
         return [GlobalAvgPool()]
 
+    def power(self, node: fx.Node, n) -> Layer:
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_MONOMIAL_DEGREE:
+            raise self.fail(node, f"the power {n!r} has no closed-form kernel here (only "
+                            f"integer powers 0 to {MAX_MONOMIAL_DEGREE})",
+                            "use an integer exponent, or wl.Elementwise for another function")
+        return Monomial(n)
+
+    def attribute(self, node: fx.Node | None):
+        if node is None:
+            return None
+        value = self.gm
+        for part in node.target.split("."):
+            value = getattr(value, part)
+        return value
+
+    def functional_linear(self, node: fx.Node) -> Layer:
+        before = self.shape(self.tensor_args(node)[0])
+        weight, bias = map(self.attribute, self.parameter_args(node))
+        if not isinstance(weight, nn.Parameter):
+            raise self.fail(node, "its weight is a constant tensor, not a parameter: fixed "
+                            "weights have no Gaussian infinite-width limit",
+                            "make the weight an nn.Parameter")  # fmt: skip
+        if len(before) != 2 or weight.ndim != 2:
+            raise self.fail(node, f"F.linear on a tensor of shape {before} acts on its last "
+                            "axis; widelimits' Dense acts on the feature axis 1",
+                            "flatten to (N, features) first")  # fmt: skip
+        shim = nn.Module()
+        shim.weight, shim.bias = weight, bias
+        name = self.parameter_args(node)[0].target
+        w_std, b_std = weight_stds(self, node, shim, weight.shape[1], name=name)
+        return Dense(weight.shape[0], w_std, b_std, self.parametrization)
+
+    def functional_layer_norm(self, node: fx.Node) -> Layer:
+        shape = node.kwargs.get("normalized_shape", node.args[1] if len(node.args) > 1 else None)
+        eps = node.kwargs.get("eps", node.args[4] if len(node.args) > 4 else 1e-5)
+        weight, bias = map(self.attribute, self.parameter_args(node))
+        mod = nn.Module()
+        mod.normalized_shape = tuple(shape) if isinstance(shape, list | tuple) else (shape,)
+        mod.weight, mod.bias, mod.eps = weight, bias, eps
+        return self.layer_norm(node, mod)
+
     def dropout(self, node: fx.Node, p: float, training: bool) -> list[Layer | None]:
         return [Dropout(p)] if training and p > 0 else []
 
@@ -179,6 +230,10 @@ class NodeLayers(NodeBase):
             return [self.layer_norm(node, mod)]
         if isinstance(mod, nn.BatchNorm1d | nn.BatchNorm2d):
             return [self.batch_norm(node, mod)]
+        if isinstance(mod, nn.RReLU) and mod.training:
+            raise self.fail(node, "RReLU in training mode draws a random slope for every unit "
+                            "and example: no closed-form kernel", "call model.eval() (the "
+                            "slope is then (lower + upper) / 2), or " + INSTEAD)  # fmt: skip
         layer = activation_for_module(mod)
         if layer is not None:
             return [layer]

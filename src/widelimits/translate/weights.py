@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ..layers.base import check_number
@@ -14,18 +15,23 @@ __all__ = ["weight_stds"]
 
 
 def weight_stds(
-    tr: NodeBase, node: fx.Node, mod: nn.Module, fan_in: int
+    tr: NodeBase, node: fx.Node, mod, fan_in: int, name: str | None = None
 ) -> tuple[float, float | None]:
-    """``(W_std, b_std)`` of a Linear or Conv module by the translator's ``init`` rule."""
-    name = node.target
+    """``(W_std, b_std)`` of a Linear or Conv module (or anything with ``weight`` and ``bias``,
+    named ``name``: an ``F.linear`` call, named by its weight parameter) by the ``init`` rule."""
+    name = node.target if name is None else name
     rule = tr.init
     has_bias = mod.bias is not None
     if isinstance(rule, Mapping):
-        unknown = set(rule) - {n for n, m in tr.model.named_modules()
-                               if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)}
+        functional = {n.args[1].target for n in tr.gm.graph.nodes
+                      if n.op == "call_function" and n.target is F.linear
+                      and isinstance(n.args[1], fx.Node)}  # fmt: skip
+        unknown = set(rule) - functional - {n for n, m in tr.model.named_modules()
+                                            if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)}
         if unknown:
             raise ValueError(f"init names {sorted(unknown)}, which are not Linear or Conv "
-                             "modules of the model (names as in model.named_modules())")
+                             "modules of the model (names as in model.named_modules()) nor "
+                             "weights passed to F.linear")
         if name not in rule:
             rule = "torch"
     if isinstance(rule, Mapping) or callable(rule) and not isinstance(rule, str):
