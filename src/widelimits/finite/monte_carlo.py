@@ -156,5 +156,5 @@ def monte_carlo_kernel(net, x1: Tensor, x2: Tensor | None = None, **kwargs) -> M
 
 
 def relative_error(a: Tensor, b: Tensor) -> float:
-    """Frobenius relative error ||a - b|| / ||b||."""
+    r"""Frobenius relative error :math:`\lVert a - b \rVert / \lVert b \rVert`."""
     return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
