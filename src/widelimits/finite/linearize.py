@@ -25,15 +25,24 @@ __all__ = ["TaylorExpanded", "linearize", "taylor_expand"]
 
 
 class TaylorExpanded(nn.Module):
-    """The degree-``degree`` Taylor model of ``model`` around its current parameters.
+    r"""The degree-``degree`` Taylor model of ``model`` around its current parameters.
+
+    With :math:`\theta_0` the parameters at construction and :math:`\Delta = \theta - \theta_0`,
+    the model of degree k is
+
+    .. math::
+
+        f_k(x; \theta) = \sum_{j=0}^{k} \frac{1}{j!} D^j f(x; \theta_0)[\Delta, \dots, \Delta],
+
+    computed with nested Jacobian-vector products (never a stored Jacobian).
 
     ``model`` is copied (``copy.deepcopy``), never changed; a parameter shared by several
     layers, or a layer used twice, is one parameter of the Taylor model, as in autograd.
 
     Its trainable parameters (``self.theta``, keyed by the model's parameter names with ``.``
-    written as ``:``) start at theta_0; a frozen copy of the model keeps theta_0 and the buffers
-    as buffers, so ``.to(device)`` and ``state_dict`` work as for any module.  Only the selected
-    ``params`` move; the others stay at their initial values.
+    written as ``:``) start at :math:`\theta_0`; a frozen copy of the model keeps :math:`\theta_0`
+    and the buffers as buffers, so ``.to(device)`` and ``state_dict`` work as for any module.
+    Only the selected ``params`` move; the others stay at their initial values.
     """
 
     def __init__(self, model: nn.Module, degree: int = 1, params: ParamSelection = None):
@@ -110,7 +119,7 @@ def _directional(fn, delta: dict):
 
 
 def linearize(model: nn.Module, params: ParamSelection = None) -> TaylorExpanded:
-    r"""f(x; theta_0) + J(x; theta_0)(theta - theta_0) as a trainable module (see module doc)."""
+    r""":math:`f(x; \theta_0) + J(x; \theta_0)\, (\theta - \theta_0)` as a trainable module."""
     return TaylorExpanded(model, 1, params)
 
 
