@@ -59,7 +59,37 @@ def _test_test(k_test_test, g: str, like: Tensor, m: int) -> Tensor:
 
 
 def gp_inference(k_train_train, y_train, diag_reg: float = 0.0) -> Callable:
-    """GP posterior predictor from training kernels (see the module docstring for formulas).
+    r"""GP posterior predictor from training kernels.
+
+    With :math:`K_\text{reg} = K(X, X) + \lambda\, \overline{\operatorname{diag} K}\, I`
+    (:math:`\lambda` = ``diag_reg``; likewise :math:`\Theta_\text{reg}`) and :math:`K = K(X, X)`
+    unregularized:
+
+    - ``"nngp"``: the Bayesian posterior of the infinitely wide network (NNGP prior),
+
+      .. math::
+
+          \mu(x) = K(x, X) K_\text{reg}^{-1} Y, \qquad
+          \Sigma(x, x') = K(x, x') - K(x, X) K_\text{reg}^{-1} K(X, x');
+
+    - ``"ntk"``: as neural-tangents' ``gp_inference(get="ntk")``, the :math:`t = \infty`
+      distribution of the infinite ensemble trained by gradient flow (:math:`\Theta` for the
+      dynamics, :math:`f_0 \sim \mathcal{GP}(0, K)`),
+
+      .. math::
+
+          \mu(x) &= \Theta(x, X) \Theta_\text{reg}^{-1} Y, \\
+          \Sigma(x, x') &= K(x, x') + \Theta(x, X) \Theta_\text{reg}^{-1} K
+              \Theta_\text{reg}^{-1} \Theta(X, x') \\
+          &\quad - \left[\Theta(x, X) \Theta_\text{reg}^{-1} K(X, x')
+              + \Theta(x', X) \Theta_\text{reg}^{-1} K(X, x)\right];
+
+    - ``"ntkgp"``: the posterior of a GP whose prior covariance is the NTK (He et al. 2020),
+
+      .. math::
+
+          \mu(x) = \Theta(x, X) \Theta_\text{reg}^{-1} Y, \qquad
+          \Sigma(x, x') = \Theta(x, x') - \Theta(x, X) \Theta_\text{reg}^{-1} \Theta(X, x').
 
     Returns ``predict_fn(get, k_test_train, k_test_test=None)``: ``get`` is "nngp", "ntk",
     "ntkgp" or a tuple of them; ``k_test_train`` is the (M, N) kernel between test and training
