@@ -102,30 +102,40 @@ def gradient_descent(
     atol: float = 1e-10,
     method: str | None = None,
 ) -> Callable:
-    """Predictor of infinitely wide networks trained by gradient descent under any loss.
+    r"""Predictor of infinitely wide networks trained by gradient descent under any loss.
 
-    Integrates the function-space ODE of the module docstring with
-    ``scipy.integrate.solve_ivp`` (tolerances ``rtol``/``atol``; ``method`` defaults to "RK45"
+    Integrates the function-space ODE (:math:`\eta` = ``learning_rate``, :math:`L` the mean loss,
+    t in gradient-descent steps)
+
+    .. math::
+
+        \frac{df(x)}{dt} = -\eta\, \Theta(x, X)\, \frac{\partial L}{\partial f(X)}
+
+    with ``scipy.integrate.solve_ivp`` (tolerances ``rtol``/``atol``; ``method`` defaults to "RK45"
     without momentum and the stiffness-switching "LSODA" with it).
 
     Args:
-        loss: ``"mse"`` (``||f - y||^2 / (2 y.size)``), ``"cross_entropy"`` (softmax over the
-            last axis, ``-sum(y log softmax f) / y.size``; targets one-hot or probabilities),
-            ``"binary_cross_entropy"`` (logits f, targets in {0, 1},
-            ``sum(softplus(f) - y f) / y.size``), or a callable ``loss(fx, y)`` returning the
-            scalar mean loss as a torch tensor (its gradient comes from autograd).
-        k_train_train: the (N, N) NTK Theta(X, X) (or the NNGP for readout-only training).
+        loss: ``"mse"`` (:math:`\lVert f - y \rVert^2 / (2 |y|)`, :math:`|y|` = ``y.size``),
+            ``"cross_entropy"`` (softmax over the last axis,
+            :math:`-\sum y \log \operatorname{softmax}(f) / |y|`; targets one-hot or
+            probabilities), ``"binary_cross_entropy"`` (logits f, targets in :math:`\{0, 1\}`,
+            :math:`\sum (\operatorname{softplus}(f) - y f) / |y|`), or a callable
+            ``loss(fx, y)`` returning the scalar mean loss as a torch tensor (its gradient comes
+            from autograd).
+        k_train_train: the (N, N) NTK :math:`\Theta(X, X)` (or the NNGP for readout-only
+            training).
         y_train: targets of shape (N,) or (N, ..., C).
         learning_rate: gradient-descent learning rate; ``t`` counts steps of this size.
-        momentum: heavy-ball momentum ``m`` in [0, 1); ``None`` or 0 is plain gradient flow.
-            With m > 0 the outputs solve ``m f'' + (1 - m) f' = -learning_rate Theta dL/df``,
-            ``f'(0) = 0``.
+        momentum: heavy-ball momentum ``m`` in :math:`[0, 1)`; ``None`` or 0 is plain gradient
+            flow.  With :math:`m > 0` the outputs solve
+            :math:`m f'' + (1 - m) f' = -\eta\, \Theta\, \partial L / \partial f`,
+            :math:`f'(0) = 0`.
 
     Returns:
         ``predict_fn(t, fx_train_0=0.0, fx_test_0=None, k_test_train=None)`` with ``t`` a
         finite scalar or 1-D array of times >= 0 (outputs then get a leading time axis). It
-        returns fx_train_t, or (fx_train_t, fx_test_t) when ``k_test_train`` (Theta(x_test, X),
-        shape (M, N)) is given; ``fx_test_0=None`` means 0.
+        returns fx_train_t, or (fx_train_t, fx_test_t) when ``k_test_train``
+        (:math:`\Theta(x_\text{test}, X)`, shape (M, N)) is given; ``fx_test_0=None`` means 0.
     """
     k = check_kernel(k_train_train, "k_train_train").detach()
     y, y_shape = as_targets(y_train, k, "y_train", k.shape[0])
