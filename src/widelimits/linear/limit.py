@@ -41,7 +41,7 @@ __all__ = ["LimitResult", "limit_network", "infinite_width_limit", "column_basis
 
 
 def limit_network(basis: PathBasis) -> LinearNetwork:
-    """The deterministic network U(0), M_j(0), V(0) on a path basis (dense matrices)."""
+    r"""The deterministic network :math:`U(0), M_j(0), V(0)` on a path basis (dense matrices)."""
     U0, Ms, V0 = basis.initial_matrices(dense=True)
     return LinearNetwork(U0, Ms, V0)
 
@@ -56,11 +56,11 @@ def column_basis(A: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
 
 @dataclass
 class LimitResult:
-    """beta_inf at ``times`` (``betas``, T x k x d), ``risks``, the truncation ``R`` used and the
-    last relative change ``last_change`` between successive R (None when R was given),
-    ``history`` of (R, coordinates, change), the layer ``sizes`` of the reduced limit network,
-    the reduced networks (``network`` at the last time, ``Us`` the reduced U at every time), and
-    the bases ``Qx`` (d x r_x), ``Qy`` (k x r_y) of the reduction."""
+    r""":math:`\beta_\infty` at ``times`` (``betas``, T x k x d), ``risks``, the truncation ``R``
+    used and the last relative change ``last_change`` between successive R (None when R was given),
+    ``history`` of (R, coordinates, change), the layer ``sizes`` of the reduced limit network, the
+    reduced networks (``network`` at the last time, ``Us`` the reduced U at every time), and the
+    bases ``Qx`` (:math:`d \times r_x`), ``Qy`` (:math:`k \times r_y`) of the reduction."""
 
     times: np.ndarray
     betas: np.ndarray
@@ -77,8 +77,8 @@ class LimitResult:
     extra: dict = field(default_factory=dict)
 
     def input_gram(self, i: int = -1) -> np.ndarray:
-        """U_inf(t)^T U_inf(t) (d x d) at ``times[i]``: the covariance of the rows of
-        sqrt(m) U_m(t) at large width."""
+        r""":math:`U_\infty(t)^\top U_\infty(t)` (d x d) at ``times[i]``: the covariance of the
+        rows of :math:`\sqrt m\, U_m(t)` at large width."""
         U = self.Us[i]
         Qx = self.Qx
         return Qx @ (U.T @ U) @ Qx.T + (np.eye(Qx.shape[0]) - Qx @ Qx.T)
@@ -108,15 +108,16 @@ def infinite_width_limit(
     rtol: float = 1e-9,
     atol: float = 1e-11,
 ) -> LimitResult:
-    """beta_inf(t) of the infinite-width gradient flow with rate ``eta`` at ``times``.
+    r""":math:`\beta_\infty(t)` of the infinite-width gradient flow with rate ``eta`` at ``times``.
 
     ``R=None`` chooses the truncation: start at ``R_start`` (default 2q + 1) and raise it (by 2
-    for q >= 2, doubling for q = 1) until max_t ||beta^(R)(t) - beta^(R')(t)|| <= tol *
-    max_t ||beta^(R')(t)||, returning the larger R'.  A ``RuntimeWarning`` says so when ``R_max``
-    or ``max_coordinates`` (the total number of path coordinates, which bounds the dense matrices'
-    memory, 8 N_j N_(j-1) bytes each) stops the search first.  For q = 0 no truncation exists
-    (R = 0).  Integration: ``solve_ivp`` with ``method``, ``rtol``, ``atol`` (see
-    :func:`widelimits.linear.network.gradient_flow`).
+    for q >= 2, doubling for q = 1) until
+    :math:`\max_t \lVert \beta^{(R)}(t) - \beta^{(R')}(t) \rVert \le \mathrm{tol} \cdot
+    \max_t \lVert \beta^{(R')}(t) \rVert`, returning the larger :math:`R'`.  A ``RuntimeWarning``
+    says so when ``R_max`` or ``max_coordinates`` (the total number of path coordinates, which
+    bounds the dense matrices' memory, :math:`8 N_j N_{j-1}` bytes each) stops the search first.
+    For q = 0 no truncation exists (R = 0).  Integration: ``solve_ivp`` with ``method``, ``rtol``,
+    ``atol`` (see :func:`widelimits.linear.network.gradient_flow`).
     """
     import time
 
