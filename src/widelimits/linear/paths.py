@@ -54,12 +54,12 @@ class PathBasis:
 
     @property
     def sizes(self) -> list[int]:
-        """N_j, the number of coordinates of layer j."""
+        r""":math:`N_j`, the number of coordinates of layer j."""
         return [len(paths) for paths in self.layers]
 
     def initial_matrices(self, dense: bool = True):
-        """``(U0, [M_1(0), ..., M_q(0)], V0)`` of the limit network (dense numpy arrays, or
-        scipy CSR matrices for ``dense=False``)."""
+        r""":math:`(U(0), [M_1(0), \dots, M_q(0)], V(0))` of the limit network (dense numpy arrays,
+        or scipy CSR matrices for ``dense=False``)."""
         N = self.sizes
         U0 = np.zeros((N[0], self.d))
         for i in range(self.d):
