@@ -69,8 +69,8 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0) -> Callable:
 
       .. math::
 
-          \mu(x) = K(x, X) K_\text{reg}^{-1} Y, \qquad
-          \Sigma(x, x') = K(x, x') - K(x, X) K_\text{reg}^{-1} K(X, x');
+          \mu(x) &= K(x, X) K_\text{reg}^{-1} Y, \\
+          \Sigma(x, x') &= K(x, x') - K(x, X) K_\text{reg}^{-1} K(X, x');
 
     - ``"ntk"``: as neural-tangents' ``gp_inference(get="ntk")``, the :math:`t = \infty`
       distribution of the infinite ensemble trained by gradient flow (:math:`\Theta` for the
@@ -81,15 +81,15 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0) -> Callable:
           \mu(x) &= \Theta(x, X) \Theta_\text{reg}^{-1} Y, \\
           \Sigma(x, x') &= K(x, x') + \Theta(x, X) \Theta_\text{reg}^{-1} K
               \Theta_\text{reg}^{-1} \Theta(X, x') \\
-          &\quad - \left[\Theta(x, X) \Theta_\text{reg}^{-1} K(X, x')
-              + \Theta(x', X) \Theta_\text{reg}^{-1} K(X, x)\right];
+          &\quad - \Theta(x, X) \Theta_\text{reg}^{-1} K(X, x')
+              - \Theta(x', X) \Theta_\text{reg}^{-1} K(X, x);
 
     - ``"ntkgp"``: the posterior of a GP whose prior covariance is the NTK (He et al. 2020),
 
       .. math::
 
-          \mu(x) = \Theta(x, X) \Theta_\text{reg}^{-1} Y, \qquad
-          \Sigma(x, x') = \Theta(x, x') - \Theta(x, X) \Theta_\text{reg}^{-1} \Theta(X, x').
+          \mu(x) &= \Theta(x, X) \Theta_\text{reg}^{-1} Y, \\
+          \Sigma(x, x') &= \Theta(x, x') - \Theta(x, X) \Theta_\text{reg}^{-1} \Theta(X, x').
 
     Returns ``predict_fn(get, k_test_train, k_test_test=None)``: ``get`` is "nngp", "ntk",
     "ntkgp" or a tuple of them; ``k_test_train`` is the (M, N) kernel between test and training

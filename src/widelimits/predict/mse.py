@@ -241,7 +241,7 @@ def gradient_descent_mse(
     ``k_train_train`` is the (N, N) NTK :math:`\Theta(X, X)` (or the NNGP for readout-only
     training);
     ``y_train`` has shape (N,) or (N, C). The eigendecomposition of the regularized kernel is
-    computed once, here. Returns
+    computed once, here. Returns::
 
         predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None, discrete=False)
 
@@ -323,7 +323,7 @@ def gradient_descent_mse_ensemble(
     r"""Mean (and covariance) of an infinite ensemble of infinitely wide networks trained on MSE.
 
     ``net`` is a widelimits layer (its kernels come from ``net.kernel``); training kernels and
-    their eigendecompositions are computed once and reused. Returns
+    their eigendecompositions are computed once and reused. Returns::
 
         predict_fn(t=None, x_test=None, get=("nngp", "ntk"), compute_cov=False, discrete=False)
 
