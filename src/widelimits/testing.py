@@ -259,7 +259,7 @@ def _contract_inputs(
 
 @dataclass
 class KernelContract:
-    """Checks every network description must pass; see the module docstring.
+    r"""Checks every network description must pass; see the module docstring.
 
     Args:
         make_net: ``make_net(out)`` returns the description whose readout has ``out`` outputs
@@ -268,7 +268,7 @@ class KernelContract:
         in_features: the shape of one example: an int ``d`` for flat (N, d) inputs, or a tuple
             ``(C, L)`` / ``(C, H, W)`` for sequences and images, e.g. ``(2, 5, 5)``: every check
             then runs on ``randn(n, *shape)`` inputs and builds the finite networks with
-            ``in_features=shape`` (keep images tiny: pooling layers cost P^2 per pair of
+            ``in_features=shape`` (keep images tiny: pooling layers cost :math:`P^2` per pair of
             examples, P pixels).
         n1, n2: batch sizes.
         seed: seeds the inputs and the Monte Carlo networks.
