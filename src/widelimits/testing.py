@@ -296,16 +296,19 @@ class KernelContract:
     finite_width_layers: int | None = None
     alpha: float = 1e-3
     symmetry_tol: float = 1e-7
-    """Tolerance (relative to the kernel's scale) of results that compute x . x' differently:
-    symmetry (x2, x1 vs x1, x2), tiling (tiles of other shapes; mirrored tiles) and x2=None vs
-    x2=x1.  Two equal (or opposite) inputs passed as different examples get a correlation of
-    +-(1 - a few ulp), and arccos turns 1e-16 into an angle of ~1e-8: such entries are only
-    defined to ~1e-8, wherever they are computed.  (Self-pairs are exact: ``check_diagonal``
+    r"""Tolerance (relative to the kernel's scale) of results that compute :math:`x \cdot x'`
+    differently: symmetry (x2, x1 vs x1, x2), tiling (tiles of other shapes; mirrored tiles) and
+    x2=None vs x2=x1.  Two equal (or opposite) inputs passed as different examples get a
+    correlation of :math:`\pm(1 - \text{a few ulp})`, and arccos turns :math:`10^{-16}` into an
+    angle of :math:`\sim 10^{-8}`: such entries are only defined to :math:`\sim 10^{-8}`, wherever
+    they are computed.  (Self-pairs are exact: ``check_diagonal``
     uses 1e-10.)  A dual map computed by quadrature is symmetric only to its quadrature error."""
     float32_tol: float = 1e-3
-    """Float32 rounds a correlation of exactly 1 (two equal inputs passed as different examples)
-    to 1 - ~1e-7; arccos turns that into an angle of sqrt(2e-7) ~ 5e-4 and ReLU's Tdot =
-    (pi - theta) / (2 pi) moves by ~1e-4 per layer: 1e-3 covers a few layers."""
+    r"""Float32 rounds a correlation of exactly 1 (two equal inputs passed as different examples)
+    to :math:`1 - {\sim}10^{-7}`; arccos turns that into an angle of
+    :math:`\sqrt{2 \cdot 10^{-7}} \approx 5 \cdot 10^{-4}` and ReLU's
+    :math:`\dot T = (\pi - \theta) / (2 \pi)` moves by :math:`\sim 10^{-4}` per layer: 1e-3 covers
+    a few layers."""
 
     CHECKS = (
         "check_shapes",
