@@ -1,31 +1,46 @@
-"""Closed-form mean-squared-error training dynamics of infinitely wide networks.
+r"""Closed-form mean-squared-error training dynamics of infinitely wide networks.
 
-Conventions (those of neural-tangents): loss ||f(X) - Y||^2 / (2 * Y.size) and
-eta' = learning_rate / Y.size. With the training NTK Theta = Theta(X, X) (regularized,
-Theta + diag_reg * mean(diag Theta) * I) = V diag(lambda) V^T, computed once:
+Conventions (those of neural-tangents): loss :math:`\lVert f(X) - Y \rVert^2 / (2 |Y|)` and
+:math:`\eta' = \eta / |Y|` (:math:`\eta` = ``learning_rate``, :math:`|Y|` = ``Y.size``).  With
+the training NTK :math:`\Theta = \Theta(X, X)`, regularized by ``diag_reg`` as in
+`widelimits.predict`, and its eigendecomposition :math:`\Theta = V \operatorname{diag}(\lambda_i)
+V^\top`, computed once:
 
-- gradient flow:   f_t(X) = Y + exp(-eta' Theta t) (f_0(X) - Y),
-                   f_t(x) = f_0(x) + Theta(x, X) A_t (Y - f_0(X)),
-                   A_t = Theta^{-1} (I - exp(-eta' Theta t))
-                       = V diag((1 - e^{-eta' lambda t}) / lambda) V^T;
-- gradient descent (t counts steps): exp(-eta' Theta t) -> (I - eta' Theta)^t,
-  stable iff eta' < 2 / lambda_max, i.e. learning_rate < `max_learning_rate`
-  = 2 * Y.size / lambda_max. Above it the outputs grow like |1 - eta' lambda_max|^t: an
-  `UnstableDynamicsWarning` names the bound, and a ValueError is raised instead when the
-  outputs overflow (or for t = inf);
-- t = inf: A_inf = Theta^{-1} (kernel regression).
+- gradient flow:
 
-Infinite ensemble (f_0 ~ GP(0, K)): mean mu_t(x) = Theta(x, X) A_t Y and covariance
-Sigma_t(x, x') = K(x, x') + Theta(x, X) A_t K(X, X) A_t Theta(X, x')
-                 - [Theta(x, X) A_t K(X, x') + Theta(x', X) A_t K(X, x)],
-with the *unregularized* K(X, X) in the middle term (it is the covariance of f_0(X));
-diag_reg enters only the matrix that is inverted (A_t), as in neural-tangents. Training only
-the readout ("nngp") puts K in place of Theta, and there (as in neural-tangents) the middle term
-is K_reg, which makes the covariance K(x, x') - K(x, X) V diag((1 - e^{-2 eta' lambda t}) /
-lambda) V^T K(X, x'), the GP posterior at t = inf.
+  .. math::
+
+      f_t(X) &= Y + e^{-\eta' \Theta t} (f_0(X) - Y), \qquad
+      f_t(x) = f_0(x) + \Theta(x, X) A_t (Y - f_0(X)), \\
+      A_t &= \Theta^{-1} (I - e^{-\eta' \Theta t})
+          = V \operatorname{diag}\left((1 - e^{-\eta' \lambda_i t}) / \lambda_i\right) V^\top;
+
+- gradient descent (t counts steps): :math:`e^{-\eta' \Theta t}` becomes
+  :math:`(I - \eta' \Theta)^t`, stable iff :math:`\eta' < 2 / \lambda_\max`, i.e.
+  ``learning_rate`` < `max_learning_rate` :math:`= 2 |Y| / \lambda_\max`.  Above it the outputs
+  grow like :math:`|1 - \eta' \lambda_\max|^t`: an `UnstableDynamicsWarning` names the bound, and
+  a ValueError is raised instead when the outputs overflow (or for :math:`t = \infty`);
+- :math:`t = \infty`: :math:`A_\infty = \Theta^{-1}` (kernel regression).
+
+Infinite ensemble (:math:`f_0 \sim \mathcal{GP}(0, K)`): mean
+:math:`\mu_t(x) = \Theta(x, X) A_t Y` and covariance
+
+.. math::
+
+    \Sigma_t(x, x') = K(x, x') + \Theta(x, X) A_t K(X, X) A_t \Theta(X, x')
+        - \left[\Theta(x, X) A_t K(X, x') + \Theta(x', X) A_t K(X, x)\right],
+
+with the *unregularized* :math:`K(X, X)` in the middle term (it is the covariance of
+:math:`f_0(X)`); ``diag_reg`` enters only the matrix that is inverted (:math:`A_t`), as in
+neural-tangents.  Training only the readout ("nngp") puts :math:`K` in place of :math:`\Theta`,
+and there (as in neural-tangents) the middle term is :math:`K_\text{reg}`, which makes the
+covariance :math:`K(x, x') - K(x, X)\, V \operatorname{diag}(
+(1 - e^{-2 \eta' \lambda_i t}) / \lambda_i) V^\top K(X, x')`, the GP posterior at
+:math:`t = \infty`.
 
 The training kernel must be PSD: the eigendecomposition is checked for eigenvalues below
--tol * max |lambda| (tol from `widelimits.predict._checks.psd_tolerance`), named in the error.
+:math:`-\mathrm{tol} \cdot \max_i |\lambda_i|` (tol from
+`widelimits.predict._checks.psd_tolerance`), named in the error.
 """
 
 from __future__ import annotations

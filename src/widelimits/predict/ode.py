@@ -1,36 +1,45 @@
-"""Infinite-width training under any loss: the function-space ODE, integrated numerically.
+r"""Infinite-width training under any loss: the function-space ODE, integrated numerically.
 
-Conventions (those of neural-tangents): ``loss`` is the *mean* loss (a sum over
-all outputs divided by ``y.size``), time ``t`` counts gradient-descent steps of size
-``learning_rate``, and with the training NTK Theta = Theta(X, X) the outputs follow
+Conventions (those of neural-tangents): ``loss`` is the *mean* loss :math:`L` (a sum over all
+outputs divided by ``y.size``), time t counts gradient-descent steps of size :math:`\eta` =
+``learning_rate``, and with the training NTK :math:`\Theta = \Theta(X, X)` the outputs follow
 
-    df/dt = -learning_rate * Theta(x, X) dL/df(X)
+.. math::
 
-(for MSE, ``L = ||f - y||^2 / (2 y.size)``, this is ``-eta' Theta (f - y)`` with
-``eta' = learning_rate / y.size``, the flow `gradient_descent_mse` solves in closed form).
+    \frac{df(x)}{dt} = -\eta\, \Theta(x, X)\, \frac{\partial L}{\partial f(X)}
+
+(for MSE, :math:`L = \lVert f - y \rVert^2 / (2 |y|)`, this is :math:`-\eta' \Theta (f - y)` with
+:math:`\eta' = \eta / |y|`, the flow `gradient_descent_mse` solves in closed form).
 
 Momentum (heavy ball). The discrete update, in parameter space, is
 
-    v_{k+1} = m v_k - learning_rate * grad L(theta_k),    theta_{k+1} = theta_k + v_{k+1},
+.. math::
 
-i.e. ``(theta_{k+1} - theta_k) - m (theta_k - theta_{k-1}) = -learning_rate * grad L``. With a
-time step of one gradient step, ``theta_{k+1} - theta_k ~ theta'`` and
-``theta_k - theta_{k-1} ~ theta' - theta''``, giving the damped second-order ODE
+    v_{k+1} = m v_k - \eta \nabla L(\theta_k), \qquad \theta_{k+1} = \theta_k + v_{k+1},
 
-    m theta'' + (1 - m) theta' = -learning_rate * grad L,   theta(0) = theta_0, theta'(0) = 0.
+i.e. :math:`(\theta_{k+1} - \theta_k) - m (\theta_k - \theta_{k-1}) = -\eta \nabla L`.  With a
+time step of one gradient step, :math:`\theta_{k+1} - \theta_k \approx \theta'` and
+:math:`\theta_k - \theta_{k-1} \approx \theta' - \theta''`, giving the damped second-order ODE
 
-In the linearized (infinite-width) regime f' = J theta' with a constant Jacobian J, so
+.. math::
 
-    m f'' + (1 - m) f' = -learning_rate * Theta(x, X) dL/df(X),   f'(0) = 0.
+    m \theta'' + (1 - m) \theta' = -\eta \nabla L, \qquad \theta(0) = \theta_0,\ \theta'(0) = 0.
 
-``m = 0`` is exactly gradient flow, and for slowly varying gradients the velocity settles to
-the familiar effective learning rate ``learning_rate / (1 - m)``. (neural-tangents writes the
-same equation with ``theta'' = -(1 - m) theta' - learning_rate * grad L`` in time units of
-``sqrt(learning_rate)``; the two agree to first order in the learning rate.)
+In the linearized (infinite-width) regime :math:`f' = J \theta'` with a constant Jacobian J, so
 
-The ODE is linear in Theta, so only the training outputs are integrated: with ``z`` solving
-``m z'' + (1 - m) z' = -learning_rate * dL/df(f_train)``, ``z(0) = z'(0) = 0``, every output is
-``f(x) = f_0(x) + Theta(x, X) z``, and test predictions cost one matrix product.
+.. math::
+
+    m f'' + (1 - m) f' = -\eta\, \Theta(x, X)\, \frac{\partial L}{\partial f(X)}, \qquad f'(0) = 0.
+
+:math:`m = 0` is exactly gradient flow, and for slowly varying gradients the velocity settles to
+the familiar effective learning rate :math:`\eta / (1 - m)`.  (neural-tangents writes the same
+equation with :math:`\theta'' = -(1 - m) \theta' - \eta \nabla L` in time units of
+:math:`\sqrt\eta`; the two agree to first order in the learning rate.)
+
+The ODE is linear in :math:`\Theta`, so only the training outputs are integrated: with z solving
+:math:`m z'' + (1 - m) z' = -\eta\, \partial L / \partial f(f_\text{train})`,
+:math:`z(0) = z'(0) = 0`, every output is :math:`f(x) = f_0(x) + \Theta(x, X) z`, and test
+predictions cost one matrix product.
 """
 
 from __future__ import annotations
