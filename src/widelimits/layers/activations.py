@@ -1,9 +1,14 @@
-"""Elementwise activations with closed-form dual maps.
+r"""Elementwise activations with closed-form dual maps.
 
-For pre-activations (u, v) ~ N(0, [[k11, k12], [k12, k22]]) an activation phi has the dual maps
+For pre-activations :math:`(u, v) \sim \mathcal N(0, [[k_{11}, k_{12}], [k_{12}, k_{22}]])` an
+activation :math:`\phi` has the dual maps
 
-    T(k11, k22, k12)    = E[phi(u) phi(v)]      (next NNGP, before the following Dense)
-    Tdot(k11, k22, k12) = E[phi'(u) phi'(v)]    (multiplies the NTK: Theta' = Tdot * Theta)
+.. math::
+
+    T(k_{11}, k_{22}, k_{12}) &= \mathbb E[\phi(u)\, \phi(v)]
+        \qquad \text{(the next NNGP, before the following Dense)} \\
+    \dot T(k_{11}, k_{22}, k_{12}) &= \mathbb E[\phi'(u)\, \phi'(v)]
+        \qquad \text{(multiplies the NTK: } \Theta' = \dot T\, \Theta)
 
 A new activation is one subclass with ``fn`` (the finite side) and ``dual`` (the infinite side).
 """

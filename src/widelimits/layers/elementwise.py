@@ -1,8 +1,8 @@
-"""`Elementwise`: any torch elementwise function as an activation.
+r"""`Elementwise`: any torch elementwise function as an activation.
 
 Without a closed form, the dual maps are computed by two-dimensional Gauss-Hermite quadrature;
-with a user-supplied closed form for T, Tdot follows from it by automatic differentiation
-(Price's theorem).
+with a user-supplied closed form for :math:`T`, :math:`\dot T` follows from it by automatic
+differentiation (Price's theorem).
 """
 
 from __future__ import annotations

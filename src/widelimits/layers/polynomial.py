@@ -1,8 +1,9 @@
-"""Polynomial activations: exact Gaussian moments through Hermite expansions.
+r"""Polynomial activations: exact Gaussian moments through Hermite expansions.
 
-For a polynomial phi the dual maps T = E[phi(u) phi(v)] and Tdot = E[phi'(u) phi'(v)] are
-polynomials in (k11, k22, k12) (Isserlis' theorem / Mehler's formula): exact in float64 up to
-rounding, with finite gradients everywhere.  Their integer coefficients grow factorially, so each
+For a polynomial :math:`\phi` the dual maps :math:`T = \mathbb E[\phi(u) \phi(v)]` and
+:math:`\dot T = \mathbb E[\phi'(u) \phi'(v)]` are polynomials in :math:`(k_{11}, k_{22}, k_{12})`
+(Isserlis' theorem / Mehler's formula): exact in float64 up to rounding, with finite gradients
+everywhere.  Their integer coefficients grow factorially, so each
 class has a largest degree whose coefficients fit in float64 (checked at construction).
 """
 
