@@ -1,13 +1,16 @@
 r"""Taylor models of a network in its parameters: linearization and higher orders.
 
-With theta_0 the parameters at construction and Delta = theta - theta_0,
+With :math:`\theta_0` the parameters at construction and :math:`\Delta = \theta - \theta_0`,
 
-    f_lin(x; theta)   = f(x; theta_0) + J(x; theta_0) Delta,
-    f_k(x; theta)     = sum_{j=0}^{k} (1 / j!) D^j f(x; theta_0)[Delta, ..., Delta].
+.. math::
 
-J Delta is one Jacobian-vector product (``torch.func.jvp``), never a stored Jacobian; order j
-nests j of them.  Trained by gradient descent on MSE, f_lin follows exactly the kernel dynamics
-of the empirical NTK at theta_0, which is why it tracks a wide network's training.
+    f_\text{lin}(x; \theta) &= f(x; \theta_0) + J(x; \theta_0)\, \Delta, \\
+    f_k(x; \theta) &= \sum_{j=0}^{k} \frac{1}{j!} D^j f(x; \theta_0)[\Delta, \dots, \Delta].
+
+:math:`J \Delta` is one Jacobian-vector product (``torch.func.jvp``), never a stored Jacobian;
+order j nests j of them.  Trained by gradient descent on MSE, :math:`f_\text{lin}` follows exactly
+the kernel dynamics of the empirical NTK at :math:`\theta_0`, which is why it tracks a wide
+network's training.
 """
 
 from __future__ import annotations
