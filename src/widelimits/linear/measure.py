@@ -1,14 +1,19 @@
-"""Measurements on deep linear networks against their infinite-width limit.
+r"""Measurements on deep linear networks against their infinite-width limit.
 
-(a) ``width_errors``: ||beta_m(t) - beta_inf(t)||_F over widths and seeds, the fitted exponent of
-    the seed-averaged error in m (log-log least squares; -1/2 expected) and error * sqrt(m).
-(b) ``min_norm_convergence``: ||beta_inf(t) - Y X^+||_F with the fitted exponential rate
-    (least squares of log distance against t); ``row_space_residual``: ||beta (I - X X^+)||_F.
-(c) ``first_layer_law``: the rows of sqrt(m) U_m(t) against N(0, U_inf(t)^T U_inf(t)): relative
-    error of the empirical covariance U_m^T U_m and KS tests of a few standardized projections.
-(d) ``tangent_kernel``: the tangent kernel of f = beta X, in the form df/dt = -eta (f - Y) K
-    (K_{(a,i),(b,j)} = c a^2 sum_theta df_ai/dtheta df_bj/dtheta / n), whose width-infinity
-    value at initialization is delta_ab (q + 2) X^T X / n.
+(a) ``width_errors``: :math:`\lVert \beta_m(t) - \beta_\infty(t) \rVert_F` over widths and seeds,
+    the fitted exponent of the seed-averaged error in m (log-log least squares; -1/2 expected)
+    and the error times :math:`\sqrt m`.
+(b) ``min_norm_convergence``: :math:`\lVert \beta_\infty(t) - Y X^+ \rVert_F` with the fitted
+    exponential rate (least squares of log distance against t); ``row_space_residual``:
+    :math:`\lVert \beta (I - X X^+) \rVert_F`.
+(c) ``first_layer_law``: the rows of :math:`\sqrt m\, U_m(t)` against
+    :math:`\mathcal N(0, U_\infty(t)^\top U_\infty(t))`: relative error of the empirical
+    covariance :math:`U_m^\top U_m` and KS tests of a few standardized projections.
+(d) ``tangent_kernel``: the tangent kernel of :math:`f = \beta X`, in the form
+    :math:`df/dt = -\eta\, (f - Y)\, K` with
+    :math:`K_{(a,i),(b,j)} = \frac{c\, a^2}{n} \sum_\theta \frac{\partial f_{ai}}{\partial \theta}
+    \frac{\partial f_{bj}}{\partial \theta}`, whose infinite-width value at initialization is
+    :math:`\delta_{ab} (q + 2) X^\top X / n`.
 """
 
 from __future__ import annotations
