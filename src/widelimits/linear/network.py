@@ -1,29 +1,41 @@
-"""Deep linear networks in normalized coordinates, their gradient flow and gradient descent.
+r"""Deep linear networks in normalized coordinates, their gradient flow and gradient descent.
 
-Setting.  Data ``X`` (d x n), targets ``Y`` (k x n), q middle
-layers.  The weights are ``U`` (N_0 x d), ``M_j`` (N_j x N_{j-1}) for j = 1..q and ``V`` (N_q x k);
-a finite network of width m has N_j = m and all entries iid N(0, 1/m) at initialization, the
-deterministic infinite-width network of :mod:`widelimits.linear.limit` has the sizes of its path
-basis.  With the output multiplier ``a`` (1 in the main scaling, sqrt(m) in the NTK scaling)
+Setting.  Data X (:math:`d \times n`), targets Y (:math:`k \times n`), q middle layers.  The
+weights are U (:math:`N_0 \times d`), :math:`M_j` (:math:`N_j \times N_{j-1}`) for j = 1..q and V
+(:math:`N_q \times k`); a finite network of width m has :math:`N_j = m` and all entries iid
+:math:`\mathcal N(0, 1/m)` at initialization, the deterministic infinite-width network of
+:mod:`widelimits.linear.limit` has the sizes of its path basis.  With the output multiplier a
+(1 in the main scaling, :math:`\sqrt m` in the NTK scaling)
 
-    beta = a V^T M_q ... M_1 U                              (k x d)
-    R    = ||beta X - Y||_F^2 / (2n),   E = (beta X - Y) X^T / n   (k x d)
-    h_0 = U, h_j = M_j h_{j-1};         g_q = V, g_{j-1} = M_j^T g_j
+.. math::
 
-and gradient flow with rate ``eta`` times a per-parameter factor ``c`` (1 main, 1/m NTK):
+    \beta &= a\, V^\top M_q \cdots M_1 U \quad (k \times d), \qquad
+    R = \lVert \beta X - Y \rVert_F^2 / (2n), \qquad
+    E = (\beta X - Y) X^\top / n \quad (k \times d), \\
+    h_0 &= U, \quad h_j = M_j h_{j-1}; \qquad g_q = V, \quad g_{j-1} = M_j^\top g_j
 
-    dU/dt = -eta c a g_0 E,   dM_j/dt = -eta c a g_j E h_{j-1}^T,   dV/dt = -eta c a h_q E^T.
+and gradient flow with rate :math:`\eta` times a per-parameter factor c (1 main, 1/m NTK):
+
+.. math::
+
+    \frac{dU}{dt} = -\eta c a\, g_0 E, \qquad
+    \frac{dM_j}{dt} = -\eta c a\, g_j E h_{j-1}^\top, \qquad
+    \frac{dV}{dt} = -\eta c a\, h_q E^\top.
 
 Main scaling (a = 1, c = 1): plain gradient flow on the normalized parameters, i.e. raw
-parameters W_1 = sqrt(m) U, Z_j = sqrt(m) M_j, W_out = sqrt(m) V^T ~ N(0, 1),
-beta = m^{-(q+2)/2} W_out Z ... W_1, trained with raw rate eta m.  beta(0) = O(m^{-1/2}) and
-the weights move by O(1): ||U(t) - U(0)||_F and ||V(t) - V(0)||_F are O(1) like U(0), V(0),
-and M_j moves by an O(1) low-rank matrix (||M_j(0)||_op ~ 2).
+parameters :math:`W_1 = \sqrt m\, U`, :math:`Z_j = \sqrt m\, M_j`,
+:math:`W_\text{out} = \sqrt m\, V^\top \sim \mathcal N(0, 1)`,
+:math:`\beta = m^{-(q+2)/2} W_\text{out} Z \cdots W_1`, trained with raw rate :math:`\eta m`.
+:math:`\beta(0) = O(m^{-1/2})` and the weights move by :math:`O(1)`:
+:math:`\lVert U(t) - U(0) \rVert_F` and :math:`\lVert V(t) - V(0) \rVert_F` are :math:`O(1)` like
+:math:`U(0), V(0)`, and :math:`M_j` moves by an :math:`O(1)` low-rank matrix
+(:math:`\lVert M_j(0) \rVert_\mathrm{op} \approx 2`).
 
-NTK scaling (a = sqrt(m), c = 1/m): the standard NTK parametrization
-beta = m^{-(q+1)/2} W_out Z ... W_1 trained with raw rate eta.  beta(0) is an O(1) Gaussian
-matrix (the initial function is not zero), the tangent kernel is the same (q + 2) X^T X / n at
-initialization, and every layer moves by O(eta t / sqrt(m)) on the same scales: the lazy regime
+NTK scaling (:math:`a = \sqrt m`, c = 1/m): the standard NTK parametrization
+:math:`\beta = m^{-(q+1)/2} W_\text{out} Z \cdots W_1` trained with raw rate :math:`\eta`.
+:math:`\beta(0)` is an :math:`O(1)` Gaussian matrix (the initial function is not zero), the
+tangent kernel is the same :math:`(q + 2) X^\top X / n` at initialization, and every layer moves
+by :math:`O(\eta t / \sqrt m)` on the same scales: the lazy regime
 (``measure.weight_changes``; tested with slope -1/2 in m).
 """
 
