@@ -40,8 +40,8 @@ class Activation(Layer):
 
     .. math::
 
-        T(k_{11}, k_{22}, k_{12}) = \mathbb E[\phi(u)\, \phi(v)], \qquad
-        \dot T(k_{11}, k_{22}, k_{12}) = \mathbb E[\phi'(u)\, \phi'(v)],
+        T(k_{11}, k_{22}, k_{12}) &= \mathbb E[\phi(u)\, \phi(v)], \\
+        \dot T(k_{11}, k_{22}, k_{12}) &= \mathbb E[\phi'(u)\, \phi'(v)],
 
     and the layer maps the state as :math:`K' = T`, :math:`\Theta' = \dot T\, \Theta`.
     """
@@ -139,8 +139,8 @@ class ABReLU(Activation):
 
     .. math::
 
-        \dot T = \frac{a^2 + b^2}{2} - \frac{(a - b)^2\, \theta}{2 \pi}, \qquad
-        T = \frac{(a - b)^2}{2 \pi} \sqrt{k_{11} k_{22} - k_{12}^2} + \dot T\, k_{12}
+        \dot T &= \frac{a^2 + b^2}{2} - \frac{(a - b)^2\, \theta}{2 \pi}, \\
+        T &= \frac{(a - b)^2}{2 \pi} \sqrt{k_{11} k_{22} - k_{12}^2} + \dot T\, k_{12}
     """
 
     def __init__(self, a: float, b: float) -> None:
@@ -209,8 +209,8 @@ class Erf(Activation):
 
     .. math::
 
-        T = \frac{2 a^2}{\pi} \arcsin \frac{2 b^2 k_{12}}{\sqrt{q_1 q_2}} + c^2, \qquad
-        \dot T = \frac{4 a^2 b^2}{\pi \sqrt{q_1 q_2 - 4 b^4 k_{12}^2}}
+        T &= \frac{2 a^2}{\pi} \arcsin \frac{2 b^2 k_{12}}{\sqrt{q_1 q_2}} + c^2, \\
+        \dot T &= \frac{4 a^2 b^2}{\pi \sqrt{q_1 q_2 - 4 b^4 k_{12}^2}}
     """
 
     def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0) -> None:
@@ -359,8 +359,8 @@ class Sin(Activation):
 
     .. math::
 
-        T = \frac{a^2}{2} [E_- - \cos(2c)\, E_+], \qquad
-        \dot T = \frac{a^2 b^2}{2} [E_- + \cos(2c)\, E_+]
+        T &= \frac{a^2}{2} [E_- - \cos(2c)\, E_+], \\
+        \dot T &= \frac{a^2 b^2}{2} [E_- + \cos(2c)\, E_+]
 
     Args:
         a: output scale.
@@ -390,8 +390,8 @@ class Cos(Sin):
 
     .. math::
 
-        T = \frac{a^2}{2} [E_- + \cos(2c)\, E_+], \qquad
-        \dot T = \frac{a^2 b^2}{2} [E_- - \cos(2c)\, E_+]
+        T &= \frac{a^2}{2} [E_- + \cos(2c)\, E_+], \\
+        \dot T &= \frac{a^2 b^2}{2} [E_- - \cos(2c)\, E_+]
 
     Args:
         a: output scale.
@@ -444,7 +444,7 @@ class Exp(Activation):
 
     .. math::
 
-        T = a^2 \exp\left(b^2 (k_{11} + k_{22} + 2 k_{12}) / 2\right), \qquad \dot T = b^2\, T
+        T &= a^2 \exp\left(b^2 (k_{11} + k_{22} + 2 k_{12}) / 2\right), \\ \dot T &= b^2\, T
 
     Args:
         a: output scale.
@@ -551,7 +551,8 @@ class RectifiedMonomial(Activation):
 
     .. math::
 
-        K_0 &= \pi - \theta, \qquad K_1 = \sqrt\Delta + (\pi - \theta)\, k_{12}, \\
+        K_0 &= \pi - \theta, \\
+        K_1 &= \sqrt\Delta + (\pi - \theta)\, k_{12}, \\
         K_{j+1} &= (2j + 1)\, k_{12} K_j + j^2 \Delta\, K_{j-1}, \\
         T &= \frac{K_n}{2 \pi}, \qquad \dot T = n^2\, T_{n-1}
 

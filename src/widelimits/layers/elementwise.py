@@ -50,8 +50,8 @@ class Elementwise(Activation):
 
       .. math::
 
-          T \approx \sum_{ij} w_i w_j\, \phi(u_i)\, \phi(v_{ij}), \qquad
-          \dot T \approx \sum_{ij} w_i w_j\, \phi'(u_i)\, \phi'(v_{ij})
+          T &\approx \sum_{ij} w_i w_j\, \phi(u_i)\, \phi(v_{ij}), \\
+          \dot T &\approx \sum_{ij} w_i w_j\, \phi'(u_i)\, \phi'(v_{ij})
 
       where :math:`\phi'` is the autograd derivative of ``fn`` and u is the input with the
       smaller variance (more accurate than the other order, and exactly symmetric in the two

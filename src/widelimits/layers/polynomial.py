@@ -96,8 +96,8 @@ class Polynomial(Activation):
 
     .. math::
 
-        T = \sum_p p!\, B_p(k_{11})\, B_p(k_{22})\, k_{12}^p, \qquad
-        B_p(k) = \sum_m c_{p + 2m} \frac{(p + 2m)!}{p!\, m!\, 2^m} k^m,
+        T &= \sum_p p!\, B_p(k_{11})\, B_p(k_{22})\, k_{12}^p, \\
+        B_p(k) &= \sum_m c_{p + 2m} \frac{(p + 2m)!}{p!\, m!\, 2^m} k^m,
 
     and :math:`\dot T` is the same sum for :math:`\phi'` (coefficients :math:`(i + 1)\, c_{i+1}`).
     The kernel is a polynomial in :math:`(k_{11}, k_{22}, k_{12})`: exact in float64 up to
@@ -157,8 +157,9 @@ class Monomial(Activation):
 
     .. math::
 
-        T = \sum_{m \le n/2} \frac{(n!)^2}{(m!)^2\, 4^m\, (n - 2m)!} (k_{11} k_{22})^m
-            k_{12}^{n - 2m}, \qquad \dot T = n^2\, T_{n-1}
+        T &= \sum_{m \le n/2} \frac{(n!)^2}{(m!)^2\, 4^m\, (n - 2m)!} (k_{11} k_{22})^m
+            k_{12}^{n - 2m}, \\
+        \dot T &= n^2\, T_{n-1}
 
     e.g. :math:`T = k_{12}` (n = 1), :math:`2 k_{12}^2 + k_{11} k_{22}` (n = 2),
     :math:`6 k_{12}^3 + 9 k_{11} k_{22} k_{12}` (n = 3).
@@ -203,8 +204,9 @@ class Hermite(Activation):
 
     .. math::
 
-        T = \sum_{m \le n/2} \frac{n!}{p!\, (m!)^2\, 4^m} \left((k_{11} - 1)(k_{22} - 1)\right)^m
-            k_{12}^p, \qquad \dot T = n\, T_{n-1}
+        T &= \sum_{m \le n/2} \frac{n!}{p!\, (m!)^2\, 4^m} \left((k_{11} - 1)(k_{22} - 1)\right)^m
+            k_{12}^p, \\
+        \dot T &= n\, T_{n-1}
 
     For unit variances (:math:`k_{11} = k_{22} = 1`) this is :math:`T = \rho^n`: the Hermite
     polynomials are orthonormal.

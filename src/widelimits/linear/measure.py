@@ -164,9 +164,9 @@ def tangent_kernel(net: LinearNetwork, X) -> np.ndarray:
 
     .. math::
 
-        K_{ai,bj} = \frac{c\, a^2}{n} \Big[ (g_0^\top g_0)_{ab}\, x_i \cdot x_j
-            + \sum_l (g_l^\top g_l)_{ab}\, (h_{l-1} x_i) \cdot (h_{l-1} x_j)
-            + \delta_{ab}\, (h_q x_i) \cdot (h_q x_j) \Big],
+        K_{ai,bj} = \frac{c\, a^2}{n} \Big[ & (g_0^\top g_0)_{ab}\, x_i \cdot x_j \\
+            & + \sum_l (g_l^\top g_l)_{ab}\, (h_{l-1} x_i) \cdot (h_{l-1} x_j) \\
+            & + \delta_{ab}\, (h_q x_i) \cdot (h_q x_j) \Big],
 
     the contraction of the Jacobian of :math:`\beta X` with itself
     (:math:`df/dt = -\eta\, (f - Y)\, K` under gradient flow). Its infinite-width value at

@@ -88,8 +88,8 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0) -> Callable:
           \mu(x) &= \Theta(x, X) \Theta_\text{reg}^{-1} Y, \\
           \Sigma(x, x') &= K(x, x') + \Theta(x, X) \Theta_\text{reg}^{-1} K
               \Theta_\text{reg}^{-1} \Theta(X, x') \\
-          &\quad - \Theta(x, X) \Theta_\text{reg}^{-1} K(X, x')
-              - \Theta(x', X) \Theta_\text{reg}^{-1} K(X, x);
+          &\quad - \Theta(x, X) \Theta_\text{reg}^{-1} K(X, x') \\
+          &\quad - \Theta(x', X) \Theta_\text{reg}^{-1} K(X, x);
 
     - ``"ntkgp"``: the posterior of a GP whose prior covariance is the NTK (He et al. 2020),
 
