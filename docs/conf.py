@@ -23,6 +23,9 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT / "src"))  # document this checkout, not an installed copy
+sys.path.insert(0, str(DOCS))  # the build's own helpers (_docstring_math)
+
+from _docstring_math import is_pending, plain_formulas  # noqa: E402
 
 import widelimits  # noqa: E402
 
@@ -117,6 +120,24 @@ def _no_builtin_docstrings(app, what, name, obj, options, lines):
         lines[:] = []
 
 
+_PLAIN_FORMULAS: list[str] = []
+
+
+def _find_plain_formulas(app, what, name, obj, options, lines):
+    """Record formulas a docstring leaves unmarked: they would show as raw text, not maths."""
+    if not is_pending(name, obj):
+        _PLAIN_FORMULAS.extend(f"{name}: {problem}" for problem in plain_formulas(lines))
+
+
+def _check_formulas(app, exc) -> None:
+    if exc is None and _PLAIN_FORMULAS:
+        raise RuntimeError(
+            "docstrings with formulas in plain text (write them as :math:`...` or in a "
+            '\'.. math::\' block, in a raw docstring r"""..."""):\n  '
+            + "\n  ".join(sorted(set(_PLAIN_FORMULAS)))
+        )
+
+
 _REMOTE_ASSET = re.compile(r"<(?:script|link|img)\b[^>]*(?:src|href)=[\"'](?:https?:)?//", re.I)
 
 
@@ -136,7 +157,10 @@ def _check_offline(app, exc) -> None:
 def setup(app) -> None:
     app.connect("autodoc-skip-member", _skip_foreign_members)
     app.connect("autodoc-process-docstring", _no_builtin_docstrings)
+    # after napoleon (priority 500) has turned Google style into reStructuredText
+    app.connect("autodoc-process-docstring", _find_plain_formulas, priority=900)
     app.connect("build-finished", _check_offline)
+    app.connect("build-finished", _check_formulas)
 
 
 # --- Figures drawn from the code at build time (git-ignored) -----------------------------------

@@ -1,4 +1,4 @@
-"""`from_module`: the infinite-width description of a PyTorch model the user already has.
+r"""`from_module`: the infinite-width description of a PyTorch model the user already has.
 
 ``from_module(model, example_input)`` traces ``model`` with ``torch.fx`` and rewrites its graph
 as an ordinary widelimits `Layer` (`Serial`, `FanOut`, `Parallel`, `FanInSum`, ...), so that
@@ -17,16 +17,18 @@ most one of a sum (every branch of a product) must end in a layer with fresh zer
 (scalings, pooling, flattening, dropout, LayerNorm, odd activations).  ``x + self.fc(x)`` is
 fine; ``x + torch.relu(x)`` is refused.
 
-Weights.  Each ``nn.Linear`` / ``nn.Conv*d`` with ``fan_in`` inputs per output becomes a
-`Dense` / `Conv` with ``W_std = std(W) sqrt(fan_in)`` and ``b_std = std(b)`` (widelimits'
-``b_std`` is absolute).  The ``init`` rule gives these standard deviations:
+Weights.  Each ``nn.Linear`` / ``nn.Conv*d`` with :math:`n` = ``fan_in`` inputs per output
+becomes a `Dense` / `Conv` with ``W_std`` :math:`= \operatorname{std}(W) \sqrt n` and ``b_std``
+:math:`= \operatorname{std}(b)` (widelimits' ``b_std`` is absolute).  The ``init`` rule gives
+these standard deviations:
 
 - ``"torch"`` (default): PyTorch's default initialization, ``kaiming_uniform_(a=sqrt(5))`` for
-  the weights and U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the biases, both of variance
-  1 / (3 fan_in), so ``W_std = 1/sqrt(3)`` and ``b_std = 1/sqrt(3 fan_in)``.  The weights are
-  checked to look like that initialization (a trained or re-initialized model is refused).
-- ``"empirical"``: each layer's root mean square: ``W_std = sqrt(mean(W^2) fan_in)``,
-  ``b_std = sqrt(mean(b^2))``.
+  the weights and :math:`U(-1/\sqrt n, 1/\sqrt n)` for the biases, both of variance
+  :math:`1 / (3 n)`, so ``W_std`` :math:`= 1/\sqrt 3` and ``b_std`` :math:`= 1/\sqrt{3 n}`.  The
+  weights are checked to look like that initialization (a trained or re-initialized model is
+  refused).
+- ``"empirical"``: each layer's root mean square: ``W_std``
+  :math:`= \sqrt{n \operatorname{mean}(W^2)}`, ``b_std`` :math:`= \sqrt{\operatorname{mean}(b^2)}`.
 - a dict ``{module name: (W_std, b_std)}`` overriding the default rule for the layers it names,
   or a callable ``(name, module) -> (W_std, b_std)``.
 
@@ -38,8 +40,8 @@ name for ``init`` is the weight parameter's, e.g. ``"w"`` or ``"block.weight"``)
 Every weight layer keeps the model's own width (``out``), so ``build`` gives back the model's
 widths, FanInConcat weighs branches by their widths as the model does, and with
 ``parametrization="standard"`` (the model as it is) the NTK is that of the model's widths:
-Theta' = n_in K + W_std^2 Theta (+ 1 with a bias).  ``parametrization="ntk"`` gives the NTK of
-the same network in the NTK parametrization (the NNGP is the same).
+:math:`\Theta' = n_\text{in} K + \sigma_w^2\, \Theta` (+ 1 with a bias). ``parametrization="ntk"``
+gives the NTK of the same network in the NTK parametrization (the NNGP is the same).
 
 How far is the model from its limit?  ``widelimits.finite.distance_to_limit(model, x)`` builds
 the description and copies with 2x, 4x, ... wider hidden layers, and returns each width's mean
@@ -68,7 +70,7 @@ def from_module(
     parametrization: str = "standard",
     init: str | Mapping | Callable = "torch",
 ) -> Layer:
-    """The widelimits description of ``model``: its infinite-width NNGP and NTK.
+    r"""The widelimits description of ``model``: its infinite-width NNGP and NTK.
 
     Args:
         model: a ``torch.nn.Module`` made of the supported modules and functions (see the
@@ -81,10 +83,11 @@ def from_module(
             is run once on it to read every tensor's shape (for padding and pooling geometry).
         parametrization: ``"standard"`` (the model as it is; the NTK at its widths) or
             ``"ntk"``.
-        init: ``"torch"`` (default: PyTorch's default initialization, W_std = 1/sqrt(3),
-            b_std = 1/sqrt(3 fan_in)), ``"empirical"`` (each layer's measured root mean
-            square times sqrt(fan_in)), a dict ``{module name: (W_std, b_std)}`` (the named
-            layers; the others by "torch"), or a callable ``(name, module) -> (W_std, b_std)``.
+        init: ``"torch"`` (default: PyTorch's default initialization, ``W_std``
+            :math:`= 1/\sqrt 3`, ``b_std`` :math:`= 1/\sqrt{3 n}` for fan-in n), ``"empirical"``
+            (each layer's measured root mean square times :math:`\sqrt n`), a dict
+            ``{module name: (W_std, b_std)}`` (the named layers; the others by "torch"), or a
+            callable ``(name, module) -> (W_std, b_std)``.
 
     Returns:
         A `Layer` usable like a hand-written one (``kernel``, ``build``, ...).

@@ -1,19 +1,21 @@
-"""The kernel state that flows through a network description.
+r"""The kernel state that flows through a network description.
 
 A `Kernel` holds, for a batch of inputs ``x1`` (N1 examples) against ``x2`` (N2 examples), the
 infinite-width covariances of the current layer's pre-activations or features:
 
-- ``nngp``: the NNGP kernel K(x1_i, x2_j), shape ``(N1, N2, *pixels)``;
-- ``ntk``: the neural tangent kernel Theta(x1_i, x2_j), same shape, or ``None`` when not tracked;
-- ``cov1`` and ``cov2``: the variances K(x1_i, x1_i) and K(x2_j, x2_j), shapes ``(N1, *pixels)``
-  and ``(N2, *pixels)``; activations need them to normalise correlations.
+- ``nngp``: the NNGP kernel :math:`K(x_{1i}, x_{2j})`, shape ``(N1, N2, *pixels)``;
+- ``ntk``: the neural tangent kernel :math:`\Theta(x_{1i}, x_{2j})`, same shape, or ``None`` when
+  not tracked;
+- ``cov1`` and ``cov2``: the variances :math:`K(x_{1i}, x_{1i})` and :math:`K(x_{2j}, x_{2j})`,
+  shapes ``(N1, *pixels)`` and ``(N2, *pixels)``; activations need them to normalise
+  correlations.
 
 ``pixels`` is empty for fully connected inputs (``layout="none"``).  Spatial inputs (NCHW images,
 NCL sequences, with spatial shape ``S`` = ``(H, W)`` or ``(L,)``) keep either
 
-- one covariance per pixel, K(x_i, x'_j)[p, p] (``layout="diagonal"``, pixels = ``S``): enough
-  when the network ends in Flatten and never pools, or
-- every pixel pair, K(x_i, x'_j)[p, q] (``layout="full"``, pixels = ``(*S, *S)``: the first
+- one covariance per pixel, :math:`K(x_i, x'_j)_{pp}` (``layout="diagonal"``, pixels = ``S``):
+  enough when the network ends in Flatten and never pools, or
+- every pixel pair, :math:`K(x_i, x'_j)_{pq}` (``layout="full"``, pixels = ``(*S, *S)``: the first
   ``len(S)`` axes index p, the last ones q): needed by pooling layers.
 
 In the full layout ``cov1`` and ``cov2`` hold every pixel pair of an example with itself,
@@ -21,10 +23,10 @@ In the full layout ``cov1`` and ``cov2`` hold every pixel pair of an example wit
 Every layer acts per pair of examples, so a kernel can be computed tile by tile over examples:
 that is how large inputs are handled.
 
-With ``batch_diagonal=True`` the state holds only k(x_i, x_i): ``nngp`` equals ``cov1``.
+With ``batch_diagonal=True`` the state holds only :math:`k(x_i, x_i)`: ``nngp`` equals ``cov1``.
 With ``pairs=(I, J)`` (a tile of a symmetric kernel on the diagonal) ``nngp`` holds only the
-pairs (x_I[t], x_J[t]), t = 0..T-1, I <= J, on its first axis: ``(T, *pixels)``, half the work
-of the (N, N) grid.
+pairs :math:`(x_{I_t}, x_{J_t})`, t = 0..T-1, :math:`I \le J`, on its first axis: ``(T, *pixels)``,
+half the work of the (N, N) grid.
 """
 
 from __future__ import annotations

@@ -1,15 +1,17 @@
-"""scikit-learn estimators backed by infinite-width NNGP / NTK kernels.
+r"""scikit-learn estimators backed by infinite-width NNGP / NTK kernels.
 
 - `NNGPRegressor`: the Bayesian posterior of the infinitely wide network (NNGP prior),
-  mean K(x, X) K_reg^{-1} Y.
-- `NTKRegressor`: the t = inf mean of the infinite ensemble trained by gradient flow on the MSE,
-  Theta(x, X) Theta_reg^{-1} Y.
+  mean :math:`K(x, X) K_\text{reg}^{-1} Y`.
+- `NTKRegressor`: the :math:`t = \infty` mean of the infinite ensemble trained by gradient flow
+  on the MSE, :math:`\Theta(x, X) \Theta_\text{reg}^{-1} Y`.
 - `NNGPClassifier`, `NTKClassifier`: the same kernel regression on centered one-hot targets
-  (one-hot - 1 / n_classes); the predicted class is the argmax.
+  (one-hot minus :math:`1 / n_\text{classes}`); the predicted class is the argmax.
 - `kernel_function`: a callable ``f(X, Y) -> ndarray`` giving the NNGP or NTK, for
   ``sklearn.svm.SVC(kernel=f)`` or ``SVC(kernel="precomputed")`` with ``f(X_train, X_train)``.
 
-Regularization is relative, as in `widelimits.predict`: K_reg = K + diag_reg * mean(diag K) * I.
+Regularization is relative, as in `widelimits.predict`:
+:math:`K_\text{reg} = K + \lambda \operatorname{mean}(\operatorname{diag} K)\, I`, :math:`\lambda` =
+``diag_reg``.
 All computations are in float64. The architecture defaults to ``depth`` x [Dense(W_std, b_std),
 ReLU] followed by a Dense(1, W_std, b_std) readout; any widelimits network can be passed as
 ``architecture`` instead (it is not modified; sklearn's ``clone`` deep-copies it).
@@ -240,27 +242,30 @@ class _InfiniteWidthRegressor(RegressorMixin, _InfiniteWidthBase):
 
 
 class NNGPRegressor(_InfiniteWidthRegressor):
-    """Bayesian posterior mean of the infinitely wide network: K(x, X) K_reg^{-1} y.
+    r"""Bayesian posterior mean of the infinitely wide network: :math:`K(x, X) K_\text{reg}^{-1} y`.
 
     Args:
         architecture: a widelimits network, or ``None`` for ``depth`` x [Dense(W_std, b_std),
             ReLU] followed by Dense(1, W_std, b_std).
         depth, W_std, b_std: the default architecture (ignored when ``architecture`` is given).
-        diag_reg: relative regularization, K_reg = K + diag_reg * mean(diag K) * I (the
+        diag_reg: relative regularization :math:`\lambda`,
+            :math:`K_\text{reg} = K + \lambda \operatorname{mean}(\operatorname{diag} K)\, I` (the
             observation-noise variance relative to the mean prior variance).
         solver: ``"cholesky"`` or ``"cg"`` (conjugate gradients, for training sets too large
             to factorize) for the fit; ``return_std`` always factorizes.
 
     Attributes:
         ``net_``: the network used; ``X_fit_``, ``y_fit_``: training data (y 2-D); ``dual_coef_``:
-        K_reg^{-1} y (n_samples, n_targets); ``n_features_in_`` (and ``feature_names_in_``).
+        :math:`K_\text{reg}^{-1} y` (n_samples, n_targets); ``n_features_in_`` (and
+        ``feature_names_in_``).
     """
 
     _get = "nngp"
 
 
 class NTKRegressor(_InfiniteWidthRegressor):
-    """Infinite-time mean of the NTK-trained ensemble: Theta(x, X) Theta_reg^{-1} y.
+    r"""Infinite-time mean of the NTK-trained ensemble,
+    :math:`\Theta(x, X) \Theta_\text{reg}^{-1} y`.
 
     Same arguments and attributes as `NNGPRegressor`; ``predict(X, return_std=True)`` gives the
     ensemble's predictive standard deviation (NNGP initialization, NTK dynamics).

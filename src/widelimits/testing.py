@@ -1,4 +1,4 @@
-"""A reusable test contract for network descriptions (in the style of gpytorch's test bases).
+r"""A reusable test contract for network descriptions (in the style of gpytorch's test bases).
 
 A layer's test only says how to make a network that uses it; `KernelContract` then checks what
 every description must satisfy::
@@ -14,13 +14,14 @@ Checks (each is a method, so tests can run them one by one: ``KernelContract.CHE
 
 - ``check_shapes``: kernels of shape (N1, N2), ``diagonal=True`` of shape (N1,), ``get`` of one
   name returns a tensor, dtype kept;
-- ``check_symmetry``: k(x, x) is symmetric and k(x2, x1) = k(x1, x2)^T;
-- ``check_psd``: the NNGP and NTK Gram matrices have eigenvalues >= -tol;
+- ``check_symmetry``: :math:`k(x, x)` is symmetric and :math:`k(x_2, x_1) = k(x_1, x_2)^\top`;
+- ``check_psd``: the NNGP and NTK Gram matrices have eigenvalues :math:`\ge -\mathrm{tol}`;
 - ``check_x2_none``: ``x2=None`` equals ``x2=x1`` (off the diagonal only when the network treats
   an example paired with itself differently, as Dropout does);
 - ``check_diagonal``: ``diagonal=True`` equals the diagonal of the full kernel;
 - ``check_float32``: float32 inputs give the float64 kernel to 1e-3 of its scale (an angle near
-  0 is only known to sqrt(float32 eps) ~ 3e-4, see ``float32_tol``);
+  0 is only known to :math:`\sqrt{\epsilon_\text{float32}} \approx 3 \cdot 10^{-4}`, see
+  ``float32_tol``);
 - ``check_tiling``: small tiles (``tile_size`` 1, 2, 3) give the one-shot kernel, for x2=None
   (mirrored tiles) and for x2;
 - ``check_monte_carlo_nngp``: the NNGP matches the output covariance averaged over many finite
@@ -31,28 +32,36 @@ The Monte Carlo checks compare k(x, x) (x2=None: one forward pass over the batch
 each example is paired with itself under its own mask), single-threaded (`single_thread`).
 
 Tolerance rule for the Monte Carlo checks (`assert_matches_monte_carlo`): for every compared entry
-e (the upper triangle of k(x, x), diagonal included; or every entry of k(x1, x2))::
+e (the upper triangle of :math:`k(x, x)`, diagonal included; or every entry of
+:math:`k(x_1, x_2)`):
 
-    |mean_e - analytic_e| <= q * stderr_e + bias_e + rounding_e
+.. math::
 
-- q is the two-sided Student-t quantile with S - 1 degrees of freedom (S finite networks) at level
-  alpha / m, Bonferroni-corrected over the m entries (alpha = 1e-3 by default).  With a correct
-  kernel and a random seed the check fails with probability <= alpha; the t quantile (not the
+    |\mathrm{mean}_e - \mathrm{analytic}_e| \le q\, \mathrm{stderr}_e + \mathrm{bias}_e
+    + \mathrm{rounding}_e
+
+- :math:`q` is the two-sided Student-t quantile with S - 1 degrees of freedom (S finite networks)
+  at level :math:`\alpha / m`, Bonferroni-corrected over the m entries (:math:`\alpha = 10^{-3}`
+  by default).  With a correct kernel and a random seed the check fails with probability
+  :math:`\le \alpha`; the t quantile (not the
   normal one) accounts for the standard error itself being estimated from few networks (NTK).
   Nothing is tuned to make a particular seed pass.
-- bias_e = c * L * sqrt(k_ii k_jj) / n: the finite-width bias.  The expectation over random
-  networks of width n is not the infinite-width kernel: a layer that reads a finite-width hidden
-  representation sees the empirical kernel Khat = (1/n) sum_i phi(z_i) phi(z_i'), an average of n
-  iid terms with mean K and variance v / n (v = E[phi^2 phi'^2] - K^2 <= 2 k_ii k_jj for the
-  activations here), so a smooth map F of it has E F(Khat) - F(K) = F'' v / (2 n) + O(n^-2) (delta
-  method): O(1/n) per such layer, with a constant of order one relative to the kernel scale.
-  L counts those layers (hidden Dense and Conv layers, and LayerNorms; a network with one hidden
-  layer is exactly unbiased, but counting it costs ~1/n only); c = 2 covers ``|F''| v / 2`` <=
-  2 sqrt(k_ii k_jj) with margin.  Measured (tests/test_monte_carlo.py, width 16, 3 hidden
-  layers, 4000 networks): the bias is ~0.4 L sqrt(k_ii k_jj) / n, so c = 2 is safe without
-  being vacuous at n >= 256.
-- rounding_e = 1e-9 * scale: float64 rounding, which matters only where the Monte Carlo variance
-  is zero (a network without hidden layer has a deterministic NTK).
+- :math:`\mathrm{bias}_e = c L \sqrt{k_{ii} k_{jj}} / n`: the finite-width bias. The expectation
+  over random networks of width n is not the infinite-width kernel: a layer that reads a
+  finite-width hidden representation sees the empirical kernel
+  :math:`\hat K = \frac1n \sum_i \phi(z_i) \phi(z_i')`, an average of n iid terms with mean K and
+  variance v / n (:math:`v = \mathbb E[\phi^2 \phi'^2] - K^2 \le 2 k_{ii} k_{jj}` for the
+  activations here), so a smooth map F of it has
+  :math:`\mathbb E F(\hat K) - F(K) = F'' v / (2 n) + O(n^{-2})` (delta method): :math:`O(1/n)` per
+  such layer, with a constant of order one relative to the kernel scale. L counts those layers
+  (hidden Dense and Conv layers, and LayerNorms; a network with one hidden layer is exactly
+  unbiased, but counting it costs :math:`\sim 1/n` only); c = 2 covers
+  :math:`|F''|\, v / 2 \le 2 \sqrt{k_{ii} k_{jj}}` with margin. Measured (tests/test_monte_carlo.py,
+  width 16, 3 hidden layers, 4000 networks): the bias is
+  :math:`\approx 0.4 L \sqrt{k_{ii} k_{jj}} / n`, so c = 2 is safe without being vacuous at
+  :math:`n \ge 256`.
+- :math:`\mathrm{rounding}_e = 10^{-9} \cdot \mathrm{scale}`: float64 rounding, which matters only
+  where the Monte Carlo variance is zero (a network without hidden layer has a deterministic NTK).
 
 Inputs are flat (``in_features=d``: (N, d)) or spatial (``in_features=(C, L)`` or ``(C, H, W)``:
 NCL sequences, NCHW images), so convolutional networks run through the same checks; their
@@ -62,7 +71,8 @@ Costs are small by design: 5 inputs of 6 features; the NNGP from S = 500 network
 with 128 outputs each (forward passes only; the outputs are independent given the hidden layer,
 so averaging over them divides the dominant part of the variance by 128); the NTK from 64
 networks of width 2048 (cheap with one hidden layer; pass fewer, narrower ones for deep nets):
-the empirical NTK of one wide network concentrates, with relative fluctuations ~ 1/sqrt(width).
+the empirical NTK of one wide network concentrates, with relative fluctuations
+:math:`\sim 1/\sqrt{\mathrm{width}}`.
 Everything is seeded.
 """
 
@@ -100,7 +110,7 @@ __all__ = [
 
 
 def student_t_quantile(upper_tail: float, dof: float) -> float:
-    """The t with P(T > t) = ``upper_tail`` (0 < upper_tail < 1/2); ``dof=inf`` is the normal."""
+    r"""The t with :math:`P(T > t)` = ``upper_tail`` (in :math:`(0, 1/2)`); ``dof=inf``: normal."""
     if not 0.0 < upper_tail < 0.5:
         raise ValueError(f"upper_tail must be in (0, 1/2), got {upper_tail}")
     if not dof > 0:
@@ -115,9 +125,10 @@ def student_t_quantile(upper_tail: float, dof: float) -> float:
 
 
 def count_finite_width_layers(net: Layer) -> int:
-    """Layers whose finite-width version biases the Monte Carlo mean by O(1/width): hidden Dense
-    and Conv layers (``out=None``: they read a representation of ``width`` features or
-    channels) and LayerNorms (which divide by a finite-width norm)."""
+    r"""Layers whose finite-width version biases the Monte Carlo mean by
+    :math:`O(1/\mathrm{width})`: hidden Dense and Conv layers (``out=None``: they read a
+    representation of ``width`` features or channels) and LayerNorms (which divide by a finite-width
+    norm)."""
     hidden = isinstance(net, (Dense, Conv)) and net.out is None
     own = int(hidden or isinstance(net, LayerNorm))
     return own + sum(count_finite_width_layers(c) for c in net.children())
@@ -143,13 +154,14 @@ def assert_matches_monte_carlo(
     bias_coefficient: float = BIAS_COEFFICIENT,
     name: str = "kernel",
 ) -> dict:
-    """Assert ``|mean - analytic| <= q stderr + bias + rounding`` entrywise (module docstring).
+    r"""Assert, entrywise, the tolerance rule of the module docstring:
+    :math:`|\text{mean} - \text{analytic}| \le q\, \text{stderr} + \text{bias} + \text{rounding}`.
 
     ``analytic``, ``mean`` and ``stderr`` are (N1, N2) matrices.  Without ``variances`` they are
     k(x, x) (square, symmetric): the upper triangle (diagonal included) is compared and the
-    diagonal gives the scale sqrt(k_ii k_jj).  For k(x1, x2) pass ``variances=(k(x1_i, x1_i),
-    k(x2_j, x2_j))``: every entry is compared.  Returns a summary (worst standardized error, the
-    quantile q, ...) for reporting.
+    diagonal gives the scale :math:`\sqrt{k_{ii} k_{jj}}`.  For k(x1, x2) pass
+    ``variances=(k(x1_i, x1_i), k(x2_j, x2_j))``: every entry is compared.  Returns a summary
+    (worst standardized error, the quantile q, ...) for reporting.
     """
     if not analytic.shape == mean.shape == stderr.shape or analytic.ndim != 2:
         raise ValueError(
@@ -247,7 +259,7 @@ def _contract_inputs(
 
 @dataclass
 class KernelContract:
-    """Checks every network description must pass; see the module docstring.
+    r"""Checks every network description must pass; see the module docstring.
 
     Args:
         make_net: ``make_net(out)`` returns the description whose readout has ``out`` outputs
@@ -256,7 +268,7 @@ class KernelContract:
         in_features: the shape of one example: an int ``d`` for flat (N, d) inputs, or a tuple
             ``(C, L)`` / ``(C, H, W)`` for sequences and images, e.g. ``(2, 5, 5)``: every check
             then runs on ``randn(n, *shape)`` inputs and builds the finite networks with
-            ``in_features=shape`` (keep images tiny: pooling layers cost P^2 per pair of
+            ``in_features=shape`` (keep images tiny: pooling layers cost :math:`P^2` per pair of
             examples, P pixels).
         n1, n2: batch sizes.
         seed: seeds the inputs and the Monte Carlo networks.
@@ -284,16 +296,19 @@ class KernelContract:
     finite_width_layers: int | None = None
     alpha: float = 1e-3
     symmetry_tol: float = 1e-7
-    """Tolerance (relative to the kernel's scale) of results that compute x . x' differently:
-    symmetry (x2, x1 vs x1, x2), tiling (tiles of other shapes; mirrored tiles) and x2=None vs
-    x2=x1.  Two equal (or opposite) inputs passed as different examples get a correlation of
-    +-(1 - a few ulp), and arccos turns 1e-16 into an angle of ~1e-8: such entries are only
-    defined to ~1e-8, wherever they are computed.  (Self-pairs are exact: ``check_diagonal``
+    r"""Tolerance (relative to the kernel's scale) of results that compute :math:`x \cdot x'`
+    differently: symmetry (x2, x1 vs x1, x2), tiling (tiles of other shapes; mirrored tiles) and
+    x2=None vs x2=x1.  Two equal (or opposite) inputs passed as different examples get a
+    correlation of :math:`\pm(1 - \text{a few ulp})`, and arccos turns :math:`10^{-16}` into an
+    angle of :math:`\sim 10^{-8}`: such entries are only defined to :math:`\sim 10^{-8}`, wherever
+    they are computed.  (Self-pairs are exact: ``check_diagonal``
     uses 1e-10.)  A dual map computed by quadrature is symmetric only to its quadrature error."""
     float32_tol: float = 1e-3
-    """Float32 rounds a correlation of exactly 1 (two equal inputs passed as different examples)
-    to 1 - ~1e-7; arccos turns that into an angle of sqrt(2e-7) ~ 5e-4 and ReLU's Tdot =
-    (pi - theta) / (2 pi) moves by ~1e-4 per layer: 1e-3 covers a few layers."""
+    r"""Float32 rounds a correlation of exactly 1 (two equal inputs passed as different examples)
+    to :math:`1 - {\sim}10^{-7}`; arccos turns that into an angle of
+    :math:`\sqrt{2 \cdot 10^{-7}} \approx 5 \cdot 10^{-4}` and ReLU's
+    :math:`\dot T = (\pi - \theta) / (2 \pi)` moves by :math:`\sim 10^{-4}` per layer: 1e-3 covers
+    a few layers."""
 
     CHECKS = (
         "check_shapes",

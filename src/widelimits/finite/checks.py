@@ -1,9 +1,9 @@
 r"""Checks shared by the finite-width tools: the model, its parameters, the inputs, the options.
 
-A per-example NTK Theta(x_i, x_j) = J(x_i) J(x_j)^T needs f(x_i) to be a function of x_i
-alone: deterministic, and not mixing examples of a batch.  Where that fails the three NTK
-implementations see different functions (one Jacobian per example, one batched VJP, one
-batched forward pass) and return different numbers.  What can be detected is refused:
+A per-example NTK :math:`\Theta(x_i, x_j) = J(x_i) J(x_j)^\top` needs :math:`f(x_i)` to be a
+function of :math:`x_i` alone: deterministic, and not mixing examples of a batch. Where that fails
+the three NTK implementations see different functions (one Jacobian per example, one batched VJP,
+one batched forward pass) and return different numbers. What can be detected is refused:
 
 - by type, modules that mix or randomize in training mode: BatchNorm (batch statistics) and
   Dropout with p > 0 (a random mask per call).  InstanceNorm, LayerNorm and GroupNorm

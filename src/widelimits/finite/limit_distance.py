@@ -1,15 +1,19 @@
-"""How far is a PyTorch model from its infinite-width limit?  `distance_to_limit`.
+r"""How far is a PyTorch model from its infinite-width limit?  `distance_to_limit`.
 
 For the description of a model (`widelimits.from_module`) and copies of it whose hidden weight
 layers are ``factor`` times wider (the readout keeps its width), each copy is built
 ``n_networks`` times with different seeds and each network's empirical NTK is compared with the
-analytic NTK of that copy::
+analytic NTK of that copy (Frobenius norms, mean over the networks):
 
-    error(width) = mean over networks of ||Theta_emp - Theta|| / ||Theta||    (Frobenius)
+.. math::
+
+    \mathrm{error}(\mathrm{width}) = \operatorname{mean}
+    \lVert \hat\Theta - \Theta \rVert / \lVert \Theta \rVert
 
 and likewise for the NNGP when the network ends in a fully connected readout (one sample of the
-NNGP per network: W_std^2 phi.phi'/F + b_std^2 with phi the readout's input features).  Such
-errors shrink like width^(-1/2) for networks at initialization; ``exponent`` is the slope fitted
+NNGP per network: :math:`\sigma_w^2\, \phi \cdot \phi' / F + \sigma_b^2` with :math:`\phi` the
+readout's input features).  Such errors shrink like :math:`\mathrm{width}^{-1/2}` for networks at
+initialization; ``exponent`` is the slope fitted
 to log error against log width.
 """
 

@@ -1,13 +1,16 @@
 r"""Taylor models of a network in its parameters: linearization and higher orders.
 
-With theta_0 the parameters at construction and Delta = theta - theta_0,
+With :math:`\theta_0` the parameters at construction and :math:`\Delta = \theta - \theta_0`,
 
-    f_lin(x; theta)   = f(x; theta_0) + J(x; theta_0) Delta,
-    f_k(x; theta)     = sum_{j=0}^{k} (1 / j!) D^j f(x; theta_0)[Delta, ..., Delta].
+.. math::
 
-J Delta is one Jacobian-vector product (``torch.func.jvp``), never a stored Jacobian; order j
-nests j of them.  Trained by gradient descent on MSE, f_lin follows exactly the kernel dynamics
-of the empirical NTK at theta_0, which is why it tracks a wide network's training.
+    f_\text{lin}(x; \theta) &= f(x; \theta_0) + J(x; \theta_0)\, \Delta, \\
+    f_k(x; \theta) &= \sum_{j=0}^{k} \frac{1}{j!} D^j f(x; \theta_0)[\Delta, \dots, \Delta].
+
+:math:`J \Delta` is one Jacobian-vector product (``torch.func.jvp``), never a stored Jacobian;
+order j nests j of them.  Trained by gradient descent on MSE, :math:`f_\text{lin}` follows exactly
+the kernel dynamics of the empirical NTK at :math:`\theta_0`, which is why it tracks a wide
+network's training.
 """
 
 from __future__ import annotations
@@ -25,15 +28,24 @@ __all__ = ["TaylorExpanded", "linearize", "taylor_expand"]
 
 
 class TaylorExpanded(nn.Module):
-    """The degree-``degree`` Taylor model of ``model`` around its current parameters.
+    r"""The degree-``degree`` Taylor model of ``model`` around its current parameters.
+
+    With :math:`\theta_0` the parameters at construction and :math:`\Delta = \theta - \theta_0`,
+    the model of degree k is
+
+    .. math::
+
+        f_k(x; \theta) = \sum_{j=0}^{k} \frac{1}{j!} D^j f(x; \theta_0)[\Delta, \dots, \Delta],
+
+    computed with nested Jacobian-vector products (never a stored Jacobian).
 
     ``model`` is copied (``copy.deepcopy``), never changed; a parameter shared by several
     layers, or a layer used twice, is one parameter of the Taylor model, as in autograd.
 
     Its trainable parameters (``self.theta``, keyed by the model's parameter names with ``.``
-    written as ``:``) start at theta_0; a frozen copy of the model keeps theta_0 and the buffers
-    as buffers, so ``.to(device)`` and ``state_dict`` work as for any module.  Only the selected
-    ``params`` move; the others stay at their initial values.
+    written as ``:``) start at :math:`\theta_0`; a frozen copy of the model keeps :math:`\theta_0`
+    and the buffers as buffers, so ``.to(device)`` and ``state_dict`` work as for any module.
+    Only the selected ``params`` move; the others stay at their initial values.
     """
 
     def __init__(self, model: nn.Module, degree: int = 1, params: ParamSelection = None):
@@ -110,7 +122,7 @@ def _directional(fn, delta: dict):
 
 
 def linearize(model: nn.Module, params: ParamSelection = None) -> TaylorExpanded:
-    r"""f(x; theta_0) + J(x; theta_0)(theta - theta_0) as a trainable module (see module doc)."""
+    r""":math:`f(x; \theta_0) + J(x; \theta_0)\, (\theta - \theta_0)` as a trainable module."""
     return TaylorExpanded(model, 1, params)
 
 

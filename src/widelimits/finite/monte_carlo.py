@@ -1,8 +1,9 @@
-"""Monte Carlo kernels: averages over random finite networks, with standard errors.
+r"""Monte Carlo kernels: averages over random finite networks, with standard errors.
 
-One sample of the NNGP is the output covariance f(x1) f(x2)^T / O of a network with O outputs;
-one sample of the NTK is its empirical NTK (traced over outputs).  Their averages converge to
-the infinite-width kernels as the width grows, up to an O(1/width) bias.
+One sample of the NNGP is the output covariance :math:`f(x_1) f(x_2)^\top / O` of a network with
+O outputs; one sample of the NTK is its empirical NTK (traced over outputs).  Their averages
+converge to the infinite-width kernels as the width grows, up to an :math:`O(1/\mathrm{width})`
+bias.
 """
 
 from __future__ import annotations
@@ -156,5 +157,5 @@ def monte_carlo_kernel(net, x1: Tensor, x2: Tensor | None = None, **kwargs) -> M
 
 
 def relative_error(a: Tensor, b: Tensor) -> float:
-    """Frobenius relative error ||a - b|| / ||b||."""
+    r"""Frobenius relative error :math:`\lVert a - b \rVert / \lVert b \rVert`."""
     return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))

@@ -164,12 +164,14 @@ def empirical_ntk(
 ) -> Tensor:
     r"""Empirical NTK of ``model`` between the batches ``x1`` and ``x2`` (``x1`` if None).
 
-    Theta(x, x')_{o o'} = sum_p df_o(x)/dp df_o'(x')/dp over the selected parameters ``params``
+    :math:`\Theta(x, x')_{o o'} = \sum_p \frac{\partial f_o(x)}{\partial p}
+    \frac{\partial f_{o'}(x')}{\partial p}` over the selected parameters ``params``
     (a submodule such as ``model.fc``, a parameter or submodule name such as ``"fc"``, a
     parameter, a list of those, a predicate ``(name, p) -> bool``, or None for all trainable
     ones).  ``outputs="trace"``
-    returns (1/O) sum_o Theta_oo, shape (N1, N2); ``"full"`` (N1, N2, O, O); ``"diagonal"``
-    (N1, N2, O).  ``diagonal=True`` (with x2=None) keeps only the pairs (x_i, x_i), dropping the
+    returns :math:`\frac1O \sum_o \Theta_{oo}`, shape (N1, N2); ``"full"`` (N1, N2, O, O);
+    ``"diagonal"`` (N1, N2, O).  ``diagonal=True`` (with x2=None) keeps only the pairs
+    :math:`(x_i, x_i)`, dropping the
     N2 axis.  ``implementation`` is "auto", "jacobian", "ntk_vector" or "structured" (see the
     module docstring); all give the same numbers.  Work is chunked over examples so that it
     stays within ``memory_budget`` bytes (default: a quarter of the free memory), or
@@ -327,12 +329,13 @@ def empirical_nngp(
     readout: nn.Module | None = None,
     diagonal: bool = False,
 ) -> Tensor:
-    r"""Gram matrix of the readout's input features, K(x, x') = phi(x) . phi(x') / F.
+    r"""Gram matrix of the readout's input features, :math:`K(x, x') = \phi(x) \cdot \phi(x') / F`.
 
-    phi are the F inputs of ``readout`` (default: the last Linear or Conv layer the forward pass
-    calls), flattened per example.  For a readout f = W_std W phi / sqrt(F) + b_std b with
-    standard normal W, b, the output covariance over the readout's draw is
-    W_std^2 K + b_std^2: this is one sample of the NNGP of the layers below the readout.
+    :math:`\phi` are the F inputs of ``readout`` (default: the last Linear or Conv layer the
+    forward pass calls), flattened per example.  For a readout
+    :math:`f = \sigma_w W \phi / \sqrt F + \sigma_b b` with standard normal W, b, the output
+    covariance over the readout's draw is :math:`\sigma_w^2 K + \sigma_b^2`: this is one sample of
+    the NNGP of the layers below the readout.
     The model and inputs are checked and left as they are, as in `empirical_ntk`.
     """
     check_options(diagonal=diagonal)

@@ -1,9 +1,14 @@
-"""Elementwise activations with closed-form dual maps.
+r"""Elementwise activations with closed-form dual maps.
 
-For pre-activations (u, v) ~ N(0, [[k11, k12], [k12, k22]]) an activation phi has the dual maps
+For pre-activations :math:`(u, v) \sim \mathcal N(0, [[k_{11}, k_{12}], [k_{12}, k_{22}]])` an
+activation :math:`\phi` has the dual maps
 
-    T(k11, k22, k12)    = E[phi(u) phi(v)]      (next NNGP, before the following Dense)
-    Tdot(k11, k22, k12) = E[phi'(u) phi'(v)]    (multiplies the NTK: Theta' = Tdot * Theta)
+.. math::
+
+    T(k_{11}, k_{22}, k_{12}) &= \mathbb E[\phi(u)\, \phi(v)]
+        \qquad \text{(the next NNGP, before the following Dense)} \\
+    \dot T(k_{11}, k_{22}, k_{12}) &= \mathbb E[\phi'(u)\, \phi'(v)]
+        \qquad \text{(multiplies the NTK: } \Theta' = \dot T\, \Theta)
 
 A new activation is one subclass with ``fn`` (the finite side) and ``dual`` (the infinite side).
 """
@@ -29,7 +34,17 @@ __all__ = [
 
 
 class Activation(Layer):
-    """Base class: an elementwise nonlinearity with dual maps ``T`` and ``Tdot``."""
+    r"""Base class: an elementwise nonlinearity with dual maps ``T`` and ``Tdot``.
+
+    For pre-activations :math:`(u, v) \sim \mathcal N(0, [[k_{11}, k_{12}], [k_{12}, k_{22}]])`:
+
+    .. math::
+
+        T(k_{11}, k_{22}, k_{12}) &= \mathbb E[\phi(u)\, \phi(v)], \\
+        \dot T(k_{11}, k_{22}, k_{12}) &= \mathbb E[\phi'(u)\, \phi'(v)],
+
+    and the layer maps the state as :math:`K' = T`, :math:`\Theta' = \dot T\, \Theta`.
+    """
 
     requires_gaussian: bool = True
 
@@ -54,7 +69,7 @@ class Activation(Layer):
         ntk: Tensor | None,
         ntk_out: Tensor | None,
     ) -> None:
-        """Write T into ``t_out`` and, if ``ntk_out`` is given, Tdot * ``ntk`` into it.
+        r"""Write :math:`T` into ``t_out`` and, if ``ntk_out`` is given, :math:`\dot T` ``* ntk``.
 
         One block of `layer_map`'s fused pass (no gradients; the inputs broadcast to
         ``t_out``).  The default evaluates `dual`; subclasses may fuse the closed form.
@@ -67,7 +82,7 @@ class Activation(Layer):
     def layer_map(
         self, k11: Tensor, k22: Tensor, k12: Tensor, ntk: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
-        """``(T, Tdot * ntk)`` for broadcastable inputs of any layout (``ntk`` may be None).
+        r""":math:`(T, \dot T\, \Theta)` for broadcastable inputs, any layout (``ntk`` may be None).
 
         The fused pass of `widelimits.layers._fused` when no gradient is needed (and it is
         not switched off), else `dual` on whole tensors; both agree up to rounding.
@@ -118,12 +133,14 @@ class ActivationModule(nn.Module):
 
 
 class ABReLU(Activation):
-    r"""phi(x) = a min(x, 0) + b max(x, 0).
+    r""":math:`\phi(x) = a \min(x, 0) + b \max(x, 0)`.
 
-    With theta = arccos(k12 / sqrt(k11 k22))::
+    With :math:`\theta = \arccos(k_{12} / \sqrt{k_{11} k_{22}})`:
 
-        Tdot = (a^2 + b^2)/2 - (a - b)^2 theta / (2 pi)
-        T    = (a - b)^2 / (2 pi) sqrt(k11 k22 - k12^2) + Tdot k12
+    .. math::
+
+        \dot T &= \frac{a^2 + b^2}{2} - \frac{(a - b)^2\, \theta}{2 \pi}, \\
+        T &= \frac{(a - b)^2}{2 \pi} \sqrt{k_{11} k_{22} - k_{12}^2} + \dot T\, k_{12}
     """
 
     def __init__(self, a: float, b: float) -> None:
@@ -155,7 +172,7 @@ class ABReLU(Activation):
 
 
 class ReLU(ABReLU):
-    """phi(x) = max(x, 0): the arc-cosine kernel of degree 1 (`ABReLU` with a=0, b=1)."""
+    r""":math:`\phi(x) = \max(x, 0)`: the arc-cosine kernel of degree 1 (`ABReLU`, a=0, b=1)."""
 
     def __init__(self) -> None:
         super().__init__(0.0, 1.0)
@@ -165,7 +182,7 @@ class ReLU(ABReLU):
 
 
 class LeakyReLU(ABReLU):
-    """phi(x) = max(x, alpha x) for 0 <= alpha <= 1 (`ABReLU` with a=alpha, b=1)."""
+    r""":math:`\phi(x) = \max(x, \alpha x)`, :math:`0 \le \alpha \le 1` (`ABReLU`, a=alpha, b=1)."""
 
     def __init__(self, alpha: float = 0.01) -> None:
         super().__init__(_real("alpha", alpha), 1.0)
@@ -176,7 +193,7 @@ class LeakyReLU(ABReLU):
 
 
 class Abs(ABReLU):
-    """``phi(x) = |x|`` (`ABReLU` with a=-1, b=1)."""
+    r""":math:`\phi(x) = |x|` (`ABReLU` with a=-1, b=1)."""
 
     def __init__(self) -> None:
         super().__init__(-1.0, 1.0)
@@ -186,12 +203,14 @@ class Abs(ABReLU):
 
 
 class Erf(Activation):
-    r"""phi(x) = a erf(b x) + c.
+    r""":math:`\phi(x) = a \operatorname{erf}(b x) + c`.
 
-    With q_i = 1 + 2 b^2 k_ii::
+    With :math:`q_i = 1 + 2 b^2 k_{ii}`:
 
-        T    = a^2 (2 / pi) arcsin(2 b^2 k12 / sqrt(q_1 q_2)) + c^2
-        Tdot = a^2 b^2 (4 / pi) / sqrt(q_1 q_2 - 4 b^4 k12^2)
+    .. math::
+
+        T &= \frac{2 a^2}{\pi} \arcsin \frac{2 b^2 k_{12}}{\sqrt{q_1 q_2}} + c^2, \\
+        \dot T &= \frac{4 a^2 b^2}{\pi \sqrt{q_1 q_2 - 4 b^4 k_{12}^2}}
     """
 
     def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0) -> None:
@@ -211,7 +230,7 @@ class Erf(Activation):
 
 
 class Identity(Activation):
-    """phi(x) = x: T = k12, Tdot = 1.  Keeps Gaussianity (no requirement on its input)."""
+    r""":math:`\phi(x) = x`: :math:`T = k_{12}`, :math:`\dot T = 1`.  Keeps Gaussianity."""
 
     requires_gaussian = False
 
@@ -277,17 +296,24 @@ def _broadcast_zero(k11: Tensor, k22: Tensor, k12: Tensor) -> Tensor:
 
 
 class GELU(Activation):
-    r"""phi(x) = x Phi(x), the exact Gaussian error linear unit (Phi: the standard normal CDF).
+    r""":math:`\phi(x) = x\, \Phi(x)`, the exact GELU (:math:`\Phi`: the standard normal CDF).
 
-    With s_i = 1 + k_ii, D = s_1 s_2 - k12^2 (> 0 always) and beta = arctan2(k12, sqrt(D))
-    = arcsin(k12 / sqrt(s_1 s_2))::
+    With :math:`s_i = 1 + k_{ii}`, :math:`D = s_1 s_2 - k_{12}^2` (always :math:`> 0`) and
+    :math:`\beta = \operatorname{arctan2}(k_{12}, \sqrt D) = \arcsin(k_{12} / \sqrt{s_1 s_2})`:
 
-        T    = k12 / 4 + k12 beta / (2 pi) + (k11 k22 D + k12^2) / (2 pi s_1 s_2 sqrt(D))
-        Tdot = 1/4 + beta / (2 pi) + k12 / (2 pi sqrt(D)) [1 / D + (2 + k11 + k22) / (s_1 s_2)]
+    .. math::
 
-    Derived by writing Phi(u) = P(w_1 <= u) with an independent w_1 ~ N(0, 1), so that
-    T = E[u v 1{u - w_1 >= 0} 1{v - w_2 >= 0}], and Gaussian integration by parts (Stein's
-    lemma); Tdot = dT/dk12 (Price's theorem).  The same kernel as neural-tangents' ``Gelu``.
+        T &= \frac{k_{12}}{4} + \frac{k_{12}\, \beta}{2 \pi}
+             + \frac{k_{11} k_{22} D + k_{12}^2}{2 \pi\, s_1 s_2 \sqrt D} \\
+        \dot T &= \frac14 + \frac{\beta}{2 \pi}
+             + \frac{k_{12}}{2 \pi \sqrt D}
+               \left[\frac1D + \frac{2 + k_{11} + k_{22}}{s_1 s_2}\right]
+
+    Derived by writing :math:`\Phi(u) = P(w_1 \le u)` with an independent
+    :math:`w_1 \sim \mathcal N(0, 1)`, so that
+    :math:`T = \mathbb E[u v\, 1\{u - w_1 \ge 0\}\, 1\{v - w_2 \ge 0\}]`, and Gaussian integration
+    by parts (Stein's lemma); :math:`\dot T = \partial T / \partial k_{12}` (Price's theorem).
+    The same kernel as neural-tangents' ``Gelu``.
 
     Args:
         approximate: only ``False`` (the exact GELU) has a closed form; for the tanh
@@ -326,14 +352,16 @@ class GELU(Activation):
 
 
 class Sin(Activation):
-    r"""phi(x) = a sin(b x + c).
+    r""":math:`\phi(x) = a \sin(b x + c)`.
 
-    From sin(x) sin(y) = [cos(x - y) - cos(x + y)] / 2 and E[cos(w + c)] = cos(c) exp(-Var(w)/2),
-    with ``E_- = exp(-b^2 (k11 + k22 - 2 k12) / 2)`` and
-    ``E_+ = exp(-b^2 (k11 + k22 + 2 k12) / 2)``::
+    From :math:`\sin x \sin y = [\cos(x - y) - \cos(x + y)] / 2` and
+    :math:`\mathbb E[\cos(w + c)] = \cos(c)\, e^{-\operatorname{Var}(w) / 2}`, with
+    :math:`E_\mp = \exp(-b^2 (k_{11} + k_{22} \mp 2 k_{12}) / 2)`:
 
-        T    = a^2 / 2 [E_- - cos(2c) E_+]
-        Tdot = a^2 b^2 / 2 [E_- + cos(2c) E_+]
+    .. math::
+
+        T &= \frac{a^2}{2} [E_- - \cos(2c)\, E_+], \\
+        \dot T &= \frac{a^2 b^2}{2} [E_- + \cos(2c)\, E_+]
 
     Args:
         a: output scale.
@@ -357,13 +385,14 @@ class Sin(Activation):
 
 
 class Cos(Sin):
-    r"""phi(x) = a cos(b x + c) = a sin(b x + c + pi/2): `Sin` with cos(2c) replaced by -cos(2c).
+    r""":math:`\phi(x) = a \cos(b x + c) = a \sin(b x + c + \pi/2)`: `Sin` with :math:`-\cos 2c`.
 
-    With ``E_- = exp(-b^2 (k11 + k22 - 2 k12) / 2)`` and
-    ``E_+ = exp(-b^2 (k11 + k22 + 2 k12) / 2)``::
+    With :math:`E_\mp = \exp(-b^2 (k_{11} + k_{22} \mp 2 k_{12}) / 2)`:
 
-        T    = a^2 / 2 [E_- + cos(2c) E_+]
-        Tdot = a^2 b^2 / 2 [E_- - cos(2c) E_+]
+    .. math::
+
+        T &= \frac{a^2}{2} [E_- + \cos(2c)\, E_+], \\
+        \dot T &= \frac{a^2 b^2}{2} [E_- - \cos(2c)\, E_+]
 
     Args:
         a: output scale.
@@ -380,15 +409,19 @@ class Cos(Sin):
 
 
 class RBF(Activation):
-    r"""phi(x) = sqrt(2) sin(sqrt(2 gamma) x + pi/4): its NNGP is the RBF kernel of the inputs.
+    r""":math:`\phi(x) = \sqrt 2 \sin(\sqrt{2 \gamma}\, x + \pi/4)`: its NNGP is the RBF kernel.
 
-    `Sin` with a = sqrt(2), b = sqrt(2 gamma), c = pi/4 (so cos(2c) = 0)::
+    `Sin` with :math:`a = \sqrt 2`, :math:`b = \sqrt{2 \gamma}`, :math:`c = \pi/4` (so
+    :math:`\cos 2c = 0`):
 
-        T    = exp(-gamma (k11 + k22 - 2 k12))      (= exp(-gamma ||x - x'||^2 / d) after Dense)
-        Tdot = 2 gamma T
+    .. math::
+
+        T = e^{-\gamma (k_{11} + k_{22} - 2 k_{12})}, \qquad \dot T = 2 \gamma\, T,
+
+    that is :math:`T = e^{-\gamma \lVert x - x' \rVert^2 / d}` right after a Dense layer.
 
     Args:
-        gamma: inverse squared length scale, gamma = 1 / (2 l^2); must be >= 0.
+        gamma: inverse squared length scale, :math:`\gamma = 1 / (2 l^2)`; must be >= 0.
     """
 
     def __init__(self, gamma: float = 1.0) -> None:
@@ -405,12 +438,14 @@ class RBF(Activation):
 
 
 class Exp(Activation):
-    r"""phi(x) = a exp(b x).
+    r""":math:`\phi(x) = a\, e^{b x}`.
 
-    u + v is Gaussian with variance k11 + k22 + 2 k12, and E[exp(w)] = exp(Var(w) / 2)::
+    :math:`u + v` is Gaussian with variance :math:`k_{11} + k_{22} + 2 k_{12}`, and
+    :math:`\mathbb E[e^w] = e^{\operatorname{Var}(w) / 2}`:
 
-        T    = a^2 exp(b^2 (k11 + k22 + 2 k12) / 2)
-        Tdot = b^2 T
+    .. math::
+
+        T &= a^2 \exp\left(b^2 (k_{11} + k_{22} + 2 k_{12}) / 2\right), \\ \dot T &= b^2\, T
 
     Args:
         a: output scale.
@@ -429,21 +464,24 @@ class Exp(Activation):
 
 
 class Gaussian(Activation):
-    r"""phi(x) = a exp(b x^2).
+    r""":math:`\phi(x) = a\, e^{b x^2}`.
 
-    With M = det(I - 2 b Sigma) = (1 - 2b k11)(1 - 2b k22) - 4 b^2 k12^2, completing the square in
-    the Gaussian integral gives E[exp(b u^2 + b v^2)] = 1 / sqrt(M) and
-    E[u v exp(b u^2 + b v^2)] = k12 / M^{3/2}, hence (phi'(x) = 2ab x exp(b x^2))::
+    With :math:`M = \det(I - 2 b \Sigma) = (1 - 2b k_{11})(1 - 2b k_{22}) - 4 b^2 k_{12}^2`,
+    completing the square in the Gaussian integral gives
+    :math:`\mathbb E[e^{b u^2 + b v^2}] = 1 / \sqrt M` and
+    :math:`\mathbb E[u v\, e^{b u^2 + b v^2}] = k_{12} / M^{3/2}`, hence
+    (:math:`\phi'(x) = 2ab\, x\, e^{b x^2}`):
 
-        T    = a^2 / sqrt(M)
-        Tdot = 4 a^2 b^2 k12 / M^{3/2}
+    .. math::
 
-    For b <= 0 this is always finite.  For b > 0 the expectations exist only while I - 2b Sigma
-    is positive definite; elsewhere the result is ``inf``.
+        T = \frac{a^2}{\sqrt M}, \qquad \dot T = \frac{4 a^2 b^2 k_{12}}{M^{3/2}}
+
+    For :math:`b \le 0` this is always finite.  For :math:`b > 0` the expectations exist only
+    while :math:`I - 2b \Sigma` is positive definite; elsewhere the result is ``inf``.
 
     Args:
         a: output scale.
-        b: coefficient of x^2 in the exponent (negative for a bump).
+        b: coefficient of :math:`x^2` in the exponent (negative for a bump).
     """
 
     def __init__(self, a: float = 1.0, b: float = -1.0) -> None:
@@ -474,17 +512,21 @@ class Gaussian(Activation):
 
 
 class Sign(Activation):
-    r"""phi(x) = sign(x) (0 at 0).
+    r""":math:`\phi(x) = \operatorname{sign}(x)` (0 at 0).
 
-    E[sign(u) sign(v)] = 1 - 2 P(sign u != sign v) = 1 - 2 theta / pi, theta = arccos(rho)::
+    :math:`\mathbb E[\operatorname{sign} u \operatorname{sign} v]
+    = 1 - 2 P(\operatorname{sign} u \ne \operatorname{sign} v)`, with
+    :math:`\theta = \arccos \rho`:
 
-        T    = 1 - 2 theta / pi  (= (2 / pi) arcsin(rho))
-        Tdot = 0
+    .. math::
 
-    Tdot uses the derivative of sign almost everywhere (0), which is what autograd gives the finite
-    network (``torch.sign`` has zero gradient), so its empirical NTK has no contribution through
-    this layer either; neural-tangents makes the same choice.  (The distributional derivative
-    2 delta(x) would give 2 / (pi sqrt(k11 k22 - k12^2)), infinite on the diagonal.)
+        T = 1 - \frac{2 \theta}{\pi} = \frac{2}{\pi} \arcsin \rho, \qquad \dot T = 0
+
+    :math:`\dot T` uses the derivative of sign almost everywhere (0), which is what autograd gives
+    the finite network (``torch.sign`` has zero gradient), so its empirical NTK has no
+    contribution through this layer either; neural-tangents makes the same choice.  (The
+    distributional derivative :math:`2 \delta(x)` would give
+    :math:`2 / (\pi \sqrt{k_{11} k_{22} - k_{12}^2})`, infinite on the diagonal.)
 
     Every pixel pair of an example with itself gets this map too, so pooling after `Sign` is
     exact (neural-tangents sets those pairs to 1, which is wrong off the pixel diagonal).
@@ -503,23 +545,28 @@ class Sign(Activation):
 
 
 class RectifiedMonomial(Activation):
-    r"""phi(x) = max(x, 0)^n (for n = 0 the step 1{x >= 0}): the arc-cosine kernel of degree n.
+    r""":math:`\phi(x) = \max(x, 0)^n` (the step :math:`1\{x \ge 0\}` for n = 0): arc-cosine kernel.
 
-    With theta = arccos(k12 / sqrt(k11 k22)) and det = k11 k22 - k12^2,
-    T_n = (k11 k22)^{n/2} J_n(theta) / (2 pi) (Cho & Saul, 2009).  Instead of their n-fold
-    derivative formula this uses the three-term recursion on K_n = (k11 k22)^{n/2} J_n::
+    With :math:`\theta = \arccos(k_{12} / \sqrt{k_{11} k_{22}})` and
+    :math:`\Delta = k_{11} k_{22} - k_{12}^2`, the arc-cosine kernel of degree n is
+    :math:`T_n = (k_{11} k_{22})^{n/2} J_n(\theta) / (2 \pi)` (Cho & Saul, 2009).  Instead of their
+    n-fold derivative formula this uses the three-term recursion on
+    :math:`K_n = (k_{11} k_{22})^{n/2} J_n`:
 
-        K_0 = pi - theta
-        K_1 = sqrt(det) + (pi - theta) k12
-        K_{j+1} = (2j + 1) k12 K_j + j^2 det K_{j-1}
-        T    = K_n / (2 pi)
-        Tdot = n^2 T_{n-1}       (T_{n-1}: T of degree n - 1; Tdot = 0 for n = 0, the step's
-                                  derivative almost everywhere)
+    .. math::
 
-    The recursion follows from J_{j+1} = (2j + 1) cos(theta) J_j - sin(theta) J_j' (one more
-    application of Cho & Saul's operator) and Price's theorem dJ_j/d(cos theta) = j^2 J_{j-1}.
-    n = 1 is `ReLU`.  Free of divisions by sin(theta), it is exact on self-pairs (rho = 1), where
-    neural-tangents' ``RectifiedMonomial`` returns NaN, and near them, where its NTK loses digits.
+        K_0 &= \pi - \theta, \\
+        K_1 &= \sqrt\Delta + (\pi - \theta)\, k_{12}, \\
+        K_{j+1} &= (2j + 1)\, k_{12} K_j + j^2 \Delta\, K_{j-1}, \\
+        T &= \frac{K_n}{2 \pi}, \qquad \dot T = n^2\, T_{n-1}
+
+    (:math:`T_{n-1}`: T of degree n - 1; :math:`\dot T = 0` for n = 0, the step's derivative
+    almost everywhere).  The recursion follows from
+    :math:`J_{j+1} = (2j + 1) \cos\theta\, J_j - \sin\theta\, J_j'` (one more application of Cho &
+    Saul's operator) and Price's theorem :math:`dJ_j / d(\cos\theta) = j^2 J_{j-1}`.
+    n = 1 is `ReLU`.  Free of divisions by :math:`\sin\theta`, it is exact on self-pairs
+    (:math:`\rho = 1`), where neural-tangents' ``RectifiedMonomial`` returns NaN, and near them,
+    where its NTK loses digits.
 
     Args:
         degree: the power n, a non-negative integer.

@@ -235,7 +235,7 @@ class Layer:
         seed: int | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> nn.Module:
-        """The finite ``torch.nn.Module`` of this description.
+        r"""The finite ``torch.nn.Module`` of this description.
 
         Args:
             in_features: number of input features, or the shape of one example,
@@ -245,7 +245,7 @@ class Layer:
             parametrization: overrides every Dense layer's parametrization: ``"ntk"``,
                 ``"standard"``, or a `widelimits.Scaling` (one entry per Dense layer, in order;
                 init std, forward multiplier and learning-rate factor scale with
-                rho = width / scaling.ref_width; see `widelimits.limits.scaling`).
+                :math:`\rho` = ``width / scaling.ref_width``; see `widelimits.limits.scaling`).
             seed: seed of the weight initialisation (random when ``None``).
             dtype: parameter dtype.
 

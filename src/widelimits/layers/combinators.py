@@ -197,15 +197,18 @@ class FanInConcat(Layer):
 
     Feature i of the result comes from one branch b, so a layer that reads a linear combination
     of all features (Dense, Conv) sees the average of the branches' kernels weighted by their
-    shares w_b of the features: equal for infinite hidden branches (built with the same width),
-    proportional to ``out`` for fixed-width ones (as neural-tangents weighs by channel counts)::
+    shares :math:`w_b` of the features: equal for infinite hidden branches (built with the same
+    width), proportional to ``out`` for fixed-width ones (as neural-tangents weighs by channel
+    counts):
 
-        K' = sum_b w_b K_b,    Theta' = sum_b w_b Theta_b
+    .. math::
+
+        K' = \sum_b w_b K_b, \qquad \Theta' = \sum_b w_b \Theta_b
 
     The concatenation is not one Gaussian process with that average, so the state remembers
     the branches (`widelimits.layers._concat.Concatenated`): an activation (or pooling,
     Flatten, a FanInSum with the block's shortcut) after it acts on each branch separately,
-    T = sum_b w_b T_phi(K_b), exactly as on the finite network.
+    :math:`T = \sum_b w_b T_\phi(K_b)`, exactly as on the finite network.
     """
 
     def kernel_fn(self, k):
@@ -229,7 +232,8 @@ class FanInConcatModule(nn.Module):
 class FanInProd(Layer):
     r"""Elementwise product of independent branches.
 
-    K = prod_b K_b,   Theta = sum_b Theta_b prod_{c != b} K_c.  The result is not Gaussian.
+    :math:`K = \prod_b K_b`, :math:`\Theta = \sum_b \Theta_b \prod_{c \ne b} K_c`.  The result is
+    not Gaussian.
     """
 
     def kernel_fn(self, k):

@@ -29,28 +29,31 @@ __all__ = ["Conv"]
 class Conv(WeightLayer):
     r"""Convolution over 1-D (N, C, L) or 2-D (N, C, H, W) inputs, NTK parametrization.
 
-    ``z_p = W_std / sqrt(C k) sum_{a, c} W_{a c} x_{c, s p + a} + b_std b`` with ``k`` taps (the
-    filter size), ``s`` the stride and W, b ~ N(0, 1).
+    :math:`z_p = \frac{\sigma_w}{\sqrt{C k}} \sum_{a, c} W_{a c}\, x_{c,\, s p + a} + \sigma_b b`
+    with :math:`k` taps (the filter size), :math:`s` the stride and
+    :math:`W, b \sim \mathcal N(0, 1)`.
 
     Args:
         out: output channels; ``None`` for a hidden layer whose channel count is the infinite
             dimension (``build`` gives it the ``width`` it is asked for).
         kernel_size: filter size, an int (the same along every spatial axis) or one per axis.
         stride: an int or one per axis.
-        padding: ``"same"`` (zeros; output size ceil(n / stride), the smaller half of the padding
-            before), ``"valid"`` (none) or ``"circular"`` (as "same", wrapping around).
+        padding: ``"same"`` (zeros; output size :math:`\lceil n / s \rceil`, the smaller half of
+            the padding before), ``"valid"`` (none) or ``"circular"`` (as "same", wrapping around).
         W_std, b_std, parametrization, trainable: as in `Dense`.
 
-    Kernel map.  With ``[A K]_{pq} = mean_a K_{s p + a, s q + a}`` — the average over filter
-    offsets a of the input covariance between the *same* offset from both pixels (different
-    offsets meet independent weights) — and padded pixels of covariance zero::
+    Kernel map.  With :math:`[A K]_{pq} = \operatorname{mean}_a K_{s p + a,\, s q + a}` — the
+    average over filter offsets a of the input covariance between the *same* offset from both
+    pixels (different offsets meet independent weights) — and padded pixels of covariance zero:
 
-        K'     = sigma_w^2 A(K) + sigma_b^2
-        Theta' = K' + sigma_w^2 A(Theta)                        (ntk)
-        Theta' = C k A(K) + sigma_w^2 A(Theta) + [1 if bias]     (standard)
+    .. math::
 
-    On the per-pixel layout A only reads the pixel diagonal, so a network of convolutions ending
-    in Flatten never needs pixel pairs.  The finite side is a `SpatialPad` followed by a
+        K' &= \sigma_w^2 A(K) + \sigma_b^2 \\
+        \Theta' &= K' + \sigma_w^2 A(\Theta) \qquad \text{(ntk)} \\
+        \Theta' &= C k\, A(K) + \sigma_w^2 A(\Theta) + [1 \text{ if bias}] \qquad \text{(standard)}
+
+    On the per-pixel layout :math:`A` only reads the pixel diagonal, so a network of convolutions
+    ending in Flatten never needs pixel pairs.  The finite side is a `SpatialPad` followed by a
     ``torch.nn.Conv1d`` / ``Conv2d`` with the multipliers of the parametrization.
     """
 

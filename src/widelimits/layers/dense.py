@@ -166,17 +166,20 @@ class WeightLayer(Layer):
 
 
 class Dense(WeightLayer):
-    r"""Fully connected layer ``z = W_std / sqrt(n_in) * W x + b_std * b`` (NTK parametrization).
+    r"""Fully connected layer :math:`z = \sigma_w W x / \sqrt{n_\text{in}} + \sigma_b b`
+    (NTK parametrization).
 
     Args:
         out: ``None`` for a hidden layer whose width is the infinite dimension (``build`` gives it
             the ``width`` it is asked for); an integer for a layer of fixed width, typically the
             readout (``out=k`` for k outputs).  The infinite-width kernels do not depend on ``out``,
             except the standard-parametrization NTK, which grows with the width it multiplies.
-        W_std: weight standard deviation sigma_w.
-        b_std: bias standard deviation sigma_b; ``None`` for no bias.
-        parametrization: ``"ntk"`` — W, b ~ N(0, 1) and the scale in the forward pass — or
-            ``"standard"`` — W ~ N(0, sigma_w^2 / n_in), b ~ N(0, sigma_b^2), plain forward pass.
+        W_std: weight standard deviation :math:`\sigma_w`.
+        b_std: bias standard deviation :math:`\sigma_b`; ``None`` for no bias.
+        parametrization: ``"ntk"`` — :math:`W, b \sim \mathcal N(0, 1)` and the scale in the
+            forward pass — or ``"standard"`` —
+            :math:`W \sim \mathcal N(0, \sigma_w^2 / n_\text{in})`,
+            :math:`b \sim \mathcal N(0, \sigma_b^2)`, plain forward pass.
         trainable: ``False`` freezes the layer (see below).
         s: the width factors :math:`(s_{in}, s_{out})` of neural-tangents' standard
             parametrization (Sohl-Dickstein et al. 2020), ``"standard"`` only: the finite layer
@@ -189,19 +192,19 @@ class Dense(WeightLayer):
             its empirical NTK tends to the standard-parametrization NTK at widths ``out``.
             :math:`s_{in}` must be the previous layer's :math:`s_{out}` (1 for the first layer).
 
-    Kernel map (both parametrizations give the same NNGP), with input state
-    :math:`(K, \Theta)`:
+    Kernel map (both parametrizations give the same NNGP), with input state :math:`(K, \Theta)`:
 
     .. math::
 
-        K' = \sigma_w^2 K + \sigma_b^2, \qquad
-        \Theta' = \begin{cases} K' + \sigma_w^2 \Theta & \text{(ntk)} \\
-        (n_{in} / s_{in}) K + \sigma_w^2 \Theta + [1 \text{ if bias}] & \text{(standard)}
-        \end{cases}
+        K' &= \sigma_w^2 K + \sigma_b^2 \\
+        \Theta' &= K' + \sigma_w^2\, \Theta \qquad \text{(ntk)} \\
+        \Theta' &= (n_\text{in} / s_\text{in}) K + \sigma_w^2\, \Theta + [1 \text{ if bias}]
+            \qquad \text{(standard)}
 
-    The NNGP of the input layer is K^0(x, x') = x . x' / n_in.  ``trainable=False`` freezes the
-    layer: its parameters get no gradient (``requires_grad=False`` on the finite side) and add
-    nothing to the NTK, Theta' = sigma_w^2 Theta; the NTK of a network is the sum over its Dense
+    The NNGP of the input layer is :math:`K^0(x, x') = x \cdot x' / n_\text{in}`.
+    ``trainable=False`` freezes the layer: its parameters get no gradient
+    (``requires_grad=False`` on the finite side) and add nothing to the NTK,
+    :math:`\Theta' = \sigma_w^2\, \Theta`; the NTK of a network is the sum over its Dense
     layers of the NTKs with only that layer trainable.  On spatial inputs ``(N, C, *S)`` a Dense
     layer acts on the channels at every pixel (a 1x1 convolution).
     """

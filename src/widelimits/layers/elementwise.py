@@ -1,8 +1,8 @@
-"""`Elementwise`: any torch elementwise function as an activation.
+r"""`Elementwise`: any torch elementwise function as an activation.
 
 Without a closed form, the dual maps are computed by two-dimensional Gauss-Hermite quadrature;
-with a user-supplied closed form for T, Tdot follows from it by automatic differentiation
-(Price's theorem).
+with a user-supplied closed form for :math:`T`, :math:`\dot T` follows from it by automatic
+differentiation (Price's theorem).
 """
 
 from __future__ import annotations
@@ -30,34 +30,41 @@ _POINTS_PER_CHUNK = 2**20
 
 
 class Elementwise(Activation):
-    r"""An activation ``phi = fn`` applied elementwise, for any torch elementwise function.
+    r"""An activation :math:`\phi` = ``fn`` applied elementwise, for any torch elementwise function.
 
-    For (u, v) ~ N(0, [[k11, k12], [k12, k22]]) the dual maps T = E[phi(u) phi(v)] and
-    Tdot = E[phi'(u) phi'(v)] come from, in order of preference:
+    For :math:`(u, v) \sim \mathcal N(0, [[k_{11}, k_{12}], [k_{12}, k_{22}]])` the dual maps
+    :math:`T = \mathbb E[\phi(u) \phi(v)]` and :math:`\dot T = \mathbb E[\phi'(u) \phi'(v)]` come
+    from, in order of preference:
 
-    - ``nngp_fn(k11, k22, k12)``, the user's closed form for T (torch operations, elementwise
-      and broadcasting), with ``ntk_fn(k11, k22, k12)`` for Tdot; when ``ntk_fn`` is missing,
-      Tdot = dT/dk12 by autograd (Price's theorem: dT/dk12 = E[phi'(u) phi'(v)]).  Write
-      ``nngp_fn`` so that its gradient stays finite at correlation +-1 (see
+    - ``nngp_fn(k11, k22, k12)``, the user's closed form for :math:`T` (torch operations,
+      elementwise and broadcasting), with ``ntk_fn(k11, k22, k12)`` for :math:`\dot T`; when
+      ``ntk_fn`` is missing, :math:`\dot T = \partial T / \partial k_{12}` by autograd (Price's
+      theorem: :math:`\partial T / \partial k_{12} = \mathbb E[\phi'(u) \phi'(v)]`).  Write
+      ``nngp_fn`` so that its gradient stays finite at correlation :math:`\pm 1` (see
       ``widelimits._numerics``: ``correlation``, ``angle``, ``safe_sqrt``).  Note the argument
       order: neural-tangents' ``nngp_fn(cov12, var1, var2)`` puts the covariance first.
     - otherwise, Gauss-Hermite quadrature with ``degree`` nodes per dimension
-      (``numpy.polynomial.hermite_e.hermegauss``): writing
-      u = sqrt(k11) z1 and v = sqrt(k22) (rho z1 + sqrt(1 - rho^2) z2) with z1, z2 iid N(0, 1),
+      (``numpy.polynomial.hermite_e.hermegauss``): writing :math:`u = \sqrt{k_{11}}\, z_1` and
+      :math:`v = \sqrt{k_{22}}\, (\rho z_1 + \sqrt{1 - \rho^2}\, z_2)` with
+      :math:`z_1, z_2 \sim \mathcal N(0, 1)` iid,
 
-          T    ~= sum_ij w_i w_j phi(u_i) phi(v_ij)
-          Tdot ~= sum_ij w_i w_j phi'(u_i) phi'(v_ij)
+      .. math::
 
-      where phi' is the autograd derivative of ``fn`` and u is the input with the smaller
-      variance (more accurate than the other order, and exactly symmetric in the two inputs:
-      K(x, x') = K(x', x)).  Kernel entries are evaluated in chunks
+          T &\approx \sum_{ij} w_i w_j\, \phi(u_i)\, \phi(v_{ij}), \\
+          \dot T &\approx \sum_{ij} w_i w_j\, \phi'(u_i)\, \phi'(v_{ij})
+
+      where :math:`\phi'` is the autograd derivative of ``fn`` and u is the input with the
+      smaller variance (more accurate than the other order, and exactly symmetric in the two
+      inputs: :math:`K(x, x') = K(x', x)`).  Kernel entries are evaluated in chunks
       of ``chunk_size`` (bounded memory, forward and backward: the backward pass recomputes
       each chunk), in the dtype of the kernel.
 
     Accuracy of the default ``degree=64`` (4096 evaluations of fn, and of its derivative for
-    Tdot, per kernel entry), measured in float64 over variances k11, k22 in {0.1, 0.5, 1, 2, 5}
-    and correlations in [-1, 1] (including +-1), as the largest error relative to
-    sqrt(T(k11, k11, k11) T(k22, k22, k22)) (likewise for Tdot), against the closed forms (erf,
+    :math:`\dot T`, per kernel entry), measured in float64 over variances
+    :math:`k_{11}, k_{22} \in \{0.1, 0.5, 1, 2, 5\}` and correlations in :math:`[-1, 1]`
+    (including :math:`\pm 1`), as the largest error relative to
+    :math:`\sqrt{T(k_{11}, k_{11}, k_{11})\, T(k_{22}, k_{22}, k_{22})}` (likewise for
+    :math:`\dot T`), against the closed forms (erf,
     GELU) or degree 300 (the others)::
 
         fn          k11, k22 <= 1         k11, k22 <= 2         k11, k22 <= 5
@@ -71,25 +78,26 @@ class Elementwise(Activation):
         relu        4e-3     5e-2         (the same at every variance: not smooth, use `ReLU`)
 
     Smooth functions converge exponentially in ``degree``, more slowly the larger the variance
-    (tanh and erf then approach sign; degree 200 brings tanh to T 5e-12, Tdot 5e-10 for
-    variances <= 2).  Non-smooth functions (relu, abs, sign) converge only algebraically: use
-    their closed forms.  The cost grows as degree^2; in float32 the results are accurate to
-    float32 rounding at best.
+    (tanh and erf then approach sign; degree 200 brings tanh to :math:`T` 5e-12, :math:`\dot T`
+    5e-10 for variances :math:`\le 2`).  Non-smooth functions (relu, abs, sign) converge only
+    algebraically: use their closed forms.  The cost grows as the square of ``degree``; in float32
+    the results are accurate to float32 rounding at best.
 
-    Gradients w.r.t. (k11, k22, k12) are those of the quadrature formula (exact derivatives of
-    what the forward pass computes).  At correlation exactly +-1 the derivative of
-    sqrt(1 - rho^2) is taken to be 0 (`safe_sqrt`, as in the closed forms), so the partial
-    derivatives there are a choice; but since ``|rho| <= 1``, rho is stationary wherever it reaches
-    +-1, so derivatives of such entries w.r.t. inputs or hyperparameters are unaffected.
+    Gradients w.r.t. :math:`(k_{11}, k_{22}, k_{12})` are those of the quadrature formula (exact
+    derivatives of what the forward pass computes).  At correlation exactly :math:`\pm 1` the
+    derivative of :math:`\sqrt{1 - \rho^2}` is taken to be 0 (`safe_sqrt`, as in the closed
+    forms), so the partial derivatives there are a choice; but since :math:`|\rho| \le 1`,
+    :math:`\rho` is stationary wherever it reaches :math:`\pm 1`, so derivatives of such entries
+    w.r.t. inputs or hyperparameters are unaffected.
 
     Args:
         fn: the elementwise function (torch tensor in, same shape out); ``None`` only with
             ``nngp_fn`` (then the layer has no finite network).
         nngp_fn: optional closed form of T.
-        ntk_fn: optional closed form of Tdot (needs ``nngp_fn``).
-        degree: Gauss-Hermite nodes per dimension (cost and memory grow as degree^2).
+        ntk_fn: optional closed form of :math:`\dot T` (needs ``nngp_fn``).
+        degree: Gauss-Hermite nodes per dimension (cost and memory grow as its square).
         chunk_size: kernel entries evaluated at once by the quadrature (default:
-            2**20 // degree^2, i.e. about 2**20 quadrature points per chunk).
+            ``2**20 // degree**2``, i.e. about :math:`2^{20}` quadrature points per chunk).
     """
 
     def __init__(

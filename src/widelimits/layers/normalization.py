@@ -11,13 +11,15 @@ __all__ = ["LayerNorm", "Dropout"]
 
 
 class LayerNorm(Layer):
-    r"""Normalises each example over its (infinitely many) features: x / sqrt(mean_i x_i^2 + eps).
+    r"""Normalises each example over its features: :math:`x / \sqrt{\overline{x_i^2} + \epsilon}`.
 
     The mean over features of a centred Gaussian field vanishes at infinite width and the squared
-    norm concentrates on K(x, x), so::
+    norm concentrates on :math:`K(x, x)`, so with
+    :math:`s = \sqrt{(K(x, x) + \epsilon)\, (K(x', x') + \epsilon)}`:
 
-        K'(x, x')     = K(x, x') / sqrt((K(x, x) + eps) (K(x', x') + eps))
-        Theta'(x, x') = Theta(x, x') / sqrt((K(x, x) + eps) (K(x', x') + eps))
+    .. math::
+
+        K'(x, x') = K(x, x') / s, \qquad \Theta'(x, x') = \Theta(x, x') / s
 
     The input must be Gaussian (after Dense or a sum of such branches); after an activation the
     finite layer's centring would change the kernel, so that placement raises an error.
@@ -67,15 +69,13 @@ class FeatureLayerNorm(nn.Module):
 
 
 class Dropout(Layer):
-    r"""Dropout with drop probability ``p`` (kept units scaled by 1 / (1 - p)), in training mode.
+    r"""Dropout with drop probability ``p`` (kept units scaled by :math:`1 / (1 - p)`), training.
 
     Masks are independent across examples (and pixels), so only a unit paired with itself
-    changes::
-
-        K'(x, x') = K(x, x') / (1 - p) if x and x' are the same example (and pixel), else K(x, x')
-
-    and the same for Theta.  The output is not Gaussian: follow it by a Dense layer.  The finite
-    side is ``torch.nn.Dropout(p)``; it is active while the module is in training mode.
+    changes: :math:`K'(x, x') = K(x, x') / (1 - p)` if x and x' are the same example (and pixel),
+    else :math:`K'(x, x') = K(x, x')`, and the same for :math:`\Theta`.  The output is not
+    Gaussian: follow it by a Dense layer.  The finite side is ``torch.nn.Dropout(p)``; it is
+    active while the module is in training mode.
     """
 
     def __init__(self, p: float) -> None:

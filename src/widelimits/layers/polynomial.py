@@ -1,8 +1,9 @@
-"""Polynomial activations: exact Gaussian moments through Hermite expansions.
+r"""Polynomial activations: exact Gaussian moments through Hermite expansions.
 
-For a polynomial phi the dual maps T = E[phi(u) phi(v)] and Tdot = E[phi'(u) phi'(v)] are
-polynomials in (k11, k22, k12) (Isserlis' theorem / Mehler's formula): exact in float64 up to
-rounding, with finite gradients everywhere.  Their integer coefficients grow factorially, so each
+For a polynomial :math:`\phi` the dual maps :math:`T = \mathbb E[\phi(u) \phi(v)]` and
+:math:`\dot T = \mathbb E[\phi'(u) \phi'(v)]` are polynomials in :math:`(k_{11}, k_{22}, k_{12})`
+(Isserlis' theorem / Mehler's formula): exact in float64 up to rounding, with finite gradients
+everywhere.  Their integer coefficients grow factorially, so each
 class has a largest degree whose coefficients fit in float64 (checked at construction).
 """
 
@@ -86,18 +87,21 @@ def _monomial_table(coef: list[float]) -> list[list[float]]:
 
 
 class Polynomial(Activation):
-    r"""phi(x) = coef[0] + coef[1] x + ... + coef[n] x^n (numpy.polynomial order).
+    r""":math:`\phi(x) = c_0 + c_1 x + \dots + c_n x^n`, with :math:`c_i` = ``coef[i]``.
 
-    Expanding each x^i = sum_m i! / (m! 2^m (i - 2m)!) He_{i-2m}(x) in Hermite polynomials of the
-    standardised input (Isserlis' theorem in another guise) and using Mehler's orthogonality
-    E[He_p(z1) He_q(z2)] = delta_pq p! rho^p::
+    Expanding each :math:`x^i = \sum_m \frac{i!}{m!\, 2^m\, (i - 2m)!} \mathrm{He}_{i-2m}(x)` in
+    Hermite polynomials of the standardised input (Isserlis' theorem in another guise) and using
+    Mehler's orthogonality
+    :math:`\mathbb E[\mathrm{He}_p(z_1) \mathrm{He}_q(z_2)] = \delta_{pq}\, p!\, \rho^p`:
 
-        T    = sum_p p! B_p(k11) B_p(k22) k12^p,
-        B_p(k) = sum_m coef[p + 2m] (p + 2m)! / (p! m! 2^m) k^m,
+    .. math::
 
-    and Tdot is the same sum for phi' (coefficients (i + 1) coef[i + 1]).  The kernel is a
-    polynomial in (k11, k22, k12): exact in float64 up to rounding, with finite gradients
-    everywhere.
+        T &= \sum_p p!\, B_p(k_{11})\, B_p(k_{22})\, k_{12}^p, \\
+        B_p(k) &= \sum_m c_{p + 2m} \frac{(p + 2m)!}{p!\, m!\, 2^m} k^m,
+
+    and :math:`\dot T` is the same sum for :math:`\phi'` (coefficients :math:`(i + 1)\, c_{i+1}`).
+    The kernel is a polynomial in :math:`(k_{11}, k_{22}, k_{12})`: exact in float64 up to
+    rounding, with finite gradients everywhere.
 
     Args:
         coef: the coefficients, lowest degree first (a sequence of finite reals; empty for the
@@ -146,18 +150,22 @@ class Polynomial(Activation):
 
 
 class Monomial(Activation):
-    r"""phi(x) = x^n.
+    r""":math:`\phi(x) = x^n`.
 
-    From x^n = sum_m n! / (m! 2^m (n - 2m)!) He_{n-2m}(x) and Mehler's orthogonality
-    (see `Polynomial`)::
+    From :math:`x^n = \sum_m \frac{n!}{m!\, 2^m\, (n - 2m)!} \mathrm{He}_{n-2m}(x)` and Mehler's
+    orthogonality (see `Polynomial`), with :math:`T_{n-1}` the T of degree n - 1:
 
-        T    = sum_{m <= n/2} (n!)^2 / ((m!)^2 4^m (n - 2m)!) (k11 k22)^m k12^{n - 2m}
-        Tdot = n^2 T_{n-1}       (T_{n-1}: T of degree n - 1)
+    .. math::
 
-    e.g. T = k12 (n = 1), 2 k12^2 + k11 k22 (n = 2), 6 k12^3 + 9 k11 k22 k12 (n = 3).
+        T &= \sum_{m \le n/2} \frac{(n!)^2}{(m!)^2\, 4^m\, (n - 2m)!} (k_{11} k_{22})^m
+            k_{12}^{n - 2m}, \\
+        \dot T &= n^2\, T_{n-1}
+
+    e.g. :math:`T = k_{12}` (n = 1), :math:`2 k_{12}^2 + k_{11} k_{22}` (n = 2),
+    :math:`6 k_{12}^3 + 9 k_{11} k_{22} k_{12}` (n = 3).
 
     Args:
-        degree: the power n, a non-negative integer (x^0 = 1).
+        degree: the power n, a non-negative integer (:math:`x^0 = 1`).
     """
 
     def __init__(self, degree: int) -> None:
@@ -186,22 +194,28 @@ class Monomial(Activation):
 
 
 class Hermite(Activation):
-    r"""phi(x) = He_n(x) / sqrt(n!): the probabilists' Hermite polynomial, normalised so that
-    E[phi(z)^2] = 1 for z ~ N(0, 1).
+    r""":math:`\phi(x) = \mathrm{He}_n(x) / \sqrt{n!}`: the probabilists' Hermite polynomial,
+    normalised so that :math:`\mathbb E[\phi(z)^2] = 1` for :math:`z \sim \mathcal N(0, 1)`.
 
-    The scaling identity He_n(s z) = sum_m n! / (m! (n-2m)! 2^m) s^{n-2m} (s^2 - 1)^m He_{n-2m}(z)
-    and Mehler's orthogonality give, with p = n - 2m::
+    The scaling identity
+    :math:`\mathrm{He}_n(s z) = \sum_m \frac{n!}{m!\, (n-2m)!\, 2^m} s^{n-2m} (s^2 - 1)^m
+    \mathrm{He}_{n-2m}(z)` and Mehler's orthogonality give, with :math:`p = n - 2m` and
+    :math:`T_{n-1}` the T of degree n - 1 (:math:`\mathrm{He}_n' = n \mathrm{He}_{n-1}`):
 
-        T    = sum_{m <= n/2} n! / (p! (m!)^2 4^m) ((k11 - 1)(k22 - 1))^m k12^p
-        Tdot = n T_{n-1}          (He_n' = n He_{n-1}; T_{n-1}: T of degree n - 1)
+    .. math::
 
-    For unit variances (k11 = k22 = 1) this is T = rho^n: the Hermite polynomials are
-    orthonormal.
+        T &= \sum_{m \le n/2} \frac{n!}{p!\, (m!)^2\, 4^m} \left((k_{11} - 1)(k_{22} - 1)\right)^m
+            k_{12}^p, \\
+        \dot T &= n\, T_{n-1}
+
+    For unit variances (:math:`k_{11} = k_{22} = 1`) this is :math:`T = \rho^n`: the Hermite
+    polynomials are orthonormal.
 
     Args:
         degree: n, a non-negative integer.
-        assume_unit_variance: use T = k12^n, Tdot = n k12^{n-1}, the formula of neural-tangents'
-            ``Hermite``, which assumes k11 = k22 = 1 (e.g. after `LayerNorm`) and is wrong
+        assume_unit_variance: use :math:`T = k_{12}^n`, :math:`\dot T = n k_{12}^{n-1}`, the
+            formula of neural-tangents' ``Hermite``, which assumes :math:`k_{11} = k_{22} = 1`
+            (e.g. after `LayerNorm`) and is wrong
             otherwise.  Only for reproducing neural-tangents; the default is exact for every
             variance (and agrees with it when the variances are 1).
     """

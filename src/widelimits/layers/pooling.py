@@ -55,12 +55,15 @@ class AvgPool(Layer):
             count in the average.
 
     The output at p is the mean of the inputs in window p, so every pair of input pixels
-    (a in window p, b in window q) contributes::
+    (a in window p, b in window q) contributes (w: the window size):
 
-        K'_{pq} = (1 / w^2) sum_{a in win(p), b in win(q)} K_{ab}      (w = window size)
+    .. math::
 
-    and the same for Theta.  This reads pixel pairs, so networks that pool use the full layout.
-    Outputs stay Gaussian.  The finite side is ``torch.nn.AvgPool1d`` / ``AvgPool2d``.
+        K'_{pq} = \frac{1}{w^2} \sum_{a \in \operatorname{win}(p),\, b \in \operatorname{win}(q)}
+        K_{ab}
+
+    and the same for :math:`\Theta`.  This reads pixel pairs, so networks that pool use the full
+    layout.  Outputs stay Gaussian.  The finite side is ``torch.nn.AvgPool1d`` / ``AvgPool2d``.
     """
 
     mixes_pixels = True
@@ -122,7 +125,8 @@ class AvgPool(Layer):
 class SumPool(AvgPool):
     r"""Sum pooling: `AvgPool` times the window size w.
 
-    ``K'_{pq} = sum_{a in win(p), b in win(q)} K_{ab}``, and the same for Theta.
+    :math:`K'_{pq} = \sum_{a \in \operatorname{win}(p),\, b \in \operatorname{win}(q)} K_{ab}`, and
+    the same for :math:`\Theta`.
     """
 
     _average = False
@@ -147,7 +151,8 @@ class PoolModule(nn.Module):
 class GlobalAvgPool(Layer):
     r"""Average over all pixels: ``(N, C, *S) -> (N, C)``.
 
-    ``K'(x, x') = mean_{p, q} K_{pq}(x, x')`` over every pair of pixels, and the same for Theta.
+    :math:`K'(x, x') = \operatorname{mean}_{p, q} K_{pq}(x, x')` over every pair of pixels, and
+    the same for :math:`\Theta`.
     The output stays Gaussian (each channel is an average of jointly Gaussian pixels).
     """
 
@@ -179,10 +184,11 @@ class Flatten(Layer):
     r"""``(N, C, *S) -> (N, C * P)`` features (P pixels); flat inputs pass unchanged.
 
     A following Dense layer divides by its fan-in C P, so the kernel it sees is the average over
-    pixels of the per-pixel kernel: ``K'(x, x') = mean_p K_{pp}(x, x')``.  Only the pixel diagonal
-    is read, which is why a network of convolutions ending in Flatten uses the cheap per-pixel
-    layout.  The flattened features are Gaussian but with a different variance per pixel, so an
-    activation may not follow directly (unless there is one pixel): put a Dense layer first.
+    pixels of the per-pixel kernel: :math:`K'(x, x') = \operatorname{mean}_p K_{pp}(x, x')`.  Only
+    the pixel diagonal is read, which is why a network of convolutions ending in Flatten uses the
+    cheap per-pixel layout.  The flattened features are Gaussian but with a different variance per
+    pixel, so an activation may not follow directly (unless there is one pixel): put a Dense layer
+    first.
     """
 
     def kernel_fn(self, k: Kernel) -> Kernel:

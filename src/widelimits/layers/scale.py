@@ -14,7 +14,7 @@ __all__ = ["Scale"]
 
 
 class Scale(Layer):
-    r"""Multiplication by a constant ``c``: ``K' = c^2 K``, ``Theta' = c^2 Theta``.
+    r"""Multiplication by a constant ``c``: :math:`K' = c^2 K`, :math:`\Theta' = c^2\, \Theta`.
 
     Keeps Gaussianity (and acts branch by branch on a concatenation).  The finite side
     multiplies its input by ``c``.  `from_module` uses it for ``c * x``, ``x / c`` and

@@ -1,28 +1,34 @@
-"""The infinite-width limit of a deep linear network as a deterministic finite network.
+r"""The infinite-width limit of a deep linear network as a deterministic finite network.
 
 As the width m grows, the gradient flow of :mod:`widelimits.linear.network` (main scaling)
-converges, with fluctuations O(m^{-1/2}), to the SAME ODE run on a deterministic network whose
-coordinates are the rooted paths of :mod:`widelimits.linear.paths` (truncated at R steps):
-U(0), M_j(0), V(0) are the path-basis matrices and beta_inf(0) = 0.
+converges, with fluctuations :math:`O(m^{-1/2})`, to the SAME ODE run on a deterministic network
+whose coordinates are the rooted paths of :mod:`widelimits.linear.paths` (truncated at R steps):
+:math:`U(0), M_j(0), V(0)` are the path-basis matrices and :math:`\beta_\infty(0) = 0`.
 
-* q = 0: width d + k, U(0) = [e_1..e_d], V(0) = [e_(d+1)..e_(d+k)] (no truncation).
+* q = 0: width d + k, :math:`U(0) = [e_1, \dots, e_d]`, :math:`V(0) = [e_{d+1}, \dots, e_{d+k}]`
+  (no truncation).
 * q = 1: every root's paths form a chain; ordered along the chains
-  M(0) = blockdiag(B, ..., B (d times), B^T, ..., B^T (k times)), B = I + superdiagonal.
-* q >= 2: the number of paths grows exponentially in R (2^(R/2) per root for q = 2).
+  :math:`M(0) = \operatorname{blockdiag}(B, \dots, B, B^\top, \dots, B^\top)` (d blocks B, k blocks
+  :math:`B^\top`), B = I + superdiagonal.
+* :math:`q \ge 2`: the number of paths grows exponentially in R (:math:`2^{R/2}` per root for
+  q = 2).
 
-Reduction to rank(X) + rank(Y) roots (exact).  The limit is equivariant under rotations of the
-input roots (O acting on the roots commutes with every M_j(0), which acts on the words only), and
-E = (beta X - Y) X^T / n vanishes on the orthogonal complement of col(X).  Hence, in coordinates
-X = Q_x X_r with Q_x an orthonormal basis of col(X), the paths rooted at the complement never mix
-with the others: M_j(t) stays block diagonal, those roots keep their initial U columns, and
-beta_inf(t) (I - X X^+) = 0.  The same holds for the outputs with col(Y).  The simulator therefore
-runs with r_x = rank(X) input and r_y = rank(Y) output roots and returns
-beta_inf = Q_y beta_r Q_x^T, and U_inf(t)^T U_inf(t) = Q_x U_r^T U_r Q_x^T + (I - Q_x Q_x^T).
+Reduction to :math:`\operatorname{rank}(X) + \operatorname{rank}(Y)` roots (exact).  The limit is
+equivariant under rotations of the input roots (O acting on the roots commutes with every
+:math:`M_j(0)`, which acts on the words only), and :math:`E = (\beta X - Y) X^\top / n` vanishes
+on the orthogonal complement of :math:`\operatorname{col}(X)`.  Hence, in coordinates
+:math:`X = Q_x X_r` with :math:`Q_x` an orthonormal basis of :math:`\operatorname{col}(X)`, the
+paths rooted at the complement never mix with the others: :math:`M_j(t)` stays block diagonal,
+those roots keep their initial U columns, and :math:`\beta_\infty(t) (I - X X^+) = 0`.  The same
+holds for the outputs with :math:`\operatorname{col}(Y)`.  The simulator therefore runs with
+:math:`r_x = \operatorname{rank}(X)` input and :math:`r_y = \operatorname{rank}(Y)` output roots
+and returns :math:`\beta_\infty = Q_y \beta_r Q_x^\top`, and
+:math:`U_\infty(t)^\top U_\infty(t) = Q_x U_r^\top U_r Q_x^\top + (I - Q_x Q_x^\top)`.
 
-The truncation: with R steps the matrices are exact for words of length < R, so beta^{(R)}(t)
-agrees with the untruncated limit to a Taylor order that grows with R.  ``infinite_width_limit``
-raises R until two successive values give betas (over the whole time grid) within ``tol``
-relative to max_t ||beta(t)||.
+The truncation: with R steps the matrices are exact for words of length < R, so
+:math:`\beta^{(R)}(t)` agrees with the untruncated limit to a Taylor order that grows with R.
+``infinite_width_limit`` raises R until two successive values give betas (over the whole time
+grid) within ``tol`` relative to :math:`\max_t \lVert \beta(t) \rVert`.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ __all__ = ["LimitResult", "limit_network", "infinite_width_limit", "column_basis
 
 
 def limit_network(basis: PathBasis) -> LinearNetwork:
-    """The deterministic network U(0), M_j(0), V(0) on a path basis (dense matrices)."""
+    r"""The deterministic network :math:`U(0), M_j(0), V(0)` on a path basis (dense matrices)."""
     U0, Ms, V0 = basis.initial_matrices(dense=True)
     return LinearNetwork(U0, Ms, V0)
 
@@ -56,11 +62,11 @@ def column_basis(A: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
 
 @dataclass
 class LimitResult:
-    """beta_inf at ``times`` (``betas``, T x k x d), ``risks``, the truncation ``R`` used and the
-    last relative change ``last_change`` between successive R (None when R was given),
-    ``history`` of (R, coordinates, change), the layer ``sizes`` of the reduced limit network,
-    the reduced networks (``network`` at the last time, ``Us`` the reduced U at every time), and
-    the bases ``Qx`` (d x r_x), ``Qy`` (k x r_y) of the reduction."""
+    r""":math:`\beta_\infty` at ``times`` (``betas``, T x k x d), ``risks``, the truncation ``R``
+    used and the last relative change ``last_change`` between successive R (None when R was given),
+    ``history`` of (R, coordinates, change), the layer ``sizes`` of the reduced limit network, the
+    reduced networks (``network`` at the last time, ``Us`` the reduced U at every time), and the
+    bases ``Qx`` (:math:`d \times r_x`), ``Qy`` (:math:`k \times r_y`) of the reduction."""
 
     times: np.ndarray
     betas: np.ndarray
@@ -77,8 +83,8 @@ class LimitResult:
     extra: dict = field(default_factory=dict)
 
     def input_gram(self, i: int = -1) -> np.ndarray:
-        """U_inf(t)^T U_inf(t) (d x d) at ``times[i]``: the covariance of the rows of
-        sqrt(m) U_m(t) at large width."""
+        r""":math:`U_\infty(t)^\top U_\infty(t)` (d x d) at ``times[i]``: the covariance of the
+        rows of :math:`\sqrt m\, U_m(t)` at large width."""
         U = self.Us[i]
         Qx = self.Qx
         return Qx @ (U.T @ U) @ Qx.T + (np.eye(Qx.shape[0]) - Qx @ Qx.T)
@@ -108,15 +114,16 @@ def infinite_width_limit(
     rtol: float = 1e-9,
     atol: float = 1e-11,
 ) -> LimitResult:
-    """beta_inf(t) of the infinite-width gradient flow with rate ``eta`` at ``times``.
+    r""":math:`\beta_\infty(t)` of the infinite-width gradient flow with rate ``eta`` at ``times``.
 
     ``R=None`` chooses the truncation: start at ``R_start`` (default 2q + 1) and raise it (by 2
-    for q >= 2, doubling for q = 1) until max_t ||beta^(R)(t) - beta^(R')(t)|| <= tol *
-    max_t ||beta^(R')(t)||, returning the larger R'.  A ``RuntimeWarning`` says so when ``R_max``
-    or ``max_coordinates`` (the total number of path coordinates, which bounds the dense matrices'
-    memory, 8 N_j N_(j-1) bytes each) stops the search first.  For q = 0 no truncation exists
-    (R = 0).  Integration: ``solve_ivp`` with ``method``, ``rtol``, ``atol`` (see
-    :func:`widelimits.linear.network.gradient_flow`).
+    for q >= 2, doubling for q = 1) until
+    :math:`\max_t \lVert \beta^{(R)}(t) - \beta^{(R')}(t) \rVert \le \mathrm{tol} \cdot
+    \max_t \lVert \beta^{(R')}(t) \rVert`, returning the larger :math:`R'`.  A ``RuntimeWarning``
+    says so when ``R_max`` or ``max_coordinates`` (the total number of path coordinates, which
+    bounds the dense matrices' memory, :math:`8 N_j N_{j-1}` bytes each) stops the search first.
+    For q = 0 no truncation exists (R = 0).  Integration: ``solve_ivp`` with ``method``, ``rtol``,
+    ``atol`` (see :func:`widelimits.linear.network.gradient_flow`).
     """
     import time
 

@@ -1,14 +1,19 @@
-"""Measurements on deep linear networks against their infinite-width limit.
+r"""Measurements on deep linear networks against their infinite-width limit.
 
-(a) ``width_errors``: ||beta_m(t) - beta_inf(t)||_F over widths and seeds, the fitted exponent of
-    the seed-averaged error in m (log-log least squares; -1/2 expected) and error * sqrt(m).
-(b) ``min_norm_convergence``: ||beta_inf(t) - Y X^+||_F with the fitted exponential rate
-    (least squares of log distance against t); ``row_space_residual``: ||beta (I - X X^+)||_F.
-(c) ``first_layer_law``: the rows of sqrt(m) U_m(t) against N(0, U_inf(t)^T U_inf(t)): relative
-    error of the empirical covariance U_m^T U_m and KS tests of a few standardized projections.
-(d) ``tangent_kernel``: the tangent kernel of f = beta X, in the form df/dt = -eta (f - Y) K
-    (K_{(a,i),(b,j)} = c a^2 sum_theta df_ai/dtheta df_bj/dtheta / n), whose width-infinity
-    value at initialization is delta_ab (q + 2) X^T X / n.
+(a) ``width_errors``: :math:`\lVert \beta_m(t) - \beta_\infty(t) \rVert_F` over widths and seeds,
+    the fitted exponent of the seed-averaged error in m (log-log least squares; -1/2 expected)
+    and the error times :math:`\sqrt m`.
+(b) ``min_norm_convergence``: :math:`\lVert \beta_\infty(t) - Y X^+ \rVert_F` with the fitted
+    exponential rate (least squares of log distance against t); ``row_space_residual``:
+    :math:`\lVert \beta (I - X X^+) \rVert_F`.
+(c) ``first_layer_law``: the rows of :math:`\sqrt m\, U_m(t)` against
+    :math:`\mathcal N(0, U_\infty(t)^\top U_\infty(t))`: relative error of the empirical
+    covariance :math:`U_m^\top U_m` and KS tests of a few standardized projections.
+(d) ``tangent_kernel``: the tangent kernel of :math:`f = \beta X`, in the form
+    :math:`df/dt = -\eta\, (f - Y)\, K` with
+    :math:`K_{(a,i),(b,j)} = \frac{c\, a^2}{n} \sum_\theta \frac{\partial f_{ai}}{\partial \theta}
+    \frac{\partial f_{bj}}{\partial \theta}`, whose infinite-width value at initialization is
+    :math:`\delta_{ab} (q + 2) X^\top X / n`.
 """
 
 from __future__ import annotations
@@ -43,9 +48,10 @@ def fit_power(widths: Sequence[float], values: Sequence[float]) -> float:
 
 @dataclass
 class WidthErrors:
-    """``errors[w, s, t]`` = ||beta_m(t) - beta_inf(t)||_F for widths[w], seed s, times[t];
-    ``mean`` the seed average (W x T), ``slope`` the fitted exponent of the time-averaged mean
-    error in m, ``slopes`` the exponent at each time (t > 0), ``scaled`` = mean * sqrt(m)."""
+    r"""``errors[w, s, t]`` = :math:`\lVert \beta_m(t) - \beta_\infty(t) \rVert_F` for widths[w],
+    seed s, times[t]; ``mean`` the seed average (W x T), ``slope`` the fitted exponent of the
+    time-averaged mean error in m, ``slopes`` the exponent at each time (t > 0), ``scaled`` =
+    ``mean`` :math:`\cdot \sqrt m`."""
 
     widths: np.ndarray
     times: np.ndarray
@@ -93,7 +99,8 @@ def width_errors(
 
 
 def min_norm_solution(X, Y) -> np.ndarray:
-    """beta* = Y X^+, the minimum-Frobenius-norm minimizer of ||beta X - Y||."""
+    r""":math:`\beta^* = Y X^+`, the minimum-Frobenius-norm minimizer of
+    :math:`\lVert \beta X - Y \rVert`."""
     X, Y = check_data(X, Y)
     return Y @ np.linalg.pinv(X)
 
@@ -101,8 +108,9 @@ def min_norm_solution(X, Y) -> np.ndarray:
 def min_norm_convergence(
     betas: np.ndarray, times: Sequence[float], X, Y, fit_from: float = 0.0
 ) -> tuple[np.ndarray, float]:
-    """(b) Distances ||beta(t) - Y X^+||_F and the fitted rate r of dist ~ C exp(-r t) (least
-    squares of log dist on the times >= ``fit_from`` with a nonzero distance)."""
+    r"""(b) Distances :math:`\lVert \beta(t) - Y X^+ \rVert_F` and the fitted rate r of
+    :math:`\mathrm{dist} \approx C e^{-r t}` (least squares of log dist on the times >=
+    ``fit_from`` with a nonzero distance)."""
     star = min_norm_solution(X, Y)
     times = np.asarray(times, dtype=np.float64)
     dist = np.linalg.norm(np.asarray(betas) - star, axis=(1, 2))
@@ -112,8 +120,9 @@ def min_norm_convergence(
 
 
 def row_space_residual(beta: np.ndarray, X) -> float:
-    """||beta (I - X X^+)||_F: zero iff every row of beta lies in the span of the columns of X (the
-    "row space of X" of the d x n data matrix: beta ignores input directions no example visits)."""
+    r""":math:`\lVert \beta (I - X X^+) \rVert_F`: zero iff every row of :math:`\beta` lies in the
+    span of the columns of X (the "row space of X" of the d x n data matrix: :math:`\beta` ignores
+    input directions no example visits)."""
     X = np.asarray(X, dtype=np.float64)
     P = X @ np.linalg.pinv(X)
     return float(np.linalg.norm(beta - beta @ P))
@@ -122,12 +131,14 @@ def row_space_residual(beta: np.ndarray, X) -> float:
 def first_layer_law(
     U_m: np.ndarray, covariance: np.ndarray, n_projections: int = 4, seed: int = 0
 ) -> dict:
-    """(c) Rows of sqrt(m) U_m against N(0, covariance) (= U_inf^T U_inf).
+    r"""(c) Rows of :math:`\sqrt m\, U_m` against :math:`\mathcal N(0, \Sigma)`, :math:`\Sigma` =
+    ``covariance`` (:math:`= U_\infty^\top U_\infty`).
 
-    Returns ``cov_error`` = ||U_m^T U_m - covariance||_F / ||covariance||_F (O(m^{-1/2}) when the
-    law holds: the empirical covariance of m rows), and ``ks_pvalues`` of ``scipy.stats.kstest``
-    of the projections a^T (sqrt(m) u_i) / sqrt(a^T covariance a) against N(0, 1) for random
-    unit directions a (plus each coordinate direction's ``ks`` statistic in ``ks_stats``).
+    Returns ``cov_error`` = :math:`\lVert U_m^\top U_m - \Sigma \rVert_F / \lVert \Sigma \rVert_F`
+    (:math:`O(m^{-1/2})` when the law holds: the empirical covariance of m rows), and ``ks_pvalues``
+    of ``scipy.stats.kstest`` of the projections
+    :math:`a^\top (\sqrt m\, u_i) / \sqrt{a^\top \Sigma a}` against :math:`\mathcal N(0, 1)` for
+    random unit directions a (plus each coordinate direction's ``ks`` statistic in ``ks_stats``).
     """
     U_m = np.asarray(U_m, dtype=np.float64)
     m, d = U_m.shape
@@ -149,14 +160,17 @@ def first_layer_law(
 
 
 def tangent_kernel(net: LinearNetwork, X) -> np.ndarray:
-    """(d) The tangent kernel K (k, n, k, n) of f = beta X at the weights ``net``:
+    r"""(d) The tangent kernel K (k, n, k, n) of :math:`f = \beta X` at the weights ``net``:
 
-        K_{ai,bj} = c a^2 / n [ (g_0^T g_0)_ab x_i.x_j
-                                + sum_l (g_l^T g_l)_ab (h_{l-1} x_i).(h_{l-1} x_j)
-                                + delta_ab (h_q x_i).(h_q x_j) ],
+    .. math::
 
-    the contraction of the Jacobian of beta X with itself (df/dt = -eta (f - Y) K under gradient
-    flow).  Its infinite-width value at initialization is delta_ab (q + 2) X^T X / n.
+        K_{ai,bj} = \frac{c\, a^2}{n} \Big[ & (g_0^\top g_0)_{ab}\, x_i \cdot x_j \\
+            & + \sum_l (g_l^\top g_l)_{ab}\, (h_{l-1} x_i) \cdot (h_{l-1} x_j) \\
+            & + \delta_{ab}\, (h_q x_i) \cdot (h_q x_j) \Big],
+
+    the contraction of the Jacobian of :math:`\beta X` with itself
+    (:math:`df/dt = -\eta\, (f - Y)\, K` under gradient flow). Its infinite-width value at
+    initialization is :math:`\delta_{ab} (q + 2) X^\top X / n`.
     """
     X = np.asarray(X, dtype=np.float64)
     n = X.shape[1]
@@ -171,18 +185,20 @@ def tangent_kernel(net: LinearNetwork, X) -> np.ndarray:
 
 
 def limit_tangent_kernel(X, k: int, q: int) -> np.ndarray:
-    """delta_ab (q + 2) X^T X / n, shaped (k, n, k, n)."""
+    r""":math:`\delta_{ab} (q + 2) X^\top X / n`, shaped (k, n, k, n)."""
     X = np.asarray(X, dtype=np.float64)
     return np.einsum("ab,ij->aibj", np.eye(k), (q + 2) * X.T @ X / X.shape[1])
 
 
 def weight_changes(start: LinearNetwork, end: LinearNetwork) -> np.ndarray:
-    """||W(t) - W(0)||_F for each layer [U, M_1..M_q, V].
+    r""":math:`\lVert W(t) - W(0) \rVert_F` for each layer :math:`[U, M_1, \dots, M_q, V]`.
 
-    The initial sizes are O(1) whatever m: ||U(0)||_F ~ sqrt(d), ||V(0)||_F ~ sqrt(k) and
-    ||M_j(0)||_op ~ 2 (the change of an m x m matrix is low-rank, so its Frobenius norm is the
-    right scale against the operator norm).  In the main scaling the changes are O(1) (the
-    weights really move); in the NTK scaling O(m^{-1/2}) (lazy regime).
+    The initial sizes are :math:`O(1)` whatever m: :math:`\lVert U(0) \rVert_F \approx \sqrt d`,
+    :math:`\lVert V(0) \rVert_F \approx \sqrt k` and
+    :math:`\lVert M_j(0) \rVert_\mathrm{op} \approx 2` (the change of an m x m matrix is low-rank,
+    so its Frobenius norm is the right scale against the operator norm). In the main scaling the
+    changes are :math:`O(1)` (the weights really move); in the NTK scaling :math:`O(m^{-1/2})` (lazy
+    regime).
     """
     before = [start.U, *start.Ms, start.V]
     after = [end.U, *end.Ms, end.V]

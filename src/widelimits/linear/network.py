@@ -1,29 +1,41 @@
-"""Deep linear networks in normalized coordinates, their gradient flow and gradient descent.
+r"""Deep linear networks in normalized coordinates, their gradient flow and gradient descent.
 
-Setting.  Data ``X`` (d x n), targets ``Y`` (k x n), q middle
-layers.  The weights are ``U`` (N_0 x d), ``M_j`` (N_j x N_{j-1}) for j = 1..q and ``V`` (N_q x k);
-a finite network of width m has N_j = m and all entries iid N(0, 1/m) at initialization, the
-deterministic infinite-width network of :mod:`widelimits.linear.limit` has the sizes of its path
-basis.  With the output multiplier ``a`` (1 in the main scaling, sqrt(m) in the NTK scaling)
+Setting.  Data X (:math:`d \times n`), targets Y (:math:`k \times n`), q middle layers.  The
+weights are U (:math:`N_0 \times d`), :math:`M_j` (:math:`N_j \times N_{j-1}`) for j = 1..q and V
+(:math:`N_q \times k`); a finite network of width m has :math:`N_j = m` and all entries iid
+:math:`\mathcal N(0, 1/m)` at initialization, the deterministic infinite-width network of
+:mod:`widelimits.linear.limit` has the sizes of its path basis.  With the output multiplier a
+(1 in the main scaling, :math:`\sqrt m` in the NTK scaling)
 
-    beta = a V^T M_q ... M_1 U                              (k x d)
-    R    = ||beta X - Y||_F^2 / (2n),   E = (beta X - Y) X^T / n   (k x d)
-    h_0 = U, h_j = M_j h_{j-1};         g_q = V, g_{j-1} = M_j^T g_j
+.. math::
 
-and gradient flow with rate ``eta`` times a per-parameter factor ``c`` (1 main, 1/m NTK):
+    \beta &= a\, V^\top M_q \cdots M_1 U \quad (k \times d), \qquad
+    R = \lVert \beta X - Y \rVert_F^2 / (2n), \qquad
+    E = (\beta X - Y) X^\top / n \quad (k \times d), \\
+    h_0 &= U, \quad h_j = M_j h_{j-1}; \qquad g_q = V, \quad g_{j-1} = M_j^\top g_j
 
-    dU/dt = -eta c a g_0 E,   dM_j/dt = -eta c a g_j E h_{j-1}^T,   dV/dt = -eta c a h_q E^T.
+and gradient flow with rate :math:`\eta` times a per-parameter factor c (1 main, 1/m NTK):
+
+.. math::
+
+    \frac{dU}{dt} = -\eta c a\, g_0 E, \qquad
+    \frac{dM_j}{dt} = -\eta c a\, g_j E h_{j-1}^\top, \qquad
+    \frac{dV}{dt} = -\eta c a\, h_q E^\top.
 
 Main scaling (a = 1, c = 1): plain gradient flow on the normalized parameters, i.e. raw
-parameters W_1 = sqrt(m) U, Z_j = sqrt(m) M_j, W_out = sqrt(m) V^T ~ N(0, 1),
-beta = m^{-(q+2)/2} W_out Z ... W_1, trained with raw rate eta m.  beta(0) = O(m^{-1/2}) and
-the weights move by O(1): ||U(t) - U(0)||_F and ||V(t) - V(0)||_F are O(1) like U(0), V(0),
-and M_j moves by an O(1) low-rank matrix (||M_j(0)||_op ~ 2).
+parameters :math:`W_1 = \sqrt m\, U`, :math:`Z_j = \sqrt m\, M_j`,
+:math:`W_\text{out} = \sqrt m\, V^\top \sim \mathcal N(0, 1)`,
+:math:`\beta = m^{-(q+2)/2} W_\text{out} Z \cdots W_1`, trained with raw rate :math:`\eta m`.
+:math:`\beta(0) = O(m^{-1/2})` and the weights move by :math:`O(1)`:
+:math:`\lVert U(t) - U(0) \rVert_F` and :math:`\lVert V(t) - V(0) \rVert_F` are :math:`O(1)` like
+:math:`U(0), V(0)`, and :math:`M_j` moves by an :math:`O(1)` low-rank matrix
+(:math:`\lVert M_j(0) \rVert_\mathrm{op} \approx 2`).
 
-NTK scaling (a = sqrt(m), c = 1/m): the standard NTK parametrization
-beta = m^{-(q+1)/2} W_out Z ... W_1 trained with raw rate eta.  beta(0) is an O(1) Gaussian
-matrix (the initial function is not zero), the tangent kernel is the same (q + 2) X^T X / n at
-initialization, and every layer moves by O(eta t / sqrt(m)) on the same scales: the lazy regime
+NTK scaling (:math:`a = \sqrt m`, c = 1/m): the standard NTK parametrization
+:math:`\beta = m^{-(q+1)/2} W_\text{out} Z \cdots W_1` trained with raw rate :math:`\eta`.
+:math:`\beta(0)` is an :math:`O(1)` Gaussian matrix (the initial function is not zero), the
+tangent kernel is the same :math:`(q + 2) X^\top X / n` at initialization, and every layer moves
+by :math:`O(\eta t / \sqrt m)` on the same scales: the lazy regime
 (``measure.weight_changes``; tested with slope -1/2 in m).
 """
 
@@ -91,9 +103,10 @@ def check_depth(q) -> int:
 
 @dataclass
 class LinearNetwork:
-    """Weights of a deep linear network: ``U`` (N_0 x d), ``Ms[j-1] = M_j`` (N_j x N_{j-1}),
-    ``V`` (N_q x k); ``beta = output_scale * V^T M_q...M_1 U``.  ``rate_scale`` multiplies the
-    learning rate of every parameter (the factor c of the module docstring)."""
+    r"""Weights of a deep linear network: ``U`` (:math:`N_0 \times d`), ``Ms[j-1]`` =
+    :math:`M_j` (:math:`N_j \times N_{j-1}`), ``V`` (:math:`N_q \times k`);
+    :math:`\beta = a\, V^\top M_q \cdots M_1 U` with :math:`a` = ``output_scale``.
+    ``rate_scale`` (the factor :math:`c`) multiplies the learning rate of every parameter."""
 
     U: np.ndarray
     Ms: list[np.ndarray]
@@ -136,34 +149,37 @@ class LinearNetwork:
         )  # fmt: skip
 
     def forward(self) -> list[np.ndarray]:
-        """h_0 = U, h_j = M_j h_{j-1} (j = 1..q)."""
+        r""":math:`h_0 = U`, :math:`h_j = M_j h_{j-1}` (j = 1..q)."""
         hs = [self.U]
         for M in self.Ms:
             hs.append(M @ hs[-1])
         return hs
 
     def backward(self) -> list[np.ndarray]:
-        """g_q = V, g_{j-1} = M_j^T g_j; returned as [g_0, ..., g_q]."""
+        r""":math:`g_q = V`, :math:`g_{j-1} = M_j^\top g_j`; returned as
+        :math:`[g_0, \dots, g_q]`."""
         gs = [self.V]
         for M in reversed(self.Ms):
             gs.append(M.T @ gs[-1])
         return gs[::-1]
 
     def beta(self) -> np.ndarray:
-        """beta = a V^T M_q ... M_1 U (k x d)."""
+        r""":math:`\beta = a\, V^\top M_q \cdots M_1 U` (k x d)."""
         return self.output_scale * (self.V.T @ self.forward()[-1])
 
     def risk(self, X, Y) -> float:
-        """R = ||beta X - Y||^2 / (2n)."""
+        r""":math:`R = \lVert \beta X - Y \rVert^2 / (2n)`."""
         X, Y = check_data(X, Y)
         return _risk(self.beta(), X, Y)
 
     def gradients(self, X: np.ndarray, Y: np.ndarray) -> list[np.ndarray]:
-        """Gradients of R w.r.t. [U, M_1..M_q, V]: a g_0 E, a g_j E h_{j-1}^T, a h_q E^T.
+        r"""Gradients of R w.r.t. :math:`[U, M_1, \dots, M_q, V]`: :math:`a g_0 E`,
+        :math:`a g_j E h_{j-1}^\top`, :math:`a h_q E^\top`.
 
-        E = a (beta X - Y) X^T / n has rank <= min(k, d), so the products are ordered to cost
-        O(N^2 min(k, d)) per layer: for k <= d the forward pass propagates f_j = h_j E^T (N_j x k)
-        instead of h_j, and beta = a g_0^T U comes from the backward pass.
+        :math:`E = a (\beta X - Y) X^\top / n` has rank :math:`\le \min(k, d)`, so the products are
+        ordered to cost :math:`O(N^2 \min(k, d))` per layer: for :math:`k \le d` the forward pass
+        propagates :math:`f_j = h_j E^\top` (:math:`N_j \times k`) instead of :math:`h_j`, and
+        :math:`\beta = a g_0^\top U` comes from the backward pass.
         """
         gs = self.backward()
         a = self.output_scale
@@ -206,11 +222,12 @@ def _risk(beta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:
 def init_network(
     d: int, k: int, q: int, width: int, seed: int | None = 0, scaling: str = "main"
 ) -> LinearNetwork:
-    """A random width-``width`` network: all entries of U, M_j, V iid N(0, 1/m).
+    r"""A random network of width m = ``width``: all entries of U, :math:`M_j`, V iid
+    :math:`\mathcal N(0, 1/m)`.
 
-    ``scaling="main"``: beta = V^T M ... U, rate factor 1.
-    ``scaling="ntk"``: beta = sqrt(m) V^T M ... U, rate factor 1/m (lazy regime; see module doc).
-    """
+    ``scaling="main"``: :math:`\beta = V^\top M \cdots U`, rate factor 1.
+    ``scaling="ntk"``: :math:`\beta = \sqrt m\, V^\top M \cdots U`, rate factor :math:`1/m` (lazy
+    regime)."""
     q = check_depth(q)
     if d < 1 or k < 1:
         raise ValueError(f"need d >= 1 inputs and k >= 1 outputs; got d={d}, k={k}")
@@ -285,16 +302,18 @@ def gradient_flow(
     atol: float = 1e-10,
     keep_networks: bool = False,
 ) -> Trajectory:
-    """Integrate dtheta/dt = -eta c grad R(theta) from ``net`` (time 0) and report at ``times``.
+    r"""Integrate :math:`d\theta/dt = -\eta c \nabla R(\theta)` from ``net`` (time 0), report at
+    ``times``.
 
     All matrices are flattened into one vector and passed to ``scipy.integrate.solve_ivp``; the
     default is the explicit 8th-order Runge-Kutta ``DOP853`` with rtol 1e-8 and atol 1e-10 (the
-    weights are O(1) in the main scaling), which is far below the O(m^{-1/2}) fluctuations this
-    module studies.  The flow is not stiff at the learning rates of interest (its fastest rate is
-    eta times the top eigenvalue of the tangent kernel), so an explicit method is right; use
-    ``method="RK45"`` with looser tolerances for very large widths (it keeps 7 instead of 12 stage
-    vectors of the parameter size).  Each interval between reported times is a separate
-    ``solve_ivp`` call, so memory is a few parameter vectors whatever the number of times.
+    weights are :math:`O(1)` in the main scaling), which is far below the :math:`O(m^{-1/2})`
+    fluctuations this module studies.  The flow is not stiff at the learning rates of interest (its
+    fastest rate is :math:`\eta` times the top eigenvalue of the tangent kernel), so an explicit
+    method is right; use ``method="RK45"`` with looser tolerances for very large widths (it keeps
+    7 instead of 12 stage vectors of the parameter size).  Each interval between reported times is
+    a separate ``solve_ivp`` call, so memory is a few parameter vectors whatever the number of
+    times.
     """
     X, Y = check_data(X, Y)
     if X.shape[0] != net.d or Y.shape[0] != net.k:
@@ -359,9 +378,9 @@ def gradient_descent(
     record_every: int = 1,
     keep_networks: bool = False,
 ) -> Trajectory:
-    """``steps`` steps theta <- theta - eta c grad R(theta) (all layers updated from the same
-    iterate).  Step s is reported at time s (flow time of gradient flow with rate eta); records
-    are taken every ``record_every`` steps and at the end."""
+    r"""``steps`` steps :math:`\theta \leftarrow \theta - \eta c \nabla R(\theta)` (all layers
+    updated from the same iterate). Step s is reported at time s (flow time of gradient flow with
+    rate :math:`\eta`); records are taken every ``record_every`` steps and at the end."""
     X, Y = check_data(X, Y)
     if not (eta > 0 and math.isfinite(eta)):
         raise ValueError(f"eta must be a positive finite step size; got {eta}")

@@ -1,18 +1,23 @@
-"""The rooted-path basis of the infinite-width deep linear network.
+r"""The rooted-path basis of the infinite-width deep linear network.
 
-In the limit each middle matrix M_j acts like a free circular element c_j = l(up_j) + l(down_j)^*
-on a full Fock space.  The vectors the gradient flow ever touches are spanned by ROOTED PATHS: walks
-on the line of layers 0..q that start at a root and step up (layer j-1 -> j, letter up_j) or down
-(layer j -> j-1, letter down_j).  There are d input roots at layer 0 (the columns of U) and k output
-roots at layer q (the columns of V).  Layer j's coordinates are the paths ending at layer j with at
-most R steps (the truncation).  At initialization
+In the limit each middle matrix :math:`M_j` acts like a free circular element
+:math:`c_j = l(\mathrm{up}_j) + l(\mathrm{down}_j)^*` on a full Fock space.  The vectors the
+gradient flow ever touches are spanned by ROOTED PATHS: walks on the line of layers 0..q that start
+at a root and step up (layer j-1 to j, letter :math:`\mathrm{up}_j`) or down (layer j to j-1,
+letter :math:`\mathrm{down}_j`).  There are d input roots at layer 0 (the columns of U) and k
+output roots at layer q (the columns of V).  Layer j's coordinates are the paths ending at layer j
+with at most R steps (the truncation).  At initialization (p at layer j-1, p' at layer j)
 
-    M_j(0)[p', p] = 1  iff  p' = p + up_j  or  p = p' + down_j       (p at layer j-1, p' at layer j)
-    U(0)[:, i] = e_(input root i, empty path),   V(0)[:, i] = e_(output root i, empty path).
+.. math::
 
-Counting: from an interior layer a path has two possible steps, from layers 0 and q one.  For q = 0
-there are no steps (d + k coordinates), for q = 1 every root gives one chain (R + 1 paths), and for
-q >= 2 the number of paths per root grows like 2^(R (q-1)/q) roughly (2^(R/2) for q = 2).
+    M_j(0)_{p' p} &= 1 \iff p' = p + \mathrm{up}_j \ \text{ or } \ p = p' + \mathrm{down}_j, \\
+    U(0)_{:, i} &= e_{(\text{input root } i,\ \text{empty path})}, \qquad
+    V(0)_{:, i} = e_{(\text{output root } i,\ \text{empty path})}.
+
+Counting: from an interior layer a path has two possible steps, from layers 0 and q one.  For
+q = 0 there are no steps (d + k coordinates), for q = 1 every root gives one chain (R + 1 paths),
+and for :math:`q \ge 2` the number of paths per root grows roughly like :math:`2^{R (q-1)/q}`
+(:math:`2^{R/2}` for q = 2).
 """
 
 from __future__ import annotations
@@ -54,12 +59,12 @@ class PathBasis:
 
     @property
     def sizes(self) -> list[int]:
-        """N_j, the number of coordinates of layer j."""
+        r""":math:`N_j`, the number of coordinates of layer j."""
         return [len(paths) for paths in self.layers]
 
     def initial_matrices(self, dense: bool = True):
-        """``(U0, [M_1(0), ..., M_q(0)], V0)`` of the limit network (dense numpy arrays, or
-        scipy CSR matrices for ``dense=False``)."""
+        r""":math:`(U(0), [M_1(0), \dots, M_q(0)], V(0))` of the limit network (dense numpy arrays,
+        or scipy CSR matrices for ``dense=False``)."""
         N = self.sizes
         U0 = np.zeros((N[0], self.d))
         for i in range(self.d):

@@ -1,7 +1,10 @@
-"""Predictions of infinitely wide networks: MSE training dynamics, ensembles, GP inference.
+r"""Predictions of infinitely wide networks: MSE training dynamics, ensembles, GP inference.
 
-Conventions follow neural-tangents: loss ||f - y||^2 / (2 * y.size), eta' = learning_rate /
-y.size, and relative diagonal regularization K + diag_reg * mean(diag K) * I.
+Conventions follow neural-tangents: the loss :math:`\lVert f - y \rVert^2 / (2 |y|)` with
+:math:`|y|` = ``y.size``, the effective rate :math:`\eta' = \eta / |y|` (:math:`\eta` =
+``learning_rate``), and the relative diagonal regularization
+:math:`K + \lambda\, \overline{\operatorname{diag} K}\, I` (:math:`\lambda` = ``diag_reg``,
+:math:`\overline{\operatorname{diag} K}` the mean of the diagonal).
 """
 
 from ._checks import UnstableDynamicsWarning

@@ -1,19 +1,26 @@
-"""Exact Gaussian-process inference with NNGP / NTK kernels.
+r"""Exact Gaussian-process inference with NNGP / NTK kernels.
 
-With K_reg = K(X, X) + diag_reg * mean(diag K) * I (and likewise Theta_reg):
+With :math:`K_\text{reg} = K(X, X) + \lambda \operatorname{mean}(\operatorname{diag} K)\, I`
+(:math:`\lambda` = ``diag_reg``; likewise :math:`\Theta_\text{reg}`):
 
-- ``"nngp"``: Bayesian posterior of the infinitely wide network (NNGP prior),
-      mean = K(x, X) K_reg^{-1} Y,   cov = K(x, x') - K(x, X) K_reg^{-1} K(X, x');
-- ``"ntk"``: as neural-tangents' ``gp_inference(get="ntk")``: the t = inf distribution of the
-  infinite ensemble trained by gradient flow (Theta for the dynamics, f_0 ~ GP(0, K)),
-      mean = Theta(x, X) Theta_reg^{-1} Y,
-      cov  = K(x, x') + Theta(x, X) Theta_reg^{-1} K Theta_reg^{-1} Theta(X, x')
-             - [Theta(x, X) Theta_reg^{-1} K(X, x') + Theta(x', X) Theta_reg^{-1} K(X, x)],
-  with the unregularized K = K(X, X) in the middle (the covariance of f_0(X)): diag_reg enters
-  only the inverted matrix, as in neural-tangents;
-- ``"ntkgp"``: the posterior of a GP whose prior covariance is the NTK (He et al. 2020),
-      mean = Theta(x, X) Theta_reg^{-1} Y,
-      cov  = Theta(x, x') - Theta(x, X) Theta_reg^{-1} Theta(X, x').
+- ``"nngp"``: Bayesian posterior of the infinitely wide network (NNGP prior), mean
+  :math:`K(x, X) K_\text{reg}^{-1} Y`, covariance
+  :math:`K(x, x') - K(x, X) K_\text{reg}^{-1} K(X, x')`;
+- ``"ntk"``: as neural-tangents' ``gp_inference(get="ntk")``: the :math:`t = \infty` distribution
+  of the infinite ensemble trained by gradient flow (:math:`\Theta` for the dynamics,
+  :math:`f_0 \sim \mathcal{GP}(0, K)`), mean :math:`\Theta(x, X) \Theta_\text{reg}^{-1} Y`,
+  covariance
+
+  .. math::
+
+      K(x, x') + \Theta(x, X) \Theta_\text{reg}^{-1} K \Theta_\text{reg}^{-1} \Theta(X, x')
+      - \Theta(x, X) \Theta_\text{reg}^{-1} K(X, x') - \Theta(x', X) \Theta_\text{reg}^{-1} K(X, x),
+
+  with the unregularized :math:`K = K(X, X)` in the middle (the covariance of :math:`f_0(X)`):
+  ``diag_reg`` enters only the inverted matrix, as in neural-tangents;
+- ``"ntkgp"``: the posterior of a GP whose prior covariance is the NTK (He et al. 2020), mean
+  :math:`\Theta(x, X) \Theta_\text{reg}^{-1} Y`, covariance
+  :math:`\Theta(x, x') - \Theta(x, X) \Theta_\text{reg}^{-1} \Theta(X, x')`.
 
 Kernels are passed as a `widelimits.Kernel` (anything with ``.nngp`` / ``.ntk``) or a plain
 (N, N) matrix, which then serves as both the NNGP and the NTK. Targets must be finite with one
@@ -59,7 +66,37 @@ def _test_test(k_test_test, g: str, like: Tensor, m: int) -> Tensor:
 
 
 def gp_inference(k_train_train, y_train, diag_reg: float = 0.0) -> Callable:
-    """GP posterior predictor from training kernels (see the module docstring for formulas).
+    r"""GP posterior predictor from training kernels.
+
+    With :math:`K_\text{reg} = K(X, X) + \lambda\, \overline{\operatorname{diag} K}\, I`
+    (:math:`\lambda` = ``diag_reg``; likewise :math:`\Theta_\text{reg}`) and :math:`K = K(X, X)`
+    unregularized:
+
+    - ``"nngp"``: the Bayesian posterior of the infinitely wide network (NNGP prior),
+
+      .. math::
+
+          \mu(x) &= K(x, X) K_\text{reg}^{-1} Y, \\
+          \Sigma(x, x') &= K(x, x') - K(x, X) K_\text{reg}^{-1} K(X, x');
+
+    - ``"ntk"``: as neural-tangents' ``gp_inference(get="ntk")``, the :math:`t = \infty`
+      distribution of the infinite ensemble trained by gradient flow (:math:`\Theta` for the
+      dynamics, :math:`f_0 \sim \mathcal{GP}(0, K)`),
+
+      .. math::
+
+          \mu(x) &= \Theta(x, X) \Theta_\text{reg}^{-1} Y, \\
+          \Sigma(x, x') &= K(x, x') + \Theta(x, X) \Theta_\text{reg}^{-1} K
+              \Theta_\text{reg}^{-1} \Theta(X, x') \\
+          &\quad - \Theta(x, X) \Theta_\text{reg}^{-1} K(X, x') \\
+          &\quad - \Theta(x', X) \Theta_\text{reg}^{-1} K(X, x);
+
+    - ``"ntkgp"``: the posterior of a GP whose prior covariance is the NTK (He et al. 2020),
+
+      .. math::
+
+          \mu(x) &= \Theta(x, X) \Theta_\text{reg}^{-1} Y, \\
+          \Sigma(x, x') &= \Theta(x, x') - \Theta(x, X) \Theta_\text{reg}^{-1} \Theta(X, x').
 
     Returns ``predict_fn(get, k_test_train, k_test_test=None)``: ``get`` is "nngp", "ntk",
     "ntkgp" or a tuple of them; ``k_test_train`` is the (M, N) kernel between test and training

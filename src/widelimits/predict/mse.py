@@ -1,31 +1,46 @@
-"""Closed-form mean-squared-error training dynamics of infinitely wide networks.
+r"""Closed-form mean-squared-error training dynamics of infinitely wide networks.
 
-Conventions (those of neural-tangents): loss ||f(X) - Y||^2 / (2 * Y.size) and
-eta' = learning_rate / Y.size. With the training NTK Theta = Theta(X, X) (regularized,
-Theta + diag_reg * mean(diag Theta) * I) = V diag(lambda) V^T, computed once:
+Conventions (those of neural-tangents): loss :math:`\lVert f(X) - Y \rVert^2 / (2 |Y|)` and
+:math:`\eta' = \eta / |Y|` (:math:`\eta` = ``learning_rate``, :math:`|Y|` = ``Y.size``).  With
+the training NTK :math:`\Theta = \Theta(X, X)`, regularized by ``diag_reg`` as in
+`widelimits.predict`, and its eigendecomposition :math:`\Theta = V \operatorname{diag}(\lambda_i)
+V^\top`, computed once:
 
-- gradient flow:   f_t(X) = Y + exp(-eta' Theta t) (f_0(X) - Y),
-                   f_t(x) = f_0(x) + Theta(x, X) A_t (Y - f_0(X)),
-                   A_t = Theta^{-1} (I - exp(-eta' Theta t))
-                       = V diag((1 - e^{-eta' lambda t}) / lambda) V^T;
-- gradient descent (t counts steps): exp(-eta' Theta t) -> (I - eta' Theta)^t,
-  stable iff eta' < 2 / lambda_max, i.e. learning_rate < `max_learning_rate`
-  = 2 * Y.size / lambda_max. Above it the outputs grow like |1 - eta' lambda_max|^t: an
-  `UnstableDynamicsWarning` names the bound, and a ValueError is raised instead when the
-  outputs overflow (or for t = inf);
-- t = inf: A_inf = Theta^{-1} (kernel regression).
+- gradient flow:
 
-Infinite ensemble (f_0 ~ GP(0, K)): mean mu_t(x) = Theta(x, X) A_t Y and covariance
-Sigma_t(x, x') = K(x, x') + Theta(x, X) A_t K(X, X) A_t Theta(X, x')
-                 - [Theta(x, X) A_t K(X, x') + Theta(x', X) A_t K(X, x)],
-with the *unregularized* K(X, X) in the middle term (it is the covariance of f_0(X));
-diag_reg enters only the matrix that is inverted (A_t), as in neural-tangents. Training only
-the readout ("nngp") puts K in place of Theta, and there (as in neural-tangents) the middle term
-is K_reg, which makes the covariance K(x, x') - K(x, X) V diag((1 - e^{-2 eta' lambda t}) /
-lambda) V^T K(X, x'), the GP posterior at t = inf.
+  .. math::
+
+      f_t(X) &= Y + e^{-\eta' \Theta t} (f_0(X) - Y), \qquad
+      f_t(x) = f_0(x) + \Theta(x, X) A_t (Y - f_0(X)), \\
+      A_t &= \Theta^{-1} (I - e^{-\eta' \Theta t})
+          = V \operatorname{diag}\left((1 - e^{-\eta' \lambda_i t}) / \lambda_i\right) V^\top;
+
+- gradient descent (t counts steps): :math:`e^{-\eta' \Theta t}` becomes
+  :math:`(I - \eta' \Theta)^t`, stable iff :math:`\eta' < 2 / \lambda_\max`, i.e.
+  ``learning_rate`` < `max_learning_rate` :math:`= 2 |Y| / \lambda_\max`.  Above it the outputs
+  grow like :math:`|1 - \eta' \lambda_\max|^t`: an `UnstableDynamicsWarning` names the bound, and
+  a ValueError is raised instead when the outputs overflow (or for :math:`t = \infty`);
+- :math:`t = \infty`: :math:`A_\infty = \Theta^{-1}` (kernel regression).
+
+Infinite ensemble (:math:`f_0 \sim \mathcal{GP}(0, K)`): mean
+:math:`\mu_t(x) = \Theta(x, X) A_t Y` and covariance
+
+.. math::
+
+    \Sigma_t(x, x') = K(x, x') + \Theta(x, X) A_t K(X, X) A_t \Theta(X, x')
+        - \left[\Theta(x, X) A_t K(X, x') + \Theta(x', X) A_t K(X, x)\right],
+
+with the *unregularized* :math:`K(X, X)` in the middle term (it is the covariance of
+:math:`f_0(X)`); ``diag_reg`` enters only the matrix that is inverted (:math:`A_t`), as in
+neural-tangents.  Training only the readout ("nngp") puts :math:`K` in place of :math:`\Theta`,
+and there (as in neural-tangents) the middle term is :math:`K_\text{reg}`, which makes the
+covariance :math:`K(x, x') - K(x, X)\, V \operatorname{diag}(
+(1 - e^{-2 \eta' \lambda_i t}) / \lambda_i) V^\top K(X, x')`, the GP posterior at
+:math:`t = \infty`.
 
 The training kernel must be PSD: the eigendecomposition is checked for eigenvalues below
--tol * max |lambda| (tol from `widelimits.predict._checks.psd_tolerance`), named in the error.
+:math:`-\mathrm{tol} \cdot \max_i |\lambda_i|` (tol from
+`widelimits.predict._checks.psd_tolerance`), named in the error.
 """
 
 from __future__ import annotations
@@ -65,12 +80,13 @@ class Gaussian(NamedTuple):
 
 
 def max_learning_rate(k_train_train, y_train_size: int, diag_reg: float = 0.0) -> float:
-    """Largest stable gradient-descent learning rate, ``2 * y_train_size / lambda_max(Theta)``.
+    r"""Largest stable gradient-descent learning rate, :math:`2\, |y| / \lambda_\max(\Theta)`.
 
-    With eta' = learning_rate / y.size, GD is stable iff eta' < 2 / lambda_max (neural-tangents
-    convention); the regularized kernel is used when ``diag_reg > 0``. A kernel that is not
-    PSD (e.g. negative definite) raises a ValueError naming its lowest eigenvalue; the zero
-    kernel (no dynamics at all) gives inf.
+    With :math:`\eta' = \eta / |y|` (:math:`\eta` = ``learning_rate``, :math:`|y|` = ``y.size``),
+    GD is stable iff :math:`\eta' < 2 / \lambda_\max` (neural-tangents convention); the
+    regularized kernel is used when ``diag_reg > 0``. A kernel that is not PSD (e.g. negative
+    definite) raises a ValueError naming its lowest eigenvalue; the zero kernel (no dynamics at
+    all) gives inf.
     """
     if (
         isinstance(y_train_size, bool)
@@ -235,22 +251,28 @@ def initial_outputs(f0, shape: tuple[int, ...], like: Tensor, name: str) -> Tens
 def gradient_descent_mse(
     k_train_train, y_train, learning_rate: float = 1.0, diag_reg: float = 0.0
 ) -> Callable:
-    """Predictor of the outputs of a network trained with MSE loss in the linearized regime.
+    r"""Predictor of the outputs of a network trained with MSE loss in the linearized regime.
 
-    ``k_train_train`` is the (N, N) NTK Theta(X, X) (or the NNGP for readout-only training);
+    ``k_train_train`` is the (N, N) NTK :math:`\Theta(X, X)` (or the NNGP for readout-only
+    training);
     ``y_train`` has shape (N,) or (N, C). The eigendecomposition of the regularized kernel is
-    computed once, here. Returns
+    computed once, here. Returns::
 
         predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None, discrete=False)
 
     where ``t`` is None/inf (infinite time), a scalar or a 1-D array of times (outputs then get
     a leading time axis), ``discrete=True`` makes t count gradient-descent steps, and
-    ``k_test_train`` is Theta(x_test, X) of shape (M, N). It returns fx_train_t, or
-    (fx_train_t, fx_test_t) when ``k_test_train`` is given; ``fx_test_0=None`` means 0::
+    ``k_test_train`` is :math:`\Theta(x_\text{test}, X)` of shape (M, N). It returns fx_train_t,
+    or (fx_train_t, fx_test_t) when ``k_test_train`` is given; ``fx_test_0=None`` means 0. With
+    :math:`\eta' = \eta / |Y|` and :math:`\Theta = \Theta(X, X)` (regularized):
 
-        fx_train_t = Y + exp(-eta' Theta t) (fx_train_0 - Y)
-        fx_test_t = fx_test_0
-                    + Theta(x_test, X) Theta^{-1} (I - exp(-eta' Theta t)) (Y - fx_train_0)
+    .. math::
+
+        f_t(X) &= Y + e^{-\eta' \Theta t} (f_0(X) - Y), \\
+        f_t(x) &= f_0(x) + \Theta(x, X)\, \Theta^{-1} (I - e^{-\eta' \Theta t})\, (Y - f_0(X)),
+
+    with :math:`e^{-\eta' \Theta t}` replaced by :math:`(I - \eta' \Theta)^t` for gradient
+    descent.
     """
     k = check_kernel(k_train_train, "k_train_train")
     y, y_shape = as_targets(y_train, k, "y_train", k.shape[0])
@@ -313,24 +335,29 @@ def _canonical_get(get) -> tuple[tuple[str, ...], bool]:
 def gradient_descent_mse_ensemble(
     net, x_train, y_train, learning_rate: float = 1.0, diag_reg: float = 0.0
 ) -> Callable:
-    """Mean (and covariance) of an infinite ensemble of infinitely wide networks trained on MSE.
+    r"""Mean (and covariance) of an infinite ensemble of infinitely wide networks trained on MSE.
 
     ``net`` is a widelimits layer (its kernels come from ``net.kernel``); training kernels and
-    their eigendecompositions are computed once and reused. Returns
+    their eigendecompositions are computed once and reused. Returns::
 
         predict_fn(t=None, x_test=None, get=("nngp", "ntk"), compute_cov=False, discrete=False)
 
-    ``get="ntk"``: all layers trained (dynamics by Theta, initial outputs f_0 ~ GP(0, K));
-    ``get="nngp"``: only the readout trained (K in place of Theta). With A_t as in the module
-    docstring (built from the regularized Theta_reg, resp. K_reg, on the training set), the
-    moments are::
+    ``get="ntk"``: all layers trained (dynamics by :math:`\Theta`, initial outputs
+    :math:`f_0 \sim \mathcal{GP}(0, K)`); ``get="nngp"``: only the readout trained (:math:`K` in
+    place of :math:`\Theta`). With
+    :math:`A_t = \Theta_\text{reg}^{-1} (I - e^{-\eta' \Theta_\text{reg} t})` (resp.
+    :math:`K_\text{reg}`, on the training set; :math:`(I - \eta' \Theta_\text{reg})^t` for
+    gradient descent), the moments are
 
-        mean  = Theta(x, X) A_t Y
-        cov   = K(x, x') + Theta(x, X) A_t K(X, X) A_t Theta(X, x')
-                - [Theta(x, X) A_t K(X, x') + Theta(x', X) A_t K(X, x)]
+    .. math::
 
-    with the unregularized K(X, X) in the middle for "ntk" (the covariance of f_0(X); diag_reg
-    only in A_t) and K_reg for "nngp", both as in neural-tangents; t = inf reproduces
+        \mu_t(x) &= \Theta(x, X) A_t Y, \\
+        \Sigma_t(x, x') &= K(x, x') + \Theta(x, X) A_t K(X, X) A_t \Theta(X, x') \\
+        &\quad - \left[\Theta(x, X) A_t K(X, x') + \Theta(x', X) A_t K(X, x)\right]
+
+    with the unregularized :math:`K(X, X)` in the middle for "ntk" (the covariance of
+    :math:`f_0(X)`; ``diag_reg`` only in :math:`A_t`) and :math:`K_\text{reg}` for "nngp", both as
+    in neural-tangents; :math:`t = \infty` reproduces
     `gp_inference` exactly. ``x_test=None`` predicts on ``x_train``.
     Returns, for a string ``get``, the mean (shape ([T,] M, C)) or a `Gaussian` (mean,
     covariance of shape ([T,] M, M), shared by all outputs) when ``compute_cov``; for a tuple

@@ -1,36 +1,45 @@
-"""Infinite-width training under any loss: the function-space ODE, integrated numerically.
+r"""Infinite-width training under any loss: the function-space ODE, integrated numerically.
 
-Conventions (those of neural-tangents): ``loss`` is the *mean* loss (a sum over
-all outputs divided by ``y.size``), time ``t`` counts gradient-descent steps of size
-``learning_rate``, and with the training NTK Theta = Theta(X, X) the outputs follow
+Conventions (those of neural-tangents): ``loss`` is the *mean* loss :math:`L` (a sum over all
+outputs divided by ``y.size``), time t counts gradient-descent steps of size :math:`\eta` =
+``learning_rate``, and with the training NTK :math:`\Theta = \Theta(X, X)` the outputs follow
 
-    df/dt = -learning_rate * Theta(x, X) dL/df(X)
+.. math::
 
-(for MSE, ``L = ||f - y||^2 / (2 y.size)``, this is ``-eta' Theta (f - y)`` with
-``eta' = learning_rate / y.size``, the flow `gradient_descent_mse` solves in closed form).
+    \frac{df(x)}{dt} = -\eta\, \Theta(x, X)\, \frac{\partial L}{\partial f(X)}
+
+(for MSE, :math:`L = \lVert f - y \rVert^2 / (2 |y|)`, this is :math:`-\eta' \Theta (f - y)` with
+:math:`\eta' = \eta / |y|`, the flow `gradient_descent_mse` solves in closed form).
 
 Momentum (heavy ball). The discrete update, in parameter space, is
 
-    v_{k+1} = m v_k - learning_rate * grad L(theta_k),    theta_{k+1} = theta_k + v_{k+1},
+.. math::
 
-i.e. ``(theta_{k+1} - theta_k) - m (theta_k - theta_{k-1}) = -learning_rate * grad L``. With a
-time step of one gradient step, ``theta_{k+1} - theta_k ~ theta'`` and
-``theta_k - theta_{k-1} ~ theta' - theta''``, giving the damped second-order ODE
+    v_{k+1} = m v_k - \eta \nabla L(\theta_k), \qquad \theta_{k+1} = \theta_k + v_{k+1},
 
-    m theta'' + (1 - m) theta' = -learning_rate * grad L,   theta(0) = theta_0, theta'(0) = 0.
+i.e. :math:`(\theta_{k+1} - \theta_k) - m (\theta_k - \theta_{k-1}) = -\eta \nabla L`.  With a
+time step of one gradient step, :math:`\theta_{k+1} - \theta_k \approx \theta'` and
+:math:`\theta_k - \theta_{k-1} \approx \theta' - \theta''`, giving the damped second-order ODE
 
-In the linearized (infinite-width) regime f' = J theta' with a constant Jacobian J, so
+.. math::
 
-    m f'' + (1 - m) f' = -learning_rate * Theta(x, X) dL/df(X),   f'(0) = 0.
+    m \theta'' + (1 - m) \theta' = -\eta \nabla L, \qquad \theta(0) = \theta_0,\ \theta'(0) = 0.
 
-``m = 0`` is exactly gradient flow, and for slowly varying gradients the velocity settles to
-the familiar effective learning rate ``learning_rate / (1 - m)``. (neural-tangents writes the
-same equation with ``theta'' = -(1 - m) theta' - learning_rate * grad L`` in time units of
-``sqrt(learning_rate)``; the two agree to first order in the learning rate.)
+In the linearized (infinite-width) regime :math:`f' = J \theta'` with a constant Jacobian J, so
 
-The ODE is linear in Theta, so only the training outputs are integrated: with ``z`` solving
-``m z'' + (1 - m) z' = -learning_rate * dL/df(f_train)``, ``z(0) = z'(0) = 0``, every output is
-``f(x) = f_0(x) + Theta(x, X) z``, and test predictions cost one matrix product.
+.. math::
+
+    m f'' + (1 - m) f' = -\eta\, \Theta(x, X)\, \frac{\partial L}{\partial f(X)}, \qquad f'(0) = 0.
+
+:math:`m = 0` is exactly gradient flow, and for slowly varying gradients the velocity settles to
+the familiar effective learning rate :math:`\eta / (1 - m)`.  (neural-tangents writes the same
+equation with :math:`\theta'' = -(1 - m) \theta' - \eta \nabla L` in time units of
+:math:`\sqrt\eta`; the two agree to first order in the learning rate.)
+
+The ODE is linear in :math:`\Theta`, so only the training outputs are integrated: with z solving
+:math:`m z'' + (1 - m) z' = -\eta\, \partial L / \partial f(f_\text{train})`,
+:math:`z(0) = z'(0) = 0`, every output is :math:`f(x) = f_0(x) + \Theta(x, X) z`, and test
+predictions cost one matrix product.
 """
 
 from __future__ import annotations
@@ -102,30 +111,40 @@ def gradient_descent(
     atol: float = 1e-10,
     method: str | None = None,
 ) -> Callable:
-    """Predictor of infinitely wide networks trained by gradient descent under any loss.
+    r"""Predictor of infinitely wide networks trained by gradient descent under any loss.
 
-    Integrates the function-space ODE of the module docstring with
-    ``scipy.integrate.solve_ivp`` (tolerances ``rtol``/``atol``; ``method`` defaults to "RK45"
+    Integrates the function-space ODE (:math:`\eta` = ``learning_rate``, :math:`L` the mean loss,
+    t in gradient-descent steps)
+
+    .. math::
+
+        \frac{df(x)}{dt} = -\eta\, \Theta(x, X)\, \frac{\partial L}{\partial f(X)}
+
+    with ``scipy.integrate.solve_ivp`` (tolerances ``rtol``/``atol``; ``method`` defaults to "RK45"
     without momentum and the stiffness-switching "LSODA" with it).
 
     Args:
-        loss: ``"mse"`` (``||f - y||^2 / (2 y.size)``), ``"cross_entropy"`` (softmax over the
-            last axis, ``-sum(y log softmax f) / y.size``; targets one-hot or probabilities),
-            ``"binary_cross_entropy"`` (logits f, targets in {0, 1},
-            ``sum(softplus(f) - y f) / y.size``), or a callable ``loss(fx, y)`` returning the
-            scalar mean loss as a torch tensor (its gradient comes from autograd).
-        k_train_train: the (N, N) NTK Theta(X, X) (or the NNGP for readout-only training).
+        loss: ``"mse"`` (:math:`\lVert f - y \rVert^2 / (2 |y|)`, :math:`|y|` = ``y.size``),
+            ``"cross_entropy"`` (softmax over the last axis,
+            :math:`-\sum y \log \operatorname{softmax}(f) / |y|`; targets one-hot or
+            probabilities), ``"binary_cross_entropy"`` (logits f, targets in :math:`\{0, 1\}`,
+            :math:`\sum (\operatorname{softplus}(f) - y f) / |y|`), or a callable
+            ``loss(fx, y)`` returning the scalar mean loss as a torch tensor (its gradient comes
+            from autograd).
+        k_train_train: the (N, N) NTK :math:`\Theta(X, X)` (or the NNGP for readout-only
+            training).
         y_train: targets of shape (N,) or (N, ..., C).
         learning_rate: gradient-descent learning rate; ``t`` counts steps of this size.
-        momentum: heavy-ball momentum ``m`` in [0, 1); ``None`` or 0 is plain gradient flow.
-            With m > 0 the outputs solve ``m f'' + (1 - m) f' = -learning_rate Theta dL/df``,
-            ``f'(0) = 0``.
+        momentum: heavy-ball momentum ``m`` in :math:`[0, 1)`; ``None`` or 0 is plain gradient
+            flow.  With :math:`m > 0` the outputs solve
+            :math:`m f'' + (1 - m) f' = -\eta\, \Theta\, \partial L / \partial f`,
+            :math:`f'(0) = 0`.
 
     Returns:
         ``predict_fn(t, fx_train_0=0.0, fx_test_0=None, k_test_train=None)`` with ``t`` a
         finite scalar or 1-D array of times >= 0 (outputs then get a leading time axis). It
-        returns fx_train_t, or (fx_train_t, fx_test_t) when ``k_test_train`` (Theta(x_test, X),
-        shape (M, N)) is given; ``fx_test_0=None`` means 0.
+        returns fx_train_t, or (fx_train_t, fx_test_t) when ``k_test_train``
+        (:math:`\Theta(x_\text{test}, X)`, shape (M, N)) is given; ``fx_test_0=None`` means 0.
     """
     k = check_kernel(k_train_train, "k_train_train").detach()
     y, y_shape = as_targets(y_train, k, "y_train", k.shape[0])

@@ -1,24 +1,30 @@
-"""Kernels as linear operators, and preconditioners for solving with them iteratively.
+r"""Kernels as linear operators, and preconditioners for solving with them iteratively.
 
 A `KernelOperator` is a symmetric positive semi-definite N x N kernel that is only accessed
-through products ``K V``, its diagonal and some of its columns.  That is all conjugate gradients
+through products :math:`K V`, its diagonal and some of its columns.  That is all conjugate gradients
 and its preconditioners need, so a kernel can live in memory (`DenseKernel`), in an on-disk tile
 store, or be recomputed tile by tile on the fly (`widelimits.scale`).
 
-Preconditioners approximate ``K_reg = K + s I`` (s the regularization) by ``P = L L^T + D`` with
-a low-rank factor L (N x r) and the diagonal ``D = diag(K - L L^T) + s`` of what L misses, applied
-through the Woodbury identity::
+Preconditioners approximate :math:`K_\text{reg} = K + s I` (s the regularization) by
+:math:`P = L L^\top + D` with a low-rank factor L (:math:`N \times r`) and the diagonal
+:math:`D = \operatorname{diag}(K - L L^\top) + s` of what L misses, applied through the Woodbury
+identity
 
-    P^{-1} v = D^{-1} v - D^{-1} L (I_r + L^T D^{-1} L)^{-1} L^T D^{-1} v
+.. math::
+
+    P^{-1} v = D^{-1} v - D^{-1} L\, (I_r + L^\top D^{-1} L)^{-1} L^\top D^{-1} v
 
 Keeping the residual diagonal matters for kernels with a flat spectral tail (high-dimensional
-inputs): ``L L^T + s I`` alone would leave the tail at s and make CG slower than no
+inputs): :math:`L L^\top + s I` alone would leave the tail at s and make CG slower than no
 preconditioner at all.
 
 - pivoted Cholesky: greedy partial Cholesky, each step pivoting on the largest remaining
-  diagonal entry of K - L L^T (taken in blocks of columns, so an operator is read a few times);
-- Nystrom: r uniformly chosen landmark columns C = K[:, S], L = C chol(K[S, S])^{-T};
-- Jacobi: P = diag(K_reg) (no factor; cheap and often enough for well-conditioned kernels).
+  diagonal entry of :math:`K - L L^\top` (taken in blocks of columns, so an operator is read a
+  few times);
+- Nystrom: r uniformly chosen landmark columns :math:`C = K_{:, S}`,
+  :math:`L = C \operatorname{chol}(K_{S, S})^{-\top}`;
+- Jacobi: :math:`P = \operatorname{diag}(K_\text{reg})` (no factor; cheap and often enough for
+  well-conditioned kernels).
 """
 
 from __future__ import annotations

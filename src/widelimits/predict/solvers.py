@@ -73,7 +73,8 @@ def check_kernel(k, name: str = "kernel") -> Tensor:
 
 
 def add_diagonal_regularizer(k: Tensor, diag_reg: float = 0.0) -> Tensor:
-    """``K + diag_reg * mean(diag K) * I`` (relative regularization, as in neural-tangents)."""
+    r""":math:`K + \lambda \operatorname{mean}(\operatorname{diag} K)\, I` with :math:`\lambda` =
+    ``diag_reg`` (as in neural-tangents)."""
     diag_reg = float(diag_reg)
     if not math.isfinite(diag_reg) or diag_reg < 0:
         raise ValueError(f"diag_reg must be a finite number >= 0, got {diag_reg}")
@@ -88,12 +89,14 @@ def _cond_threshold(dtype: torch.dtype) -> float:
 
 
 def cholesky_factor(k, diag_reg: float = 0.0, name: str = "kernel") -> Tensor:
-    """Lower Cholesky factor L of ``K_reg = K + diag_reg * mean(diag K) * I`` (``L L^T = K_reg``).
+    r"""Lower Cholesky factor :math:`L` of the regularized kernel: :math:`L L^\top = K_\text{reg}`.
 
-    Raises a ValueError naming the fix (increase ``diag_reg``) when K_reg is not positive
-    definite (naming its lowest eigenvalue, computed on this error path only), and warns when
-    its condition number (estimated as (max L_ii / min L_ii)^2, a lower bound) exceeds
-    1 / (100 eps) of the dtype.
+    :math:`K_\text{reg} = K + \lambda \operatorname{mean}(\operatorname{diag} K)\, I`
+    (:math:`\lambda` = ``diag_reg``). Raises a ValueError naming the fix (increase ``diag_reg``)
+    when :math:`K_\text{reg}` is not positive definite (naming its lowest eigenvalue, computed on
+    this error path only), and warns when its condition number (estimated as
+    :math:`(\max_i L_{ii} / \min_i L_{ii})^2`, a lower bound) exceeds :math:`1 / (100 \epsilon)` of
+    the dtype.
     """
     k = add_diagonal_regularizer(check_kernel(k, name), diag_reg)
     chol, info = torch.linalg.cholesky_ex(k)
@@ -138,12 +141,13 @@ def checked_cholesky_solve(
 
 
 def cholesky_solve(k, b, diag_reg: float = 0.0, name: str = "kernel", bname: str = "b") -> Tensor:
-    """Solve ``(K + diag_reg * mean(diag K) * I) X = B`` by Cholesky factorization.
+    r"""Solve :math:`K_\text{reg} X = B` by Cholesky factorization.
 
-    ``b`` has shape (N,) or (N, C) and must be finite; the result has the same shape. See
-    `cholesky_factor` for the errors and the ill-conditioning warning; a numerically singular
-    system that ``b`` does not fit (e.g. duplicate points with different targets) raises a
-    ValueError (`checked_cholesky_solve`).
+    :math:`K_\text{reg} = K + \lambda \operatorname{mean}(\operatorname{diag} K)\, I`
+    (:math:`\lambda` = ``diag_reg``). ``b`` has shape (N,) or (N, C) and must be finite; the result
+    has the same shape. See `cholesky_factor` for the errors and the ill-conditioning warning; a
+    numerically singular system that ``b`` does not fit (e.g. duplicate points with different
+    targets) raises a ValueError (`checked_cholesky_solve`).
     """
     k = check_kernel(k, name)
     b2, shape = as_targets(b, k, bname, k.shape[0], name)
@@ -154,9 +158,10 @@ def cholesky_solve(k, b, diag_reg: float = 0.0, name: str = "kernel", bname: str
 
 @dataclass(frozen=True)
 class CGInfo:
-    """Outcome of `cg_solve`: the convergence report.
+    r"""Outcome of `cg_solve`: the convergence report.
 
-    ``residual`` is the final relative residual max_c ||b_c - K_reg x_c|| / ||b_c||, and
+    ``residual`` is the final relative residual
+    :math:`\max_c \lVert b_c - K_\text{reg} x_c \rVert / \lVert b_c \rVert`, and
     ``residuals`` its value after each iteration (index 0: the starting point).  ``seconds`` is
     the whole solve, ``setup_seconds`` its part before the first iteration (the preconditioner).
     """
@@ -193,7 +198,10 @@ def cg_solve(
     seed: int = 0,
     progress: bool = False,
 ) -> tuple[Tensor, CGInfo]:
-    """Solve ``K_reg X = B`` (K_reg = K + diag_reg * mean(diag K) * I) by preconditioned CG.
+    r"""Solve :math:`K_\text{reg} X = B` by preconditioned conjugate gradients.
+
+    :math:`K_\text{reg} = K + \lambda \operatorname{mean}(\operatorname{diag} K)\, I`
+    (:math:`\lambda` = ``diag_reg``).
 
     Args:
         k: an (N, N) kernel, or any `widelimits.predict.operators.KernelOperator` (a kernel on
@@ -202,11 +210,13 @@ def cg_solve(
         b: right-hand sides (N,) or (N, C); each column is solved independently (batched CG:
             its own step sizes, one product ``K P`` with all C columns per iteration, so one
             pass over the kernel serves every column) until every column has
-            ||B - K_reg X|| <= tol * ||B||, or ``max_iter`` (default 10 N) iterations.  A column
+            :math:`\lVert B - K_\text{reg} X \rVert \le \mathrm{tol} \cdot \lVert B \rVert`, or
+            ``max_iter`` (default 10 N) iterations.  A column
             solved exactly (e.g. a zero column) stays put while the others go on.
-        preconditioner: ``"jacobi"`` (diag(K_reg)), ``"pivoted_cholesky"`` or ``"nystrom"``
-            (rank-``rank`` approximations L L^T + s I applied by Woodbury; need diag_reg > 0), or
-            ``"none"``.  See `widelimits.predict.operators`.
+        preconditioner: ``"jacobi"`` (:math:`\operatorname{diag} K_\text{reg}`),
+            ``"pivoted_cholesky"`` or ``"nystrom"`` (rank-``rank`` approximations
+            :math:`L L^\top + s I` applied by Woodbury; need ``diag_reg > 0``), or ``"none"``. See
+            `widelimits.predict.operators`.
         rank: rank of a low-rank preconditioner (default 100).
         seed: landmark choice of the Nystrom preconditioner.
         progress: show a progress bar over iterations.
@@ -215,8 +225,8 @@ def cg_solve(
     kernel converges as far as its own rounding allows.  Returns ``(X, CGInfo)``, X in the
     kernel's dtype; warns if it did not converge.  Raises a ValueError for a non-finite ``b``
     (naming its first bad row), a non-finite kernel diagonal, a non-PD kernel met on the way
-    (p^T K p <= 0) and non-finite iterates (a NaN or inf anywhere in the kernel): it never
-    returns a NaN solution.
+    (:math:`p^\top K p \le 0`) and non-finite iterates (a NaN or inf anywhere in the kernel): it
+    never returns a NaN solution.
     """
     import time
 
@@ -309,11 +319,12 @@ SOLVERS = ("cholesky", "cg")
 
 
 def solve(k, b, diag_reg: float = 0.0, solver: str = "cholesky", tol: float = 1e-10) -> Tensor:
-    """Solve ``(K + diag_reg * mean(diag K) * I) X = B`` with the named solver.
+    r"""Solve :math:`(K + \lambda \operatorname{mean}(\operatorname{diag} K)\, I)\, X = B`.
 
-    ``"cholesky"`` (exact, O(N^3) time and O(N^2) extra memory) or ``"cg"`` (preconditioned
-    conjugate gradients to relative residual ``tol``: O(N^2) per iteration, no factorization,
-    for sizes where a dense factorization is too slow or too large).
+    :math:`\lambda` = ``diag_reg``; ``solver`` is ``"cholesky"`` (exact, :math:`O(N^3)` time and
+    :math:`O(N^2)` extra memory) or ``"cg"`` (preconditioned conjugate gradients to relative
+    residual ``tol``: :math:`O(N^2)` per iteration, no factorization, for sizes where a dense
+    factorization is too slow or too large).
     """
     if solver == "cholesky":
         return cholesky_solve(k, b, diag_reg)

@@ -1,4 +1,4 @@
-"""Scale: kernels and kernel regression past one machine's memory.
+r"""Scale: kernels and kernel regression past one machine's memory.
 
 - `compute_kernel_store`: kernels tile by tile into a resumable zarr store (`KernelStore`), on
   this machine's cores or a Dask cluster.  A store records the exact fingerprint of the network
@@ -6,7 +6,7 @@
   (damage: `CorruptStoreError`); a resume recomputes only missing or damaged tiles, and
   ``overwrite`` deletes only a widelimits store (anything else: `NotAStoreError`);
 - `kernel_regression`: preconditioned conjugate gradients over a stored or recomputed kernel
-  (`RecomputedKernel`), with predictions at t = infinity.
+  (`RecomputedKernel`), with predictions at :math:`t = \infty`.
 
 Needs the ``scale`` extra (zarr, dask[distributed]): ``pip install 'widelimits[scale]'``.
 """

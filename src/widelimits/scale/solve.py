@@ -114,7 +114,11 @@ def kernel_regression(
     memory_budget: float | None = None,
     progress: bool = False,
 ) -> tuple[Tensor, Tensor | None, CGInfo]:
-    """Fit ``alpha = (K + reg I)^{-1} Y`` by preconditioned CG and predict ``K(x*, X) alpha``.
+    r"""Fit :math:`\alpha = K_\text{reg}^{-1} Y` by preconditioned CG, predict
+    :math:`K(x_*, X) \alpha`.
+
+    :math:`K_\text{reg} = K + \lambda \operatorname{mean}(\operatorname{diag} K)\, I` with
+    :math:`\lambda` = ``diag_reg``.
 
     Args:
         train: the (N, N) train kernel: a `KernelStore` (or its path), any `KernelOperator`, a
@@ -129,8 +133,8 @@ def kernel_regression(
         preconditioner, rank: see `widelimits.predict.cg_solve` (default: pivoted Cholesky of
             rank 500).
         in_memory, memory_budget: for a stored train kernel: ``"auto"`` loads it into memory
-            (once, verified) if its N^2 entries fit ``memory_budget`` bytes (default: 60% of the
-            memory available now), else streams it from disk with read-ahead at every CG
+            (once, verified) if its :math:`N^2` entries fit ``memory_budget`` bytes (default: 60% of
+            the memory available now), else streams it from disk with read-ahead at every CG
             iteration; True or False forces either (see `widelimits.scale.bands`).
 
     Returns:
