@@ -17,10 +17,12 @@ from .layers import (
     ABReLU,
     Abs,
     Activation,
+    Aggregate,
     AvgPool,
     Conv,
     Cos,
     Dense,
+    DotGeneral,
     Dropout,
     Elementwise,
     Erf,
@@ -34,6 +36,7 @@ from .layers import (
     GlobalAvgPool,
     Hermite,
     Identity,
+    Index,
     Layer,
     LayerNorm,
     LeakyReLU,
@@ -43,11 +46,13 @@ from .layers import (
     Polynomial,
     RectifiedMonomial,
     ReLU,
+    Repeat,
     Residual,
     Scale,
     Serial,
     Sign,
     Sin,
+    Slice,
     SumPool,
 )
 from .limits import InitCorrected, Scaling, optimizer
@@ -64,6 +69,7 @@ __all__ = [
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "ReLU", "RectifiedMonomial",
     "Residual", "Scale", "Serial",
     "Sign", "Sin", "SumPool", "__version__",
+    "Aggregate", "DotGeneral", "Index", "Repeat", "Slice",
     "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected", "from_module",
 ]  # fmt: skip
 

@@ -17,11 +17,22 @@ from .activations import (
     Sign,
     Sin,
 )
+from .aggregate import Aggregate
 from .base import BuildContext, Layer, SpatialFeatures
-from .combinators import FanInConcat, FanInProd, FanInSum, FanOut, Parallel, Residual, Serial
+from .combinators import (
+    FanInConcat,
+    FanInProd,
+    FanInSum,
+    FanOut,
+    Parallel,
+    Repeat,
+    Residual,
+    Serial,
+)
 from .conv import Conv
 from .dense import Dense
 from .elementwise import Elementwise
+from .indexing import DotGeneral, Index, Slice
 from .myrtle import Myrtle
 from .normalization import Dropout, LayerNorm
 from .polynomial import Hermite, Monomial, Polynomial
@@ -34,4 +45,5 @@ __all__ = [
     "Gaussian", "GELU", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "RectifiedMonomial",
     "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
+    "Aggregate", "DotGeneral", "Index", "Repeat", "Slice",
 ]  # fmt: skip
