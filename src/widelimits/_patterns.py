@@ -54,7 +54,7 @@ def check_patterns(pattern, layer, x1: Tensor, x2: Tensor | None) -> tuple[Tenso
             "pattern=..., or add Aggregate() where the graph mixes the nodes"
         )
     if x2 is None:
-        if isinstance(pattern, tuple | list):
+        if isinstance(pattern, tuple):
             if len(pattern) != 2 or (pattern[1] is not None and pattern[1] is not pattern[0]):
                 raise ValueError(
                     "pattern: with x2=None pass the patterns of x1 alone (a pair "
@@ -63,7 +63,7 @@ def check_patterns(pattern, layer, x1: Tensor, x2: Tensor | None) -> tuple[Tenso
             pattern = pattern[0]
         p1 = _one(pattern, "pattern", x1)
         return p1, p1
-    if not isinstance(pattern, tuple | list) or len(pattern) != 2:
+    if not isinstance(pattern, tuple) or len(pattern) != 2:
         raise TypeError(
             "pattern must be a pair (pattern1, pattern2) of the graphs of x1 and x2 when x2 is "
             f"given, got {type(pattern).__name__}"
