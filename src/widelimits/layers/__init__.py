@@ -45,5 +45,6 @@ __all__ = [
     "Gaussian", "GELU", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "RectifiedMonomial",
     "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
-    "Aggregate", "DotGeneral", "Index", "Repeat", "Slice",
+    "Aggregate", "DotGeneral", "Index", "Repeat",
 ]  # fmt: skip
+# ``Slice`` (an index builder for `Index`, not a layer) is exported by the package root.

@@ -119,6 +119,10 @@ class LayerNorm(Layer):
         ntk = None if k.ntk is None else k.ntk * scale
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2)
 
+    def __repr__(self) -> str:
+        axis = "" if self.axis == 1 else f", axis={self.axis!r}"
+        return f"LayerNorm(eps={self.eps!r}{axis})"
+
     def build_module(self, in_features, ctx: BuildContext):
         d = len(in_features.size) if isinstance(in_features, SpatialFeatures) else 0
         dims = (1, *(2 + a for a in self._spatial_axes(d)))
