@@ -32,7 +32,7 @@ from .combinators import (
 from .conv import Conv
 from .dense import Dense
 from .elementwise import Elementwise
-from .indexing import DotGeneral, Index, Slice
+from .indexing import DotGeneral, Index
 from .myrtle import Myrtle
 from .normalization import Dropout, LayerNorm
 from .polynomial import Hermite, Monomial, Polynomial
@@ -47,4 +47,4 @@ __all__ = [
     "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
     "Aggregate", "DotGeneral", "Index", "Repeat",
 ]  # fmt: skip
-# ``Slice`` (an index builder for `Index`, not a layer) is exported by the package root.
+# ``Slice`` (an index builder for `Index`, not a layer) is exported by the package root only.
