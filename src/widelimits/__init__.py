@@ -52,9 +52,9 @@ from .layers import (
     Serial,
     Sign,
     Sin,
-    Slice,
     SumPool,
 )
+from .layers.indexing import Slice
 from .limits import InitCorrected, Scaling, optimizer
 
 try:
