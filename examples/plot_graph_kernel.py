@@ -32,7 +32,7 @@ V, M = 16, 2  # nodes per graph; edges added per new node in the Barabasi-Albert
 # ------------------------------------------------------
 def barabasi_albert(n: int, m: int) -> np.ndarray:
     a = np.zeros((n, n))
-    a[:m + 1, :m + 1] = 1 - np.eye(m + 1)  # a small clique to start from
+    a[: m + 1, : m + 1] = 1 - np.eye(m + 1)  # a small clique to start from
     for new in range(m + 1, n):
         degree = a[:new].sum(1)
         targets = rng.choice(new, size=m, replace=False, p=degree / degree.sum())
