@@ -226,6 +226,19 @@ def test_relabelling_the_nodes_changes_nothing(seed, implementation):
     torch.testing.assert_close(kp.ntk, k.ntk, rtol=1e-12, atol=0)
 
 
+def test_aggregate_after_a_channel_concatenation_acts_per_branch():
+    """A concatenation keeps the graphs; aggregating it is aggregating each branch."""
+    x1, x2, a1, a2 = _graph_inputs(12)
+    cat = _gnn(wl.Aggregate(), wl.FanOut(2), wl.Parallel(conv(), conv(k=3)), wl.FanInConcat(),
+               wl.Aggregate())  # fmt: skip
+    k = cat.kernel(x1, x2, pattern=(a1, a2))
+    per = wl.Serial(conv(), wl.ReLU(), wl.Aggregate(), wl.FanOut(2),
+                    wl.Parallel(wl.Serial(conv(), wl.Aggregate()),
+                                wl.Serial(conv(k=3), wl.Aggregate())),
+                    wl.FanInConcat(), conv(), wl.ReLU(), wl.GlobalAvgPool(), readout())  # fmt: skip
+    torch.testing.assert_close(k.ntk, per.kernel(x1, x2, pattern=(a1, a2)).ntk, rtol=1e-13, atol=0)
+
+
 def test_aggregate_tiles_diagonal_and_x2_none_agree():
     x1, _, a1, _ = _graph_inputs(4, n1=7)
     net = _gnn(wl.Aggregate())

@@ -379,7 +379,7 @@ class Repeat(Layer):
         self.n = n
 
     def children(self):
-        return (self.layer,) if self.n > 0 else ()
+        return (self.layer,) * self.n  # n uses: walkers (e.g. counting hidden layers) see each
 
     def kernel_fn(self, k):
         for t in range(self.n):
