@@ -163,7 +163,7 @@ class Aggregate(Layer):
     budget like pooling).
 
     Args:
-        implementation: the form of the patterns.  ``"dense"``: a real tensor (N, *S, *S) of
+        implementation: the form of the patterns.  ``"dense"``: a real tensor ``(N, *S, *S)`` of
             edge weights, ``pattern[n, i, j]`` for the arc i -> j (i and j run over the node
             axes).  ``"sparse"``: an integer edge list (N, E, d, 2) (or (N, E, 2) for d = 1 node
             axis) of (tail, head) node coordinates, weight 1 per edge, repeated edges adding up;

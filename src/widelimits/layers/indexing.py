@@ -23,7 +23,7 @@ __all__ = ["Index", "Slice", "DotGeneral"]
 
 
 class _SliceMaker:
-    """``Slice[1:3, ::-1]`` returns the index ``(slice(1, 3), slice(None, None, -1))``."""
+    """Builds indices for `Index`: ``Slice[1:3, 2]`` is ``(slice(1, 3), 2)``."""
 
     def __getitem__(self, idx):
         return idx
@@ -33,7 +33,7 @@ class _SliceMaker:
 
 
 Slice = _SliceMaker()
-"""Helper that builds an index for `Index`: ``Index(Slice[:, :, 2:7])``."""
+"""Builds indices for `Index`, as in ``Index(Slice[:, :, 2:7])``."""
 
 _ALL = slice(None)
 
@@ -87,10 +87,10 @@ def _take(t: Tensor, axis: int, e: int | range) -> Tensor:
 
 
 class Index(Layer):
-    r"""Selects positions along the spatial axes, as ``x[idx]`` on (N, C, *S) features.
+    r"""Selects positions along the spatial axes, as ``x[idx]`` on ``(N, C, *S)`` features.
 
     Args:
-        idx: an index of the (N, C, *S) features, built with `Slice`: ``Slice[:, :, 3]`` (the
+        idx: an index of the ``(N, C, *S)`` features, built with `Slice`: ``Slice[:, :, 3]`` (the
             4th position; the axis is dropped), ``Slice[:, :, ::2, 1:-1]``, ``Slice[..., 0]``.
             Entries are ints, slices (any step, also negative) and one Ellipsis; the first two
             must be ``:`` (examples and channels cannot be indexed).
@@ -199,7 +199,7 @@ class DotGeneral(Layer):
         rhs: a number c (every feature multiplied by c), or a tensor contracted with the
             spatial axes ``axes``: of shape ``(*S_in, *S_out)`` where ``S_in`` are the sizes of
             those axes, which the output replaces, in place, by the axes ``S_out`` (as many).
-        axes: the spatial axes of the (N, C, *S) features to contract (2, 3, ... or negative
+        axes: the spatial axes of the ``(N, C, *S)`` features to contract (2, 3, ... or negative
             from the end), an int or a tuple; ``None`` (default) for all of them.
 
     Writing :math:`M_{ij}` for ``rhs`` with the contracted input positions flattened into i and
