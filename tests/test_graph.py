@@ -255,6 +255,21 @@ def test_aggregate_tiles_diagonal_and_x2_none_agree():
     assert not torch.allclose(kk.nngp[0, 0], kk.nngp[0, 1])
 
 
+def test_gradients_reach_edge_weights():
+    """A learned (weighted) adjacency gets the gradient of the kernel (finite differences)."""
+    x1, x2, a1, a2 = _graph_inputs(13, n1=2, n2=2)
+    w = (a1 * 0.7).requires_grad_(True)
+    net = _gnn(wl.Aggregate())
+    net.kernel(x1, x2, pattern=(w, a2), get="ntk").sum().backward()
+    h = 1e-6
+    bump = torch.zeros_like(a1)
+    bump[0, 1, 2] = h
+    with torch.no_grad():
+        up = net.kernel(x1, x2, pattern=(a1 * 0.7 + bump, a2), get="ntk").sum()
+        down = net.kernel(x1, x2, pattern=(a1 * 0.7 - bump, a2), get="ntk").sum()
+    assert float(w.grad[0, 1, 2]) == pytest.approx(float(up - down) / (2 * h), rel=1e-6)
+
+
 def _pooled(*middle):
     return wl.Serial(conv(k=3), wl.ReLU(), conv(k=3), *middle, wl.ReLU(), conv(k=3), wl.ReLU(),
                      wl.GlobalAvgPool(), readout())  # fmt: skip

@@ -266,6 +266,7 @@ def compute_kernel(
         x1.requires_grad
         or (x2 is not None and x2.requires_grad)
         or any(t.requires_grad for t in layer.hyperparameter_tensors())
+        or (patterns is not None and any(p.requires_grad for p in patterns))
     )
     layout = _layout(layer, x1)
     if x1.device.type != "cpu":
