@@ -251,8 +251,15 @@ def test_aggregate_tiles_diagonal_and_x2_none_agree():
     assert torch.equal(diag.nngp, k.nngp.diagonal())
     # two examples with the same features but different graphs are different points
     x = torch.cat([x1[:1], x1[:1]])
-    kk = net.kernel(x, pattern=torch.stack([a1[0], a1[1]]))
+    graphs = torch.stack([a1[0], a1[1]])
+    kk = net.kernel(x, pattern=graphs)
     assert not torch.allclose(kk.nngp[0, 0], kk.nngp[0, 1])
+    # ... so their pixel-pair kernel is not made symmetric in (p, q) as a point's with itself
+    nodes = wl.Serial(conv(), wl.ReLU(), wl.Aggregate(), conv())
+    for k in (nodes.kernel(x, pattern=graphs, get="nngp"),
+              nodes.kernel(x, x, pattern=(graphs, graphs), get="nngp")):  # fmt: skip
+        assert not torch.allclose(k[0, 1], k[0, 1].T)
+        torch.testing.assert_close(k[0, 1], k[1, 0].T, rtol=1e-12, atol=0)
 
 
 def test_gradients_reach_edge_weights():
