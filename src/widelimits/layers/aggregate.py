@@ -176,6 +176,11 @@ class Aggregate(Layer):
     ``model(x, pattern=pattern)``.  Every `Aggregate` of a network reads the same pattern.
     The finite side multiplies the features by the adjacency (or scatter-adds the messages
     along the edges), per example.
+
+    Two examples are the same point only if their features and graphs are equal.  An example
+    paired with itself (``x2=None``, ``diagonal=True``) keeps a correlation of exactly 1; a row
+    of ``x2`` equal to one of ``x1`` (with the same graph) agrees with it to rounding only, since
+    batched matrix products round differently in batches of different shapes.
     """
 
     mixes_pixels = True
