@@ -407,6 +407,7 @@ def _check_monte_carlo(net, x1, x2, pattern, width, layers, n_nngp, n_ntk, seed)
     var = [net(1).kernel(a, diagonal=True, **({} if p is None else {"pattern": p}))
            for a, p in ((x1, None if pattern is None else pattern[0]),
                         (x2, None if pattern is None else pattern[1]))]  # fmt: skip
+    summaries = []
     for get, n in (("nngp", n_nngp), ("ntk", n_ntk)):
         samples = []
         for s in range(n):
@@ -419,11 +420,13 @@ def _check_monte_carlo(net, x1, x2, pattern, width, layers, n_nngp, n_ntk, seed)
             else:
                 samples.append(_ntk_sample(model, x, joint))
         stack = torch.stack(samples)[:, :n1, n1:]
-        assert_matches_monte_carlo(
+        summary = assert_matches_monte_carlo(
             getattr(analytic, get), stack.mean(0), stack.std(0) / n**0.5, n, width=width,
             finite_width_layers=layers, variances=(getattr(var[0], get), getattr(var[1], get)),
             name=f"{get} k(x1, x2)",
         )  # fmt: skip
+        summaries.append(summary)
+    return summaries
 
 
 def test_monte_carlo_graph_network():
