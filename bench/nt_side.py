@@ -7,6 +7,7 @@ Run with the interpreter of the separate neural-tangents environment
     .nt-venv/bin/python bench/nt_side.py cnn --n 10 --gap
     .nt-venv/bin/python bench/nt_side.py empirical --out 10 --impl 3 [--full]
     .nt-venv/bin/python bench/nt_side.py predict --n-train 1000 --n-test 500
+    .nt-venv/bin/python bench/nt_side.py graph --n 100 --nodes 32 [--sparse]
 
 Each run prints exactly one JSON line on stdout. ``compile_s`` is the wall time
 of the first call (tracing, compilation and one evaluation); ``best_s`` is the
@@ -189,6 +190,50 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def graph_patterns(n: int, nodes: int, edges: int, seed: int = 1) -> tuple[Any, Any]:
+    """Random directed multigraphs: (N, nodes, nodes) edge counts and the (N, edges, 2) list."""
+    rng = np.random.default_rng(seed)
+    lists = rng.integers(0, nodes, (n, edges, 2))
+    dense = np.zeros((n, nodes, nodes))
+    for i in range(n):
+        np.add.at(dense[i], (lists[i, :, 0], lists[i, :, 1]), 1.0)
+    return dense, lists
+
+
+def run_graph(args: argparse.Namespace) -> dict[str, Any]:
+    """A two-layer graph network: [Conv(1), Relu, Aggregate] x 2, GlobalAvgPool, Dense(10)."""
+    import jax
+    from neural_tangents import stax
+
+    _enable_x64_if_needed(args.dtype)
+    implementation = "SPARSE" if args.sparse else "DENSE"
+    agg = stax.Aggregate(aggregate_axis=1, implementation=implementation)
+    _, _, kernel_fn = stax.serial(
+        stax.Conv(args.channels, (1,)), stax.Relu(), agg,
+        stax.Conv(args.channels, (1,)), stax.Relu(), agg,
+        stax.GlobalAvgPool(), stax.Dense(10),
+    )  # fmt: skip
+    kernel_fn = jax.jit(kernel_fn, static_argnames="get")
+    x = _inputs((args.n, args.nodes, args.features), args.dtype)
+    dense, lists = graph_patterns(args.n, args.nodes, args.edges)
+    pattern = lists if args.sparse else dense.astype(args.dtype)
+    pattern = _block(jax.device_put(pattern))
+
+    first, best, k = _time_calls(
+        lambda: kernel_fn(x, None, ("nngp", "ntk"), pattern=(pattern, pattern)), args.repeats
+    )
+    _save(args.save, x=x, dense=dense, lists=lists, nngp=k.nngp, ntk=k.ntk)
+    return {
+        "n": args.n,
+        "nodes": args.nodes,
+        "edges": args.edges,
+        "implementation": implementation,
+        "dtype": args.dtype,
+        "compile_s": first,
+        "best_s": best,
+    }
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="case", required=True)
@@ -234,6 +279,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--diag-reg", type=float, default=1e-4)
     p.set_defaults(run=run_predict)
+
+    p = add_case("graph", "analytic kernel of a two-layer graph network (Aggregate)")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--nodes", type=int, default=32)
+    p.add_argument("--edges", type=int, default=32, help="edges per graph")
+    p.add_argument("--features", type=int, default=8)
+    p.add_argument("--channels", type=int, default=256)
+    p.add_argument("--sparse", action="store_true", help="edge lists (implementation='SPARSE')")
+    p.set_defaults(run=run_graph)
     return parser
 
 

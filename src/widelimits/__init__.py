@@ -17,10 +17,12 @@ from .layers import (
     ABReLU,
     Abs,
     Activation,
+    Aggregate,
     AvgPool,
     Conv,
     Cos,
     Dense,
+    DotGeneral,
     Dropout,
     Elementwise,
     Erf,
@@ -36,6 +38,7 @@ from .layers import (
     GlobalAvgPool,
     Hermite,
     Identity,
+    Index,
     Layer,
     LayerNorm,
     LeakyReLU,
@@ -45,6 +48,7 @@ from .layers import (
     Polynomial,
     RectifiedMonomial,
     ReLU,
+    Repeat,
     Residual,
     Scale,
     Serial,
@@ -52,6 +56,7 @@ from .layers import (
     Sin,
     SumPool,
 )
+from .layers.indexing import Slice
 from .limits import InitCorrected, Scaling, optimizer
 
 try:
@@ -67,6 +72,7 @@ __all__ = [
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "ReLU", "RectifiedMonomial",
     "Residual", "Scale", "Serial",
     "Sign", "Sin", "SumPool", "__version__",
+    "Aggregate", "DotGeneral", "Index", "Repeat", "Slice",
     "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected", "from_module",
 ]  # fmt: skip
 

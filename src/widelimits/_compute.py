@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from ._inputs import LayoutWarning, as_input, check_kernel_options, point_ids
+from ._patterns import check_patterns, joint_point_ids
 from ._progress import progress_bar
 from ._threads import check_threads, run_parallel
 from .kernel import Kernel
@@ -243,6 +244,7 @@ def compute_kernel(
     memory_budget: int | None = None,
     progress: bool | None = None,
     threads: int | None = None,
+    pattern=None,
 ) -> Kernel | Tensor:
     """See `widelimits.Layer.kernel`."""
     gets, single = check_kernel_options(get, diagonal, tile_size, memory_budget, progress, GETS)
@@ -258,11 +260,13 @@ def compute_kernel(
         raise ValueError("diagonal=True computes k(x, x) for x in x1: pass x2=None")
     if x2 is not None:
         x1, x2 = _pair_inputs(x1, x2)
+    patterns = check_patterns(pattern, layer, x1, x2)
 
     needs_grad = torch.is_grad_enabled() and (
         x1.requires_grad
         or (x2 is not None and x2.requires_grad)
         or any(t.requires_grad for t in layer.hyperparameter_tensors())
+        or (patterns is not None and any(p.requires_grad for p in patterns))
     )
     layout = _layout(layer, x1)
     if x1.device.type != "cpu":
@@ -276,9 +280,11 @@ def compute_kernel(
         per_tile = x1.element_size() * TEMPORARIES_PER_TILE * pair_entries * edge * edge
         threads = max(1, min(threads, budget // per_tile))
         if diagonal:
-            out = _batch_diagonal(layer, x1, need_ntk, layout, edge, threads)
+            out = _batch_diagonal(layer, x1, need_ntk, layout, edge, threads, patterns)
         else:
-            out = _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad)
+            out = _tiled(
+                layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad, patterns
+            )
     if not need_ntk:
         out = out.replace(ntk=None)
     if single:
@@ -301,7 +307,16 @@ def _pair_inputs(x1: Tensor, x2) -> tuple[Tensor, Tensor]:
     return x1.to(dtype), x2.to(dtype)
 
 
-def _batch_diagonal(layer, x: Tensor, need_ntk: bool, layout: str, edge: int, threads: int):
+def _with_patterns(state: Kernel, patterns, rows: tuple[int, int], cols: tuple[int, int]):
+    """The tile's slices of the graph patterns (`widelimits._patterns`), if any."""
+    if patterns is None:
+        return state
+    return state.replace(pattern=(patterns[0][slice(*rows)], patterns[1][slice(*cols)]))
+
+
+def _batch_diagonal(
+    layer, x: Tensor, need_ntk: bool, layout: str, edge: int, threads: int, patterns=None
+):
     """k(x_i, x_i) for every example, in blocks of as many examples as a tile has pairs."""
     blocks = _blocks(x.shape[0], edge * edge)
     outs: list[Kernel | None] = [None] * len(blocks)
@@ -309,7 +324,8 @@ def _batch_diagonal(layer, x: Tensor, need_ntk: bool, layout: str, edge: int, th
     def block(k: int) -> None:
         r0, r1 = blocks[k]
         var = _variances(x[r0:r1], layout)
-        outs[k] = _run(layer, _input_state(x[r0:r1], None, var, None, need_ntk, layout))
+        state = _input_state(x[r0:r1], None, var, None, need_ntk, layout)
+        outs[k] = _run(layer, _with_patterns(state, patterns, blocks[k], blocks[k]))
 
     run_parallel(block, len(blocks), threads)
     nngps, ntks = [], []
@@ -319,10 +335,13 @@ def _batch_diagonal(layer, x: Tensor, need_ntk: bool, layout: str, edge: int, th
         if need_ntk:
             ntks.append(_symmetric_pixels(out.ntk, every, out.layout, lead=1))
     cov = torch.cat(nngps)
-    return outs[-1].replace(nngp=cov, ntk=torch.cat(ntks) if need_ntk else None, cov1=cov, cov2=cov)
+    ntk = torch.cat(ntks) if need_ntk else None
+    return outs[-1].replace(nngp=cov, ntk=ntk, cov1=cov, cov2=cov, pattern=None)
 
 
-def _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad) -> Kernel:
+def _tiled(
+    layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad, patterns=None
+) -> Kernel:
     """The kernel tile by tile, the tiles spread over ``threads`` threads (`run_parallel`).
 
     Each tile writes its own block of the result (and, for ``x2=None``, its mirror image), so
@@ -339,7 +358,7 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad)
     tiles.sort(key=lambda t: symmetric and t[0] == t[1])
     entries = n1 * n2 * _pair_entries(x1, layout)
     _check_fits((n1, n2), need_ntk, x1.element_size(), x1.device)  # before any work
-    ids = point_ids(x1, x2)
+    ids = joint_point_ids(point_ids(x1, x2), patterns)
     last_tile = (len(rows) - 1, len(cols) - 1)
     owner = {(i, j): k for k, (i, j) in enumerate(tiles)}
     row_owner = {i: owner[i, last_tile[1]] for i in range(len(rows))}  # last tile of the row
@@ -361,7 +380,8 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad)
         var_a = _variances(x1[r0:r1], layout)
         var_b = var_a if on_diagonal else _variances(xb[c0:c1], layout)
         b = None if on_diagonal else xb[c0:c1]
-        out = _run(layer, _input_state(x1[r0:r1], b, var_a, var_b, need_ntk, layout, same))
+        state = _input_state(x1[r0:r1], b, var_a, var_b, need_ntk, layout, same)
+        out = _run(layer, _with_patterns(state, patterns, rows[i], cols[j]))
         with allocating:
             if not results:  # the output's pixel axes are known after the first tile
                 results.extend(_allocate(out, n1, n2, need_ntk))
@@ -403,6 +423,7 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad)
         cov2=cov2_all,
         same_example_diagonal=symmetric,
         pairs=None,
+        pattern=None,
     )
 
 

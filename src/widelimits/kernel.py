@@ -67,6 +67,10 @@ class Kernel:
     """``nngp[i, i]`` pairs an example with itself (a diagonal tile of a symmetric kernel)."""
     pairs: tuple[Tensor, Tensor] | None = None
     """Packed pairs (I, J) of a symmetric tile: ``nngp[t]`` is K(x_I[t], x_J[t])."""
+    pattern: tuple[Tensor, Tensor] | None = None
+    """Graph patterns ``(pattern1, pattern2)`` of the examples behind ``cov1`` and ``cov2``
+    (``net.kernel(..., pattern=...)``, read by `widelimits.layers.Aggregate`); ``None`` when
+    none were passed."""
 
     def replace(self, **changes) -> Kernel:
         """A copy with some fields changed (the state is immutable)."""

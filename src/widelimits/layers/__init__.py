@@ -17,12 +17,23 @@ from .activations import (
     Sign,
     Sin,
 )
+from .aggregate import Aggregate
 from .base import BuildContext, Layer, SpatialFeatures
-from .combinators import FanInConcat, FanInProd, FanInSum, FanOut, Parallel, Residual, Serial
+from .combinators import (
+    FanInConcat,
+    FanInProd,
+    FanInSum,
+    FanOut,
+    Parallel,
+    Repeat,
+    Residual,
+    Serial,
+)
 from .conv import Conv
 from .dense import Dense
 from .elementwise import Elementwise
 from .gaussian_family import ExpNormalized, Gabor
+from .indexing import DotGeneral, Index
 from .myrtle import Myrtle
 from .normalization import Dropout, LayerNorm
 from .polynomial import Hermite, Monomial, Polynomial
@@ -36,4 +47,6 @@ __all__ = [
     "Gaussian", "GELU", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "RectifiedMonomial",
     "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
+    "Aggregate", "DotGeneral", "Index", "Repeat",
 ]  # fmt: skip
+# ``Slice`` (an index builder for `Index`, not a layer) is exported by the package root only.

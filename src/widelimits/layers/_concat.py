@@ -116,6 +116,7 @@ def concatenate(ks: Sequence[Kernel], name: str = "FanInConcat") -> Kernel:
         batch_diagonal=first.batch_diagonal,
         same_example_diagonal=first.same_example_diagonal,
         pairs=first.pairs,
+        pattern=first.pattern,
         branches=tuple(branches),
     )
 

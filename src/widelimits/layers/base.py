@@ -180,6 +180,7 @@ class Layer:
         memory_budget: int | None = None,
         progress: bool | None = None,
         threads: int | None = None,
+        pattern=None,
     ) -> Kernel | Tensor:
         """Closed-form infinite-width kernels between the rows of ``x1`` and ``x2``.
 
@@ -209,6 +210,11 @@ class Layer:
                 torch thread (default: ``torch.get_num_threads()``).  The result does not depend
                 on it, bit for bit (gradients through it: to rounding).  A single tile runs
                 on one thread.
+            pattern: the graphs of the examples, for networks with `Aggregate` layers (every
+                `Aggregate` reads the same one): a tensor whose first axis runs over the rows
+                of ``x1`` when ``x2`` is ``None``, else a pair ``(pattern1, pattern2)`` for
+                ``x1`` and ``x2``.  Its form (dense adjacency or edge list) is `Aggregate`'s.
+                The tiles slice it along with the examples.
 
         Returns:
             A `Kernel` whose ``.nngp`` and ``.ntk`` are (N1, N2) tensors (the per-output kernels
@@ -224,7 +230,7 @@ class Layer:
 
         return compute_kernel(
             self, x1, x2, get, diagonal=diagonal, tile_size=tile_size,
-            memory_budget=memory_budget, progress=progress, threads=threads,
+            memory_budget=memory_budget, progress=progress, threads=threads, pattern=pattern,
         )  # fmt: skip
 
     def build(

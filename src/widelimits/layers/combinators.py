@@ -12,11 +12,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .._patterns import reads_patterns
 from ..kernel import Kernel
 from ._concat import align_branches, concatenate
+from ._spatial_concat import concatenate_spatial, resolve_axis, spatial_concat_features
 from .base import BuildContext, Layer, SpatialFeatures
 
-__all__ = ["Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat", "FanInProd", "Residual"]
+__all__ = [
+    "Serial", "Parallel", "FanOut", "FanInSum", "FanInConcat", "FanInProd", "Residual", "Repeat",
+]  # fmt: skip
 
 
 MAX_BRANCHES = 1024
@@ -65,10 +69,30 @@ class Serial(Layer):
         for layer in self.layers:
             module, in_features = layer.build_module(in_features, ctx)
             modules.append(module)
-        return nn.Sequential(*modules), in_features
+        # Networks with graph layers pass the pattern on: model(x, pattern=...).
+        sequential = PatternSequential if reads_patterns(self) else nn.Sequential
+        return sequential(*modules), in_features
 
     def __repr__(self) -> str:
         return f"Serial({', '.join(map(repr, self.layers))})"
+
+
+def call(module: nn.Module, x, pattern):
+    """``module(x)``, with the graph ``pattern`` for modules that read it (see `Aggregate`)."""
+    if pattern is not None and getattr(module, "takes_pattern", False):
+        return module(x, pattern=pattern)
+    return module(x)
+
+
+class PatternSequential(nn.Sequential):
+    """``nn.Sequential`` that hands ``pattern`` to the modules that read it (`Aggregate`)."""
+
+    takes_pattern = True
+
+    def forward(self, x, pattern=None):
+        for module in self:
+            x = call(module, x, pattern)
+        return x
 
 
 class Parallel(Layer):
@@ -97,7 +121,9 @@ class Parallel(Layer):
         built = [
             layer.build_module(f, ctx) for layer, f in zip(self.layers, in_features, strict=True)
         ]
-        return ParallelModule([m for m, _ in built]), tuple(f for _, f in built)
+        module = ParallelModule([m for m, _ in built])
+        module.takes_pattern = reads_patterns(self)
+        return module, tuple(f for _, f in built)
 
     def __repr__(self) -> str:
         return f"Parallel({', '.join(map(repr, self.layers))})"
@@ -108,8 +134,10 @@ class ParallelModule(nn.Module):
         super().__init__()
         self.branches = nn.ModuleList(modules)
 
-    def forward(self, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        return tuple(m(x) for m, x in zip(self.branches, xs, strict=True))
+    takes_pattern = False
+
+    def forward(self, xs: tuple[Tensor, ...], pattern=None) -> tuple[Tensor, ...]:
+        return tuple(call(m, x, pattern) for m, x in zip(self.branches, xs, strict=True))
 
 
 class FanOut(Layer):
@@ -193,28 +221,67 @@ class FanInSumModule(nn.Module):
 
 
 class FanInConcat(Layer):
-    r"""Concatenates branches along the feature (channel) axis.
+    r"""Concatenates branches along the channel axis (default) or along a spatial axis.
 
-    Feature i of the result comes from one branch b, so a layer that reads a linear combination
-    of all features (Dense, Conv) sees the average of the branches' kernels weighted by their
-    shares :math:`w_b` of the features: equal for infinite hidden branches (built with the same
-    width), proportional to ``out`` for fixed-width ones (as neural-tangents weighs by channel
-    counts):
+    Args:
+        axis: the axis of the ``(N, C, *S)`` (or ``(N, C)``) features to concatenate along, as
+            in ``torch.cat``: 1 (channels, the default) or a spatial axis 2, 3, ...; negative
+            values count from the end (-1 is the last spatial axis of spatial features, the
+            channels of flat ones).
+
+    Along the channels, feature i of the result comes from one branch b, so a layer that reads
+    a linear combination of all features (Dense, Conv) sees the average of the branches'
+    kernels weighted by their shares :math:`w_b` of the features: equal for infinite hidden
+    branches (built with the same width), proportional to ``out`` for fixed-width ones (as
+    neural-tangents weighs by channel counts):
 
     .. math::
 
-        K' = \sum_b w_b K_b, \qquad \Theta' = \sum_b w_b \Theta_b
+        K' = \sum_b w_b K_b, \qquad \Theta' = \sum_b w_b \Theta_b.
 
     The concatenation is not one Gaussian process with that average, so the state remembers
     the branches (`widelimits.layers._concat.Concatenated`): an activation (or pooling,
     Flatten, a FanInSum with the block's shortcut) after it acts on each branch separately,
     :math:`T = \sum_b w_b T_\phi(K_b)`, exactly as on the finite network.
+
+    Along a spatial axis the pixels of branch b follow those of branches 0..b-1, and every
+    branch must be Gaussian with the same channel count (each ending in its own Dense or Conv
+    layer, so that different branches are independent, as `FanInSum` assumes): the kernel is
+    block diagonal over the branches,
+
+    .. math::
+
+        K'_{pq} = K^{(b)}_{pq} \text{ if pixels } p, q \text{ both lie in branch } b,
+        \qquad K'_{pq} = 0 \text{ otherwise,}
+
+    and the same for :math:`\Theta` (in the per-pixel layout the per-pixel kernels are simply
+    concatenated).  The finite side is ``torch.cat(xs, dim=axis)``.
     """
 
+    def __init__(self, axis: int = 1) -> None:
+        if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
+            raise ValueError(
+                f"FanInConcat(axis=...) must be a nonzero integer axis of the (N, C, *S) "
+                f"features (1: channels, 2...: spatial axes, negative from the end), got "
+                f"{axis!r}; examples cannot be concatenated"
+            )
+        self.axis = axis
+
     def kernel_fn(self, k):
-        return concatenate(_branches(k, "FanInConcat"))
+        if not isinstance(k, tuple) or len(k) < 2 or not all(isinstance(b, Kernel) for b in k):
+            _branches(k, "FanInConcat")
+        axis = resolve_axis(self.axis, k[0].spatial_ndim if isinstance(k[0], Kernel) else 0)
+        if axis == 1:
+            return concatenate(_branches(k, "FanInConcat"))
+        return concatenate_spatial(k, axis - 2)
 
     def build_module(self, in_features, ctx: BuildContext):
+        if not isinstance(in_features, tuple) or len(in_features) < 2:
+            _branches(in_features, "FanInConcat")
+        first = in_features[0]
+        axis = resolve_axis(self.axis, len(first.size) if isinstance(first, SpatialFeatures) else 0)
+        if axis != 1:
+            return FanInConcatModule(axis), spatial_concat_features(in_features, axis - 2)
         _branches(in_features, "FanInConcat")
         if not any(isinstance(f, SpatialFeatures) for f in in_features):
             return FanInConcatModule(), sum(in_features)
@@ -225,8 +292,12 @@ class FanInConcat(Layer):
 
 
 class FanInConcatModule(nn.Module):
+    def __init__(self, axis: int = 1) -> None:
+        super().__init__()
+        self.axis = axis
+
     def forward(self, xs: tuple[Tensor, ...]) -> Tensor:
-        return torch.cat(xs, dim=1)
+        return torch.cat(xs, dim=self.axis)
 
 
 class FanInProd(Layer):
@@ -283,3 +354,66 @@ def Residual(*block: Layer, shortcut: Layer | None = None) -> Serial:
     if shortcut is not None and not isinstance(shortcut, Layer):
         raise TypeError(f"shortcut must be a widelimits layer or None, got {shortcut!r}")
     return Serial(FanOut(2), Parallel(Serial(*block), shortcut or Identity()), FanInSum())
+
+
+class Repeat(Layer):
+    r"""``layer`` applied ``n`` times in a row: ``Serial(layer, layer, ..., layer)``.
+
+    As neural-tangents' ``stax.repeat``, each repetition has its **own** weights (drawn
+    independently in the finite network), so the kernel map is the layer's map composed n
+    times:
+
+    .. math::
+
+        K^{(t+1)} = \mathcal{T}(K^{(t)}), \quad t = 0, \dots, n - 1
+
+    (:math:`\mathcal{T}` the layer's NNGP/NTK map); a weight-tied stack (one set of weights
+    reused n times) has the same NNGP but a different NTK and is not this layer.  The layer
+    must keep the shape of its input (features, or channels and pixels).  ``n = 0`` is the
+    identity.
+    """
+
+    def __init__(self, layer: Layer, n: int) -> None:
+        (self.layer,) = _as_layers((layer,))
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"Repeat(n=...) must be a non-negative integer, got {n!r}")
+        self.n = n
+
+    def children(self):
+        return (self.layer,) * self.n  # n uses: walkers (e.g. counting hidden layers) see each
+
+    def kernel_fn(self, k):
+        for t in range(self.n):
+            out = self.layer.kernel_fn(k)
+            if t == 0:
+                _check_same_shape(k, out)
+            k = out
+        return k
+
+    def build_module(self, in_features, ctx: BuildContext):
+        modules = []
+        for _ in range(self.n):
+            module, out = self.layer.build_module(in_features, ctx)
+            if out != in_features:
+                raise ValueError(
+                    f"Repeat(n={self.n}) needs a layer that keeps the shape of its input, but "
+                    f"{self.layer!r} maps {in_features} to {out}; use Serial with the layers "
+                    "written out"
+                )
+            modules.append(module)
+        sequential = PatternSequential if reads_patterns(self) else nn.Sequential
+        return sequential(*modules), in_features
+
+
+def _check_same_shape(k, out) -> None:
+    def shape(s):
+        if isinstance(s, tuple):
+            return tuple(shape(b) for b in s)
+        return (s.layout, s.pixel_shape, s.width)
+
+    if shape(k) != shape(out):
+        raise ValueError(
+            "Repeat(n=...) needs a layer that keeps the shape of its input (layout, pixels, "
+            f"width), but it maps {shape(k)} to {shape(out)}; use Serial with the layers "
+            "written out"
+        )
