@@ -168,8 +168,8 @@ class Aggregate(Layer):
             axes).  ``"sparse"``: an integer edge list (N, E, d, 2) (or (N, E, 2) for d = 1 node
             axis) of (tail, head) node coordinates, weight 1 per edge, repeated edges adding up;
             an edge with a negative coordinate is padding (so examples with fewer edges fit one
-            tensor).  The kernel map of an edge list costs O(P E) per pair of examples
-            instead of O(P^3); it uses the dense product when E > P.
+            tensor).  The kernel map of an edge list costs :math:`O(P E)` per pair of examples
+            instead of :math:`O(P^3)`; it uses the dense product when :math:`E > P`.
 
     Passing patterns: ``net.kernel(x1, x2, pattern=(pattern1, pattern2))``, or
     ``net.kernel(x1, pattern=pattern1)``; the finite module built by ``net.build`` takes
