@@ -149,6 +149,11 @@ class Dropout(Layer):
     else :math:`K'(x, x') = K(x, x')`, and the same for :math:`\Theta`.  The output is not
     Gaussian: follow it by a Dense layer.  The finite side is ``torch.nn.Dropout(p)``; it is
     active while the module is in training mode.
+
+    "The same example" means one forward pass: ``net.kernel(x)`` (``x2=None``) rescales each
+    example paired with itself, while an explicit ``x2`` is a second forward pass with masks
+    independent of the first, so ``net.kernel(x, x)`` rescales nothing (neural-tangents rescales
+    whenever ``x2`` equals ``x1``).
     """
 
     def __init__(self, p: float) -> None:
