@@ -25,12 +25,13 @@ import contextlib
 import itertools
 import math
 import os
+import threading
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
-__all__ = ["BLOCK_ENTRIES", "fused", "fused_enabled", "layer_map", "set_fused"]
+__all__ = ["BLOCK_ENTRIES", "fused", "fused_enabled", "layer_map", "scratch", "set_fused"]
 
 BLOCK_ENTRIES = 2**15
 """Entries of each operand block (128 KiB in float32, 256 KiB in float64): a closed form's
@@ -80,6 +81,31 @@ def fused(enabled: bool) -> Iterator[None]:
         set_fused(previous)
 
 
+_local = threading.local()
+MAX_SCRATCH_SHAPES = 16
+
+
+def scratch(like: Tensor, count: int) -> list[Tensor]:
+    """``count`` work buffers shaped like ``like`` (same dtype and device), reused across calls.
+
+    Each thread keeps its own buffers, so that a closed form's temporaries stay in the core's
+    cache from one block to the next: a fresh block-sized temporary costs as much as three
+    arithmetic passes over one that is already there (new pages, cache misses on first write).
+    The buffers are overwritten by the next call on the same thread: use them only as
+    temporaries inside one `Activation.dual_into` call.
+    """
+    key = (like.dtype, like.device, like.shape)
+    pool = getattr(_local, "pool", None)
+    if pool is None:
+        pool = _local.pool = {}
+    views = pool.get(key)  # views of each shape are kept: slicing costs microseconds
+    if views is None or len(views) < count:
+        views = pool[key] = [torch.empty_like(like) for _ in range(count)]
+        if len(pool) > MAX_SCRATCH_SHAPES:  # e.g. many edge tiles: keep the newest shapes
+            del pool[next(iter(pool))]
+    return views[:count]
+
+
 def can_fuse(*tensors: Tensor | None) -> bool:
     """True when the fused path applies: enabled, and no tensor needs a gradient."""
     if not _ENABLED:
@@ -108,6 +134,19 @@ def _blocks(shape: tuple[int, ...], per_block: int) -> list[tuple]:
     return [(*o, c) for o in outer for c in cuts]
 
 
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast shape of ``shapes`` (`torch.broadcast_shapes`, without its overhead)."""
+    ndim = max(len(s) for s in shapes)
+    out = [1] * ndim
+    for s in shapes:
+        for axis, n in enumerate(s, ndim - len(s)):
+            if n != 1:
+                if out[axis] not in (1, n):
+                    raise ValueError(f"shapes {shapes} do not broadcast")
+                out[axis] = n
+    return tuple(out)
+
+
 def _take(t: Tensor | None, index: tuple, ndim: int) -> Tensor | None:
     """The block ``index`` of ``t`` broadcast against a tensor with ``ndim`` axes."""
     if t is None or t.ndim == 0:
@@ -130,12 +169,13 @@ def layer_map(
     ``ntk`` may be ``None`` (then the second output is ``None``) or 0-dimensional (the zero NTK
     before any trainable layer).  The values equal ``activation.dual`` up to rounding.
     """
-    shape = torch.broadcast_shapes(k11.shape, k22.shape, k12.shape)
-    dtype = torch.promote_types(torch.promote_types(k11.dtype, k22.dtype), k12.dtype)
-    if ntk is not None:
-        shape = torch.broadcast_shapes(shape, ntk.shape)
-        dtype = torch.promote_types(dtype, ntk.dtype)
-    k11, k22, k12 = (x.to(dtype) for x in (k11, k22, k12))
+    operands = (k11, k22, k12) if ntk is None else (k11, k22, k12, ntk)
+    shape = _broadcast(*(x.shape for x in operands))
+    dtype = k12.dtype
+    if any(x.dtype != dtype for x in operands):
+        for x in operands:
+            dtype = torch.promote_types(dtype, x.dtype)
+        k11, k22, k12 = (x.to(dtype) for x in (k11, k22, k12))
     t = torch.empty(shape, dtype=dtype, device=k12.device)
     theta = None if ntk is None else torch.empty_like(t)
     if t.numel() == 0:
