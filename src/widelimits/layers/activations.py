@@ -93,9 +93,13 @@ class Activation(Layer):
         if k.batch_diagonal:  # nngp is cov1
             cov1 = cov2 = t
         else:
-            cov1 = self.dual(*k.self_variances(k.cov1), k.cov1, False)[0]
+            # The examples' own covariances (P^2 per example in the pixel-pair layout: as much
+            # work as a row of the tile) go through the same (fused) map as the tile.
+            cov1 = self.layer_map(*k.self_variances(k.cov1), k.cov1, None)[0]
             cov2 = (
-                cov1 if k.cov2 is k.cov1 else self.dual(*k.self_variances(k.cov2), k.cov2, False)[0]
+                cov1
+                if k.cov2 is k.cov1
+                else self.layer_map(*k.self_variances(k.cov2), k.cov2, None)[0]
             )
         return k.replace(nngp=t, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 
