@@ -26,7 +26,7 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -147,17 +147,26 @@ def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _take(t: Tensor | None, index: tuple, ndim: int) -> Tensor | None:
-    """The block ``index`` of ``t`` broadcast against a tensor with ``ndim`` axes."""
+def _taker(t: Tensor | None, ndim: int) -> Callable[[tuple], Tensor | None]:
+    """A function from a block index to the block of ``t`` broadcast against a tensor with
+    ``ndim`` axes (the reshape and the broadcast axes worked out once, not per block)."""
     if t is None or t.ndim == 0:
-        return t
+        return lambda index: t
     if t.ndim < ndim:
         t = t.reshape((1,) * (ndim - t.ndim) + tuple(t.shape))
-    index = tuple(
-        (0 if isinstance(i, int) else slice(None)) if n == 1 else i
-        for i, n in zip(index, t.shape, strict=False)
-    )
-    return t[index]
+    ones = [n == 1 for n in t.shape]
+    if not any(ones):
+        return t.__getitem__
+
+    def take(index: tuple) -> Tensor:
+        return t[
+            tuple(
+                (0 if isinstance(i, int) else slice(None)) if one else i
+                for i, one in zip(index, ones, strict=False)
+            )
+        ]
+
+    return take
 
 
 def layer_map(
@@ -183,13 +192,15 @@ def layer_map(
     per_block = BLOCK_ENTRIES
     if t.device.type != "cpu":  # no small caches to fit in: one block
         per_block = math.prod(shape)
+    nd = len(shape)
+    take11, take22, take12, take_ntk = (_taker(x, nd) for x in (k11, k22, k12, ntk))
     for index in _blocks(tuple(shape), per_block):
         activation.dual_into(
-            _take(k11, index, len(shape)),
-            _take(k22, index, len(shape)),
-            _take(k12, index, len(shape)),
+            take11(index),
+            take22(index),
+            take12(index),
             t[index],
-            None if theta is None else _take(ntk, index, len(shape)),
+            None if theta is None else take_ntk(index),
             None if theta is None else theta[index],
         )
     return t, theta
