@@ -25,13 +25,12 @@ import contextlib
 import itertools
 import math
 import os
-import threading
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
 
-__all__ = ["BLOCK_ENTRIES", "fused", "fused_enabled", "layer_map", "scratch", "set_fused"]
+__all__ = ["BLOCK_ENTRIES", "fused", "fused_enabled", "layer_map", "set_fused"]
 
 BLOCK_ENTRIES = 2**15
 """Entries of each operand block (128 KiB in float32, 256 KiB in float64): a closed form's
@@ -79,31 +78,6 @@ def fused(enabled: bool) -> Iterator[None]:
         yield
     finally:
         set_fused(previous)
-
-
-_local = threading.local()
-MAX_SCRATCH_SHAPES = 16
-
-
-def scratch(like: Tensor, count: int) -> list[Tensor]:
-    """``count`` work buffers shaped like ``like`` (same dtype and device), reused across calls.
-
-    Each thread keeps its own buffers, so that a closed form's temporaries stay in the core's
-    cache from one block to the next: a fresh block-sized temporary costs as much as three
-    arithmetic passes over one that is already there (new pages, cache misses on first write).
-    The buffers are overwritten by the next call on the same thread: use them only as
-    temporaries inside one `Activation.dual_into` call.
-    """
-    key = (like.dtype, like.device, like.shape)
-    pool = getattr(_local, "pool", None)
-    if pool is None:
-        pool = _local.pool = {}
-    views = pool.get(key)  # views of each shape are kept: slicing costs microseconds
-    if views is None or len(views) < count:
-        views = pool[key] = [torch.empty_like(like) for _ in range(count)]
-        if len(pool) > MAX_SCRATCH_SHAPES:  # e.g. many edge tiles: keep the newest shapes
-            del pool[next(iter(pool))]
-    return views[:count]
 
 
 def can_fuse(*tensors: Tensor | None) -> bool:
