@@ -19,7 +19,7 @@ __all__ = ["LayoutWarning", "as_input", "check_kernel_options", "point_ids"]
 
 CHANNELS_LAST_SIZES = (1, 3, 4)  # grey, RGB, RGBA
 CHANNELS_LAST_RATIO = 4
-HASH_BLOCK = 2**22  # elements hashed at a time
+HASH_BLOCK = 2**16  # elements hashed at a time: the int64 temporaries stay in cache
 
 
 class LayoutWarning(UserWarning):
@@ -137,7 +137,7 @@ def _row_keys(x: Tensor) -> Tensor:
     get equal keys whatever the batch and the order of summation.  Different rows may collide;
     `point_ids` compares the values of rows with equal keys.
     """
-    flat = x.reshape(len(x), -1) + 0.0  # -0.0 -> +0.0
+    flat = x.reshape(len(x), -1)
     int_type = torch.int64 if flat.dtype == torch.float64 else torch.int32
     d = flat.shape[1]
     gen = torch.Generator().manual_seed(20260101)
@@ -145,8 +145,9 @@ def _row_keys(x: Tensor) -> Tensor:
     keys = torch.empty(len(x), dtype=torch.int64, device=x.device)
     step = max(1, HASH_BLOCK // d)
     for r0 in range(0, len(x), step):
-        bits = flat[r0 : r0 + step].view(int_type).to(torch.int64)
-        keys[r0 : r0 + step] = (bits * weights).sum(1)
+        block = flat[r0 : r0 + step] + 0.0  # -0.0 -> +0.0, and a copy the products may overwrite
+        bits = block.view(int_type).to(torch.int64)
+        keys[r0 : r0 + step] = bits.mul_(weights).sum(1)
     return keys
 
 

@@ -25,7 +25,7 @@ import contextlib
 import itertools
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -108,17 +108,39 @@ def _blocks(shape: tuple[int, ...], per_block: int) -> list[tuple]:
     return [(*o, c) for o in outer for c in cuts]
 
 
-def _take(t: Tensor | None, index: tuple, ndim: int) -> Tensor | None:
-    """The block ``index`` of ``t`` broadcast against a tensor with ``ndim`` axes."""
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast shape of ``shapes`` (`torch.broadcast_shapes`, without its overhead)."""
+    ndim = max(len(s) for s in shapes)
+    out = [1] * ndim
+    for s in shapes:
+        for axis, n in enumerate(s, ndim - len(s)):
+            if n != 1:
+                if out[axis] not in (1, n):
+                    raise ValueError(f"shapes {shapes} do not broadcast")
+                out[axis] = n
+    return tuple(out)
+
+
+def _taker(t: Tensor | None, ndim: int) -> Callable[[tuple], Tensor | None]:
+    """A function from a block index to the block of ``t`` broadcast against a tensor with
+    ``ndim`` axes (the reshape and the broadcast axes worked out once, not per block)."""
     if t is None or t.ndim == 0:
-        return t
+        return lambda index: t
     if t.ndim < ndim:
         t = t.reshape((1,) * (ndim - t.ndim) + tuple(t.shape))
-    index = tuple(
-        (0 if isinstance(i, int) else slice(None)) if n == 1 else i
-        for i, n in zip(index, t.shape, strict=False)
-    )
-    return t[index]
+    ones = [n == 1 for n in t.shape]
+    if not any(ones):
+        return t.__getitem__
+
+    def take(index: tuple) -> Tensor:
+        return t[
+            tuple(
+                (0 if isinstance(i, int) else slice(None)) if one else i
+                for i, one in zip(index, ones, strict=False)
+            )
+        ]
+
+    return take
 
 
 def layer_map(
@@ -130,12 +152,13 @@ def layer_map(
     ``ntk`` may be ``None`` (then the second output is ``None``) or 0-dimensional (the zero NTK
     before any trainable layer).  The values equal ``activation.dual`` up to rounding.
     """
-    shape = torch.broadcast_shapes(k11.shape, k22.shape, k12.shape)
-    dtype = torch.promote_types(torch.promote_types(k11.dtype, k22.dtype), k12.dtype)
-    if ntk is not None:
-        shape = torch.broadcast_shapes(shape, ntk.shape)
-        dtype = torch.promote_types(dtype, ntk.dtype)
-    k11, k22, k12 = (x.to(dtype) for x in (k11, k22, k12))
+    operands = (k11, k22, k12) if ntk is None else (k11, k22, k12, ntk)
+    shape = _broadcast(*(x.shape for x in operands))
+    dtype = k12.dtype
+    if any(x.dtype != dtype for x in operands):
+        for x in operands:
+            dtype = torch.promote_types(dtype, x.dtype)
+        k11, k22, k12 = (x.to(dtype) for x in (k11, k22, k12))
     t = torch.empty(shape, dtype=dtype, device=k12.device)
     theta = None if ntk is None else torch.empty_like(t)
     if t.numel() == 0:
@@ -143,13 +166,15 @@ def layer_map(
     per_block = BLOCK_ENTRIES
     if t.device.type != "cpu":  # no small caches to fit in: one block
         per_block = math.prod(shape)
+    nd = len(shape)
+    take11, take22, take12, take_ntk = (_taker(x, nd) for x in (k11, k22, k12, ntk))
     for index in _blocks(tuple(shape), per_block):
         activation.dual_into(
-            _take(k11, index, len(shape)),
-            _take(k22, index, len(shape)),
-            _take(k12, index, len(shape)),
+            take11(index),
+            take22(index),
+            take12(index),
             t[index],
-            None if theta is None else _take(ntk, index, len(shape)),
+            None if theta is None else take_ntk(index),
             None if theta is None else theta[index],
         )
     return t, theta
