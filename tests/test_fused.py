@@ -163,3 +163,18 @@ def test_blocks_cover_every_entry_once(shape, per_block):
         counts[index] += 1
         assert counts[index].numel() <= per_block or index == ()
     assert bool((counts == 1).all())
+
+
+@pytest.mark.parametrize("block", [2**15, 2**19])
+def test_many_tile_workers_give_the_same_bits_as_one(monkeypatch, block):
+    """Four tile workers against one, with each block size a machine may use (2^15 on two
+    cores, 2^19 on more) and tiles larger than a small block: the same bits."""
+    monkeypatch.setattr(fusedmod, "BLOCK_ENTRIES", block)
+    net = wl.Serial(
+        wl.Dense(None, b_std=0.1), wl.ReLU(), wl.Dense(None), wl.GELU(), wl.Dense(None),
+        wl.RectifiedMonomial(3), wl.Dense(1),
+    )
+    x = torch.randn(800, 5, generator=torch.Generator().manual_seed(4))
+    one = net.kernel(x, tile_size=200, threads=1)
+    four = net.kernel(x, tile_size=200, threads=4)
+    assert torch.equal(one.nngp, four.nngp) and torch.equal(one.ntk, four.ntk)
