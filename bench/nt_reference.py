@@ -188,6 +188,13 @@ def build(spec: Spec) -> Any:
     if name == "FanOut":
         return stax.FanOut(int(arg))
     p = dict(arg)
+    if name == "GlobalSelfAttention":
+        decay = p.pop("pos_emb_decay", None)
+        return stax.GlobalSelfAttention(
+            **{**p, "attention_mechanism": p["attention_mechanism"].upper(),
+               "pos_emb_type": p["pos_emb_type"].upper()},
+            pos_emb_decay_fn=None if decay is None else DECAYS[decay],
+        )  # fmt: skip
     if name in ("Dense", "Conv"):
         b_std = p["b_std"] if p["bias"] else None
         if name == "Dense":
@@ -655,10 +662,122 @@ def predict_file(path: str) -> None:
     )
 
 
+# --------------------------------------------------------------------------- attention
+
+
+def _decay_exp_half(d):
+    import jax.numpy as jnp
+
+    return jnp.exp(-d / 2)
+
+
+DECAYS = {"exp_half": _decay_exp_half}  # pos_emb_decay names (JSON specs hold the name)
+
+
+def attention(
+    mechanism: str = "softmax",
+    linear_scaling: bool = True,
+    pos_emb_type: str = "none",
+    val_pos_emb: bool = False,
+    **extra: Any,
+) -> Spec:
+    """A ``GlobalSelfAttention`` spec with the scales every case shares (NT's arguments)."""
+    params = {
+        "n_chan_out": 8, "n_chan_key": 8, "n_chan_val": 8, "n_heads": 2,
+        "linear_scaling": linear_scaling, "W_key_std": 1.1, "W_query_std": 0.9,
+        "W_value_std": 1.2, "W_out_std": 0.8, "b_std": 0.1,
+        "attention_mechanism": mechanism, "pos_emb_type": pos_emb_type,
+        "val_pos_emb": val_pos_emb, "W_pos_emb_std": 0.7,
+    }  # fmt: skip
+    params.update(extra)
+    return ["GlobalSelfAttention", params]
+
+
+def attention_cases() -> list[tuple[str, Spec, str]]:
+    """``(note, spec, input)``: ``input`` is ``seq`` (x_seq), ``img`` (x_img) or ``masked``."""
+    head = dense(8, 1.3, 0.1)
+    tail = (act("Relu"), ["GlobalAvgPool", {}], dense(1, 1.5, 0.1))
+    cases = []
+    for linear in (True, False):
+        for mech in ("softmax", "identity", "abs", "relu") if linear else ("identity",):
+            for pos, val in (("none", False), ("sum", False), ("sum", True),
+                             ("concat", False), ("concat", True)):  # fmt: skip
+                note = f"{mech} linear={linear} pos={pos} val_pos_emb={val}"
+                cases.append((note, serial(head, attention(mech, linear, pos, val), *tail), "seq"))
+    cases += [
+        ("on the raw inputs", serial(attention(), ["GlobalAvgPool", {}], dense(1, 1.5, 0.1)),
+         "seq"),
+        ("concat n_chan_pos_emb=4",
+         serial(head, attention("softmax", True, "concat", True, n_chan_pos_emb=4), *tail), "seq"),
+        ("decay exp(-d/2), p=1",
+         serial(head, attention("softmax", True, "concat", True, pos_emb_p_norm=1.0,
+                                pos_emb_decay="exp_half"), *tail), "seq"),
+        ("2-D images, sum", serial(head, attention("softmax", True, "sum"), *tail), "img"),
+        ("2-D images, identity sqrt",
+         serial(head, attention("identity", False, "concat", True), *tail), "img"),
+    ]  # fmt: skip
+    two = serial(head, attention(), act("Relu"), dense(8, 1.2, 0.1),
+                 attention("relu", True, "sum", True), *tail)  # fmt: skip
+    cases += [
+        ("masked: softmax, two layers", two, "masked"),
+        ("masked: softmax concat", serial(head, attention("softmax", True, "concat"), *tail),
+         "masked"),
+        ("masked: identity sqrt",
+         serial(head, attention("identity", False, "sum", True), *tail), "masked"),
+        ("masked: abs", serial(head, attention("abs"), *tail), "masked"),
+    ]  # fmt: skip
+    return cases
+
+
+MASK_CONSTANT = -7.0
+
+
+def attention_inputs() -> dict[str, np.ndarray]:
+    """Inputs in NT's channels-last layout (transpose to N, C, ... for widelimits)."""
+    x_seq1 = np.random.default_rng(20).standard_normal((4, 5, 3))
+    x_seq2 = np.random.default_rng(21).standard_normal((3, 5, 3))
+    x_img1 = np.random.default_rng(22).standard_normal((3, 2, 3, 2))
+    x_img2 = np.random.default_rng(23).standard_normal((2, 2, 3, 2))
+    m1, m2 = x_seq1.copy(), x_seq2.copy()
+    m1[0, 3:] = MASK_CONSTANT  # lengths 3, 5, 4, 2
+    m1[2, 4:] = MASK_CONSTANT
+    m1[3, 2:] = MASK_CONSTANT
+    m2[1, 1:] = MASK_CONSTANT  # lengths 5, 1, 5
+    return {"x_seq1": x_seq1, "x_seq2": x_seq2, "x_img1": x_img1, "x_img2": x_img2,
+            "x_masked1": m1, "x_masked2": m2}  # fmt: skip
+
+
+def attention_file(path: str) -> None:
+    import warnings
+
+    inputs = attention_inputs()
+    out: dict[str, Any] = dict(inputs)
+    out["mask_constant"] = np.array(MASK_CONSTANT)
+    cases = attention_cases()
+    for i, (note, spec, data) in enumerate(cases):
+        _, _, kernel_fn = build(spec)
+        x1, x2 = inputs[f"x_{data}1"], inputs[f"x_{data}2"]
+        kw = {"mask_constant": MASK_CONSTANT} if data == "masked" else {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # linear scaling warns that queries are tied
+            for suffix, b in (("", x2), ("_self", None)):
+                k = kernel_fn(x1, b, ("nngp", "ntk"), **kw)
+                out[f"att{i}_nngp{suffix}"] = np.asarray(k.nngp, dtype=np.float64)
+                out[f"att{i}_ntk{suffix}"] = np.asarray(k.ntk, dtype=np.float64)
+        out[f"att{i}_spec"] = np.array(json.dumps(spec))
+        out[f"att{i}_note"] = np.array(note)
+        out[f"att{i}_input"] = np.array(data)
+    out["n_att"] = np.array(len(cases))
+    save_atomic(path, out)
+    print(f"{path}: {len(cases)} attention networks", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", default="/work/ntref")
-    parser.add_argument("--only", choices=("architectures", "predict"), default=None)
+    parser.add_argument(
+        "--only", choices=("architectures", "predict", "attention"), default=None
+    )
     args = parser.parse_args(argv)
 
     import jax
@@ -670,6 +789,8 @@ def main(argv: list[str] | None = None) -> None:
         architectures_file(os.path.join(args.out_dir, "nt_architectures.npz"))
     if args.only in (None, "predict"):
         predict_file(os.path.join(args.out_dir, "nt_predict.npz"))
+    if args.only in (None, "attention"):
+        attention_file(os.path.join(args.out_dir, "nt_attention.npz"))
     print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 

@@ -32,6 +32,7 @@ from .layers import (
     Flatten,
     Gaussian,
     GlobalAvgPool,
+    GlobalSelfAttention,
     Hermite,
     Identity,
     Layer,
@@ -60,7 +61,8 @@ except PackageNotFoundError:  # running from a source tree without installation
 __all__ = [
     "ABReLU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "Dropout", "Elementwise",
     "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "GELU", "Gaussian",
-    "GlobalAvgPool", "Hermite", "Identity", "Kernel", "Layer", "LayerNorm", "LayoutWarning",
+    "GlobalAvgPool", "GlobalSelfAttention", "Hermite", "Identity", "Kernel", "Layer", "LayerNorm",
+    "LayoutWarning",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "ReLU", "RectifiedMonomial",
     "Residual", "Scale", "Serial",
     "Sign", "Sin", "SumPool", "__version__",

@@ -172,6 +172,7 @@ def _input_state(
     need_ntk: bool,
     layout: str = "none",
     same: Tensor | None = None,
+    masks: tuple[Tensor | None, Tensor | None] = (None, None),
 ) -> Kernel:
     """The kernel of the raw inputs: K0(x, x') = x . x' / d (d features or C channels), Theta0 = 0.
 
@@ -181,10 +182,12 @@ def _input_state(
     ``var_b=None`` (with ``b=None``) asks for the batch diagonal k(x, x) only.
     ``same`` (N_a, N_b) marks other pairs of equal rows; they get their variance as well, as
     (var_a + var_b) / 2: exactly the variance, and gradients reach both sides.
+    ``masks`` are the padded positions of ``a`` and ``b`` (`widelimits.layers.masking`).
     """
     d = a.shape[1]
     ntk = torch.zeros((), dtype=a.dtype, device=a.device) if need_ntk else None
-    common = dict(width=d, layout=layout)
+    common = dict(width=d, layout=layout, mask1=masks[0])
+    common["mask2"] = masks[0] if b is None else masks[1]
     if b is None and var_b is None:
         return Kernel(var_a, ntk, var_a, var_a, batch_diagonal=True, **common)
     if b is None:
@@ -243,6 +246,7 @@ def compute_kernel(
     memory_budget: int | None = None,
     progress: bool | None = None,
     threads: int | None = None,
+    mask_constant: float | None = None,
 ) -> Kernel | Tensor:
     """See `widelimits.Layer.kernel`."""
     gets, single = check_kernel_options(get, diagonal, tile_size, memory_budget, progress, GETS)
@@ -253,6 +257,14 @@ def compute_kernel(
             "this network has no trainable layer, so it has no NTK; add a Dense layer or ask "
             "get='nngp'"
         )
+    masks = None
+    if mask_constant is not None:
+        from .layers.masking import check_supports_mask, input_mask
+
+        check_supports_mask(layer)
+        x1, m1 = input_mask(x1, mask_constant, "x1")
+        x2, m2 = (None, None) if x2 is None else input_mask(x2, mask_constant, "x2")
+        masks = (m1, m2)
     x1 = as_input(x1, "x1", stacklevel=3)
     if diagonal and x2 is not None:
         raise ValueError("diagonal=True computes k(x, x) for x in x1: pass x2=None")
@@ -276,9 +288,13 @@ def compute_kernel(
         per_tile = x1.element_size() * TEMPORARIES_PER_TILE * pair_entries * edge * edge
         threads = max(1, min(threads, budget // per_tile))
         if diagonal:
-            out = _batch_diagonal(layer, x1, need_ntk, layout, edge, threads)
+            out = _batch_diagonal(layer, x1, need_ntk, layout, edge, threads, masks)
         else:
-            out = _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad)
+            out = _tiled(
+                layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad, masks
+            )
+    if masks is not None and out.layout != "none":
+        out = out.replace(mask1=masks[0], mask2=masks[0] if x2 is None else masks[1])
     if not need_ntk:
         out = out.replace(ntk=None)
     if single:
@@ -301,7 +317,14 @@ def _pair_inputs(x1: Tensor, x2) -> tuple[Tensor, Tensor]:
     return x1.to(dtype), x2.to(dtype)
 
 
-def _batch_diagonal(layer, x: Tensor, need_ntk: bool, layout: str, edge: int, threads: int):
+def _rows(masks, i: int, r0: int, r1: int) -> Tensor | None:
+    """Rows r0:r1 of the padded positions of batch ``i`` (0: x1, 1: x2), if any."""
+    return None if masks is None or masks[i] is None else masks[i][r0:r1]
+
+
+def _batch_diagonal(
+    layer, x: Tensor, need_ntk: bool, layout: str, edge: int, threads: int, masks=None
+):
     """k(x_i, x_i) for every example, in blocks of as many examples as a tile has pairs."""
     blocks = _blocks(x.shape[0], edge * edge)
     outs: list[Kernel | None] = [None] * len(blocks)
@@ -309,7 +332,8 @@ def _batch_diagonal(layer, x: Tensor, need_ntk: bool, layout: str, edge: int, th
     def block(k: int) -> None:
         r0, r1 = blocks[k]
         var = _variances(x[r0:r1], layout)
-        outs[k] = _run(layer, _input_state(x[r0:r1], None, var, None, need_ntk, layout))
+        m = (_rows(masks, 0, r0, r1), None)
+        outs[k] = _run(layer, _input_state(x[r0:r1], None, var, None, need_ntk, layout, None, m))
 
     run_parallel(block, len(blocks), threads)
     nngps, ntks = [], []
@@ -322,7 +346,9 @@ def _batch_diagonal(layer, x: Tensor, need_ntk: bool, layout: str, edge: int, th
     return outs[-1].replace(nngp=cov, ntk=torch.cat(ntks) if need_ntk else None, cov1=cov, cov2=cov)
 
 
-def _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad) -> Kernel:
+def _tiled(
+    layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad, masks=None
+) -> Kernel:
     """The kernel tile by tile, the tiles spread over ``threads`` threads (`run_parallel`).
 
     Each tile writes its own block of the result (and, for ``x2=None``, its mirror image), so
@@ -361,7 +387,8 @@ def _tiled(layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad)
         var_a = _variances(x1[r0:r1], layout)
         var_b = var_a if on_diagonal else _variances(xb[c0:c1], layout)
         b = None if on_diagonal else xb[c0:c1]
-        out = _run(layer, _input_state(x1[r0:r1], b, var_a, var_b, need_ntk, layout, same))
+        m = (_rows(masks, 0, r0, r1), _rows(masks, 0 if symmetric else 1, c0, c1))
+        out = _run(layer, _input_state(x1[r0:r1], b, var_a, var_b, need_ntk, layout, same, m))
         with allocating:
             if not results:  # the output's pixel axes are known after the first tile
                 results.extend(_allocate(out, n1, n2, need_ntk))

@@ -65,6 +65,11 @@ class Kernel:
     """``nngp[i, i]`` pairs an example with itself (a diagonal tile of a symmetric kernel)."""
     pairs: tuple[Tensor, Tensor] | None = None
     """Packed pairs (I, J) of a symmetric tile: ``nngp[t]`` is K(x_I[t], x_J[t])."""
+    mask1: Tensor | None = None
+    """Padded positions of the x1 examples, ``(N1, *S)`` booleans (True: padding), or ``None``;
+    set by ``net.kernel(..., mask_constant=c)`` (`widelimits.layers.masking`)."""
+    mask2: Tensor | None = None
+    """Padded positions of the x2 examples, ``(N2, *S)``, like ``mask1``."""
 
     def replace(self, **changes) -> Kernel:
         """A copy with some fields changed (the state is immutable)."""

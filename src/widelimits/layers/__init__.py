@@ -17,6 +17,7 @@ from .activations import (
     Sign,
     Sin,
 )
+from .attention import GlobalSelfAttention
 from .base import BuildContext, Layer, SpatialFeatures
 from .combinators import FanInConcat, FanInProd, FanInSum, FanOut, Parallel, Residual, Serial
 from .conv import Conv
@@ -31,7 +32,8 @@ from .scale import Scale
 __all__ = [
     "ABReLU", "Abs", "Activation", "AvgPool", "BuildContext", "Conv", "Cos", "Dense", "Dropout",
     "Elementwise", "Erf", "Exp", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten",
-    "Gaussian", "GELU", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
+    "Gaussian", "GELU", "GlobalAvgPool", "GlobalSelfAttention", "Hermite", "Identity", "Layer",
+    "LayerNorm",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "RectifiedMonomial",
     "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
 ]  # fmt: skip

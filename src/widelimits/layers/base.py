@@ -180,6 +180,7 @@ class Layer:
         memory_budget: int | None = None,
         progress: bool | None = None,
         threads: int | None = None,
+        mask_constant: float | None = None,
     ) -> Kernel | Tensor:
         """Closed-form infinite-width kernels between the rows of ``x1`` and ``x2``.
 
@@ -209,6 +210,11 @@ class Layer:
                 torch thread (default: ``torch.get_num_threads()``).  The result does not depend
                 on it, bit for bit (gradients through it: to rounding).  A single tile runs
                 on one thread.
+            mask_constant: a number marking padded positions of variable-length sequences
+                (or images): entries equal to it are zeroed, and a position whose channels
+                all equal it is ignored by `GlobalSelfAttention` and `GlobalAvgPool`
+                (`widelimits.layers.masking`; ``float("nan")`` matches NaN entries).  Default
+                ``None``: no padding.
 
         Returns:
             A `Kernel` whose ``.nngp`` and ``.ntk`` are (N1, N2) tensors (the per-output kernels
@@ -225,6 +231,7 @@ class Layer:
         return compute_kernel(
             self, x1, x2, get, diagonal=diagonal, tile_size=tile_size,
             memory_budget=memory_budget, progress=progress, threads=threads,
+            mask_constant=mask_constant,
         )  # fmt: skip
 
     def build(

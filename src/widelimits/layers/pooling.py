@@ -21,6 +21,7 @@ from ._spatial import (
     pool_sum,
 )
 from .base import BuildContext, Layer, SpatialFeatures
+from .masking import masked_global_pool
 
 __all__ = ["AvgPool", "SumPool", "GlobalAvgPool", "Flatten"]
 
@@ -159,6 +160,8 @@ class GlobalAvgPool(Layer):
     def _pool_kernel(self, k: Kernel) -> Kernel:
         if k.layout != "full":
             raise ValueError("GlobalAvgPool needs the full pixel-pair layout")
+        if k.mask1 is not None:  # padded positions (mask_constant): the mean of the others
+            return masked_global_pool(k)
         d = k.spatial_ndim
 
         def pool(t: Tensor) -> Tensor:
