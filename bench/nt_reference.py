@@ -219,6 +219,7 @@ def build(spec: Spec) -> Any:
         "FanInProd": stax.FanInProd,
         "Flatten": stax.Flatten,
         "GlobalAvgPool": stax.GlobalAvgPool,
+        "LayerNorm": stax.LayerNorm,
         "Erf": stax.Erf,
         "Gelu": stax.Gelu,
         "Sin": stax.Sin,
@@ -716,6 +717,8 @@ def attention_cases() -> list[tuple[str, Spec, str]]:
         ("2-D images, identity sqrt",
          serial(head, attention("identity", False, "concat", True), *tail), "img"),
     ]  # fmt: skip
+    for data in ("seq", "masked"):
+        cases.append((f"transformer, 2 blocks ({data})", transformer(), data))
     two = serial(head, attention(), act("Relu"), dense(8, 1.2, 0.1),
                  attention("relu", True, "sum", True), *tail)  # fmt: skip
     cases += [
@@ -727,6 +730,21 @@ def attention_cases() -> list[tuple[str, Spec, str]]:
         ("masked: abs", serial(head, attention("abs"), *tail), "masked"),
     ]  # fmt: skip
     return cases
+
+
+def transformer() -> Spec:
+    """Dense embedding, two post-LayerNorm encoder blocks (widelimits' TransformerBlock with
+    ``mlp_W_std=1.1, mlp_b_std=0.1`` and attention ``pos_emb_type='sum', n_heads=2``), pooling."""
+
+    def residual(branch: Spec) -> list[Spec]:
+        return [["FanOut", 2], parallel(branch, ["Identity", {}]), ["FanInSum", {}]]
+
+    def block() -> list[Spec]:
+        mlp = serial(dense(8, 1.1, 0.1), act("Relu"), dense(8, 1.1, 0.1))
+        return [*residual(attention(pos_emb_type="sum")), ["LayerNorm", {}], *residual(mlp),
+                ["LayerNorm", {}]]  # fmt: skip
+
+    return serial(dense(8, 1.0, 0.1), *block(), *block(), ["GlobalAvgPool", {}], dense(1))
 
 
 MASK_CONSTANT = -7.0

@@ -26,6 +26,25 @@ DATA = np.load(Path(__file__).parent / "data" / "nt_attention.npz")
 DECAYS = {"exp_half": lambda d: np.exp(-d / 2)}
 
 
+def _attention_params(spec) -> dict:
+    """The arguments of the first GlobalSelfAttention in a spec."""
+    if spec[0] == "GlobalSelfAttention":
+        return dict(spec[1])
+    if spec[0] in ("Serial", "Parallel"):
+        found = [p for s in spec[1] if (p := _attention_params(s))]
+        return found[0] if found else {}
+    return {}
+
+
+def _transformer(spec) -> wl.Layer:
+    """bench/nt_reference.py's two-block transformer, built with `TransformerBlock`."""
+    attention = _attention_params(spec)
+    block = wl.TransformerBlock(8, mlp_width=8, mlp_W_std=1.1, mlp_b_std=0.1, **attention)
+    return wl.Serial(
+        wl.Dense(8, 1.0, 0.1), block, block, wl.GlobalAvgPool(), wl.Dense(1)
+    )  # fmt: skip
+
+
 def _from_spec(spec) -> wl.Layer:
     """The widelimits network of a spec of bench/nt_reference.py (NT's argument names)."""
     name, arg = spec[0], spec[1]
@@ -49,7 +68,9 @@ def _nchw(a: np.ndarray) -> torch.Tensor:
 
 @pytest.mark.parametrize("i", range(int(DATA["n_att"])), ids=lambda i: str(DATA[f"att{i}_note"]))
 def test_matches_neural_tangents(i):
-    net = _from_spec(json.loads(str(DATA[f"att{i}_spec"])))
+    spec = json.loads(str(DATA[f"att{i}_spec"]))
+    transformer = str(DATA[f"att{i}_note"]).startswith("transformer")
+    net = _transformer(spec) if transformer else _from_spec(spec)
     data = str(DATA[f"att{i}_input"])
     x1, x2 = _nchw(DATA[f"x_{data}1"]), _nchw(DATA[f"x_{data}2"])
     masked = {"mask_constant": float(DATA["mask_constant"])} if data == "masked" else {}

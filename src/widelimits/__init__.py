@@ -50,6 +50,7 @@ from .layers import (
     Sign,
     Sin,
     SumPool,
+    TransformerBlock,
 )
 from .limits import InitCorrected, Scaling, optimizer
 
@@ -65,7 +66,7 @@ __all__ = [
     "LayoutWarning",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "ReLU", "RectifiedMonomial",
     "Residual", "Scale", "Serial",
-    "Sign", "Sin", "SumPool", "__version__",
+    "Sign", "Sin", "SumPool", "TransformerBlock", "__version__",
     "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected", "from_module",
 ]  # fmt: skip
 

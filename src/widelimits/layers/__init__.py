@@ -28,6 +28,7 @@ from .normalization import Dropout, LayerNorm
 from .polynomial import Hermite, Monomial, Polynomial
 from .pooling import AvgPool, Flatten, GlobalAvgPool, SumPool
 from .scale import Scale
+from .transformer import TransformerBlock
 
 __all__ = [
     "ABReLU", "Abs", "Activation", "AvgPool", "BuildContext", "Conv", "Cos", "Dense", "Dropout",
@@ -36,4 +37,5 @@ __all__ = [
     "LayerNorm",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "RectifiedMonomial",
     "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
+    "TransformerBlock",
 ]  # fmt: skip
