@@ -5,8 +5,9 @@ never with the main one::
 
     .nt-venv/bin/python bench/nt_reference.py OUT_DIR
 
-It writes two files into OUT_DIR, each atomically (a temporary name, then a rename), in this
-order: ``nt_architectures.npz`` then ``nt_predict.npz``. Everything is computed with
+It writes three files into OUT_DIR, each atomically (a temporary name, then a rename), in this
+order: ``nt_architectures.npz``, ``nt_predict.npz`` and ``nt_attention.npz`` (``--only`` picks
+one). Everything is computed with
 ``jax_enable_x64`` on, so all arrays are float64. Load with ``numpy.load(path)``; JSON strings
 are stored as 0-d unicode arrays (``json.loads(str(data[key]))``). This script imports neither
 torch nor widelimits.
@@ -78,6 +79,20 @@ Conv(16, (3, 3), 'CIRCULAR', W_std=1.5, b_std=0.1), Relu, {Flatten | GlobalAvgPo
 Dense(1, W_std=1.5, b_std=0.1)`` (NTK parameterization); keys ``circ_small_{flatten,gap}_{nngp,
 ntk}`` = ``kernel_fn(x_img, None)`` (3, 3), ``circ_small_{flatten,gap}_spec`` (JSON). If NT
 refused, ``circ_small_{flatten,gap}_refused`` holds its message instead.
+
+File (c): nt_attention.npz
+--------------------------
+``GlobalSelfAttention(n_chan_out, n_chan_key, n_chan_val, n_heads, linear_scaling, W_*_std,
+b_std, attention_mechanism, pos_emb_type, pos_emb_p_norm, pos_emb_decay_fn, n_chan_pos_emb,
+W_pos_emb_std, val_pos_emb)`` on (N, L, C) sequences or (N, H, W, C) images (all H W positions
+attend to each other). With linear scaling the logits of example x concentrate on
+QK_std * (w_x K(x, x) + w_e R) (R: the embedding covariance, identity or decay(sum_i
+|p_i - q_i|^p); w_x = 1, w_e = W_pos_emb_std^2 for SUM; channel shares for CONCAT, where NT reads
+the channel count of the layer's input), the weights A(x) = mechanism(logits) (softmax over
+keys), and NNGP' = OV_std^2 A(x) K_V A(x')^T + b_std^2, NTK' = OV_std^2 A (Theta_V + 2 K_V) A^T +
+b_std^2. Square-root scaling: identity mechanism only. ``kernel_fn(..., mask_constant=c)``:
+positions whose channels all equal c get no attention weight, GlobalAvgPool averages over the
+other positions. Keys and inputs: tests/data/README.md.
 
 File (b): nt_predict.npz
 ------------------------

@@ -150,6 +150,8 @@ class GlobalAvgPool(Layer):
 
     ``K'(x, x') = mean_{p, q} K_{pq}(x, x')`` over every pair of pixels, and the same for Theta.
     The output stays Gaussian (each channel is an average of jointly Gaussian pixels).
+    With padded positions (``net.kernel(..., mask_constant=c)``) the mean runs over the unpadded
+    positions of each example only (`widelimits.layers.masking`).
     """
 
     mixes_pixels = True
