@@ -153,6 +153,19 @@ def test_monte_carlo_two_blocks():
     _check_monte_carlo(make, x, 7, nngp=(150, 128), ntk=(8, 128))
 
 
+def test_monte_carlo_transformer_block():
+    """The finite TransformerBlock (LayerNorms over channels at every position, residuals, a
+    ReLU MLP) converges to the block's kernels.  L counts the hidden Dense layers, the
+    LayerNorms and P = 3 for the attention logits."""
+
+    def make(out: int) -> wl.Layer:
+        block = wl.TransformerBlock(pos_emb_type="sum", mlp_b_std=0.1, W_key_std=1.5)
+        return wl.Serial(wl.Dense(b_std=0.1), block, wl.GlobalAvgPool(), wl.Dense(out))
+
+    x = KernelContract(make, in_features=(2, 3), n1=4).inputs()[0]
+    _check_monte_carlo(make, x, 8, nngp=(150, 128), ntk=(8, 128))
+
+
 # ---------------------------------------------------------------------------------------------
 # The contract's exact checks
 
@@ -285,3 +298,17 @@ def test_padding_ignored_by_global_avg_pool():
     torch.testing.assert_close(
         net.kernel(partial, mask_constant=-1.0, get="nngp"), net.kernel(zeroed, get="nngp")
     )
+
+
+def test_architecture_text():
+    """The command line's ``--arch`` text parser knows the new layers."""
+    from widelimits.layers.spec import parse_architecture
+
+    net = parse_architecture(
+        "Dense(b_std=0.1), TransformerBlock(pos_emb_type='sum', n_heads=2), GlobalAvgPool(), "
+        "Dense(1)"
+    )
+    block = wl.TransformerBlock(pos_emb_type="sum", n_heads=2)
+    same = wl.Serial(wl.Dense(b_std=0.1), block, wl.GlobalAvgPool(), wl.Dense(1))
+    x = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    torch.testing.assert_close(net.kernel(x).ntk, same.kernel(x).ntk, rtol=0, atol=0)
