@@ -313,3 +313,20 @@ def test_architecture_text():
     same = wl.Serial(wl.Dense(b_std=0.1), block, wl.GlobalAvgPool(), wl.Dense(1))
     x = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     torch.testing.assert_close(net.kernel(x).ntk, same.kernel(x).ntk, rtol=0, atol=0)
+
+
+def test_padding_is_not_zeros():
+    """A padded sequence and the same sequence with zeros at those positions are different
+    points: the kernel between them (per position pair: no pooling) follows the formula
+    s_OV^2 A(a) K0(a, b) A(b)^T with a softmax over a's unpadded keys only."""
+    g = torch.Generator().manual_seed(8)
+    b = torch.randn(1, 2, 4, generator=g, dtype=torch.float64)
+    b[:, :, 3] = 0.0
+    a = b.clone()
+    a[:, :, 3] = 9.0  # padding
+    att = wl.GlobalSelfAttention(W_key_std=1.4, W_out_std=1.1)
+    k = att.kernel(torch.cat([a, b]), mask_constant=9.0, get="nngp")[0, 1]
+    gram = _gram(b, b)[0, 0]
+    weights_a = torch.softmax((1.4 * gram).masked_fill(torch.arange(4) == 3, -torch.inf), -1)
+    weights_b = torch.softmax(1.4 * gram, -1)
+    torch.testing.assert_close(k, 1.21 * weights_a @ gram @ weights_b.T, rtol=1e-12, atol=0)

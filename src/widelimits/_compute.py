@@ -322,6 +322,18 @@ def _rows(masks, i: int, r0: int, r1: int) -> Tensor | None:
     return None if masks is None or masks[i] is None else masks[i][r0:r1]
 
 
+def _tagged(x1: Tensor, x2: Tensor | None, masks) -> tuple[Tensor, Tensor | None]:
+    """The inputs with their padded positions as one more channel: a padded sequence and one
+    with zeros there are different points (`point_ids`)."""
+    if masks is None:
+        return x1, x2
+
+    def tag(x: Tensor, m: Tensor) -> Tensor:
+        return torch.cat([x, m.unsqueeze(1).to(x.dtype)], dim=1)
+
+    return tag(x1, masks[0]), None if x2 is None else tag(x2, masks[1])
+
+
 def _batch_diagonal(
     layer, x: Tensor, need_ntk: bool, layout: str, edge: int, threads: int, masks=None
 ):
@@ -365,7 +377,7 @@ def _tiled(
     tiles.sort(key=lambda t: symmetric and t[0] == t[1])
     entries = n1 * n2 * _pair_entries(x1, layout)
     _check_fits((n1, n2), need_ntk, x1.element_size(), x1.device)  # before any work
-    ids = point_ids(x1, x2)
+    ids = point_ids(*_tagged(x1, x2, masks))
     last_tile = (len(rows) - 1, len(cols) - 1)
     owner = {(i, j): k for k, (i, j) in enumerate(tiles)}
     row_owner = {i: owner[i, last_tile[1]] for i in range(len(rows))}  # last tile of the row
