@@ -505,12 +505,12 @@ def try_arch(spec: Spec, x1: np.ndarray, x2: np.ndarray) -> tuple[dict[str, np.n
     return arrays, ""
 
 
-def save_atomic(path: str, arrays: dict[str, Any]) -> None:
+def save_atomic(path: str, arrays: dict[str, Any], compressed: bool = False) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
         os.chmod(tmp, 0o644)  # mkstemp creates it private
         os.replace(tmp, path)
     except BaseException:
@@ -801,7 +801,7 @@ def attention_file(path: str) -> None:
         out[f"att{i}_note"] = np.array(note)
         out[f"att{i}_input"] = np.array(data)
     out["n_att"] = np.array(len(cases))
-    save_atomic(path, out)
+    save_atomic(path, out, compressed=True)  # the JSON specs are most of it
     print(f"{path}: {len(cases)} attention networks", file=sys.stderr)
 
 
