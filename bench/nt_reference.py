@@ -5,8 +5,9 @@ never with the main one::
 
     .nt-venv/bin/python bench/nt_reference.py OUT_DIR
 
-It writes two files into OUT_DIR, each atomically (a temporary name, then a rename), in this
-order: ``nt_architectures.npz`` then ``nt_predict.npz``. Everything is computed with
+It writes three files into OUT_DIR, each atomically (a temporary name, then a rename), in this
+order: ``nt_architectures.npz``, ``nt_predict.npz`` and ``nt_attention.npz`` (``--only`` picks
+one). Everything is computed with
 ``jax_enable_x64`` on, so all arrays are float64. Load with ``numpy.load(path)``; JSON strings
 are stored as 0-d unicode arrays (``json.loads(str(data[key]))``). This script imports neither
 torch nor widelimits.
@@ -78,6 +79,20 @@ Conv(16, (3, 3), 'CIRCULAR', W_std=1.5, b_std=0.1), Relu, {Flatten | GlobalAvgPo
 Dense(1, W_std=1.5, b_std=0.1)`` (NTK parameterization); keys ``circ_small_{flatten,gap}_{nngp,
 ntk}`` = ``kernel_fn(x_img, None)`` (3, 3), ``circ_small_{flatten,gap}_spec`` (JSON). If NT
 refused, ``circ_small_{flatten,gap}_refused`` holds its message instead.
+
+File (c): nt_attention.npz
+--------------------------
+``GlobalSelfAttention(n_chan_out, n_chan_key, n_chan_val, n_heads, linear_scaling, W_*_std,
+b_std, attention_mechanism, pos_emb_type, pos_emb_p_norm, pos_emb_decay_fn, n_chan_pos_emb,
+W_pos_emb_std, val_pos_emb)`` on (N, L, C) sequences or (N, H, W, C) images (all H W positions
+attend to each other). With linear scaling the logits of example x concentrate on
+QK_std * (w_x K(x, x) + w_e R) (R: the embedding covariance, identity or decay(sum_i
+|p_i - q_i|^p); w_x = 1, w_e = W_pos_emb_std^2 for SUM; channel shares for CONCAT, where NT reads
+the channel count of the layer's input), the weights A(x) = mechanism(logits) (softmax over
+keys), and NNGP' = OV_std^2 A(x) K_V A(x')^T + b_std^2, NTK' = OV_std^2 A (Theta_V + 2 K_V) A^T +
+b_std^2. Square-root scaling: identity mechanism only. ``kernel_fn(..., mask_constant=c)``:
+positions whose channels all equal c get no attention weight, GlobalAvgPool averages over the
+other positions. Keys and inputs: tests/data/README.md.
 
 File (b): nt_predict.npz
 ------------------------
@@ -188,6 +203,13 @@ def build(spec: Spec) -> Any:
     if name == "FanOut":
         return stax.FanOut(int(arg))
     p = dict(arg)
+    if name == "GlobalSelfAttention":
+        decay = p.pop("pos_emb_decay", None)
+        return stax.GlobalSelfAttention(
+            **{**p, "attention_mechanism": p["attention_mechanism"].upper(),
+               "pos_emb_type": p["pos_emb_type"].upper()},
+            pos_emb_decay_fn=None if decay is None else DECAYS[decay],
+        )  # fmt: skip
     if name in ("Dense", "Conv"):
         b_std = p["b_std"] if p["bias"] else None
         if name == "Dense":
@@ -212,6 +234,7 @@ def build(spec: Spec) -> Any:
         "FanInProd": stax.FanInProd,
         "Flatten": stax.Flatten,
         "GlobalAvgPool": stax.GlobalAvgPool,
+        "LayerNorm": stax.LayerNorm,
         "Erf": stax.Erf,
         "Gelu": stax.Gelu,
         "Sin": stax.Sin,
@@ -482,12 +505,12 @@ def try_arch(spec: Spec, x1: np.ndarray, x2: np.ndarray) -> tuple[dict[str, np.n
     return arrays, ""
 
 
-def save_atomic(path: str, arrays: dict[str, Any]) -> None:
+def save_atomic(path: str, arrays: dict[str, Any], compressed: bool = False) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
         os.chmod(tmp, 0o644)  # mkstemp creates it private
         os.replace(tmp, path)
     except BaseException:
@@ -655,10 +678,139 @@ def predict_file(path: str) -> None:
     )
 
 
+# --------------------------------------------------------------------------- attention
+
+
+def _decay_exp_half(d):
+    import jax.numpy as jnp
+
+    return jnp.exp(-d / 2)
+
+
+DECAYS = {"exp_half": _decay_exp_half}  # pos_emb_decay names (JSON specs hold the name)
+
+
+def attention(
+    mechanism: str = "softmax",
+    linear_scaling: bool = True,
+    pos_emb_type: str = "none",
+    val_pos_emb: bool = False,
+    **extra: Any,
+) -> Spec:
+    """A ``GlobalSelfAttention`` spec with the scales every case shares (NT's arguments)."""
+    params = {
+        "n_chan_out": 8, "n_chan_key": 8, "n_chan_val": 8, "n_heads": 2,
+        "linear_scaling": linear_scaling, "W_key_std": 1.1, "W_query_std": 0.9,
+        "W_value_std": 1.2, "W_out_std": 0.8, "b_std": 0.1,
+        "attention_mechanism": mechanism, "pos_emb_type": pos_emb_type,
+        "val_pos_emb": val_pos_emb, "W_pos_emb_std": 0.7,
+    }  # fmt: skip
+    params.update(extra)
+    return ["GlobalSelfAttention", params]
+
+
+def attention_cases() -> list[tuple[str, Spec, str]]:
+    """``(note, spec, input)``: ``input`` is ``seq`` (x_seq), ``img`` (x_img) or ``masked``."""
+    head = dense(8, 1.3, 0.1)
+    tail = (act("Relu"), ["GlobalAvgPool", {}], dense(1, 1.5, 0.1))
+    cases = []
+    for linear in (True, False):
+        for mech in ("softmax", "identity", "abs", "relu") if linear else ("identity",):
+            for pos, val in (("none", False), ("sum", False), ("sum", True),
+                             ("concat", False), ("concat", True)):  # fmt: skip
+                note = f"{mech} linear={linear} pos={pos} val_pos_emb={val}"
+                cases.append((note, serial(head, attention(mech, linear, pos, val), *tail), "seq"))
+    cases += [
+        ("on the raw inputs", serial(attention(), ["GlobalAvgPool", {}], dense(1, 1.5, 0.1)),
+         "seq"),
+        ("concat n_chan_pos_emb=4",
+         serial(head, attention("softmax", True, "concat", True, n_chan_pos_emb=4), *tail), "seq"),
+        ("decay exp(-d/2), p=1",
+         serial(head, attention("softmax", True, "concat", True, pos_emb_p_norm=1.0,
+                                pos_emb_decay="exp_half"), *tail), "seq"),
+        ("2-D images, sum", serial(head, attention("softmax", True, "sum"), *tail), "img"),
+        ("2-D images, identity sqrt",
+         serial(head, attention("identity", False, "concat", True), *tail), "img"),
+    ]  # fmt: skip
+    for data in ("seq", "masked"):
+        cases.append((f"transformer, 2 blocks ({data})", transformer(), data))
+    two = serial(head, attention(), act("Relu"), dense(8, 1.2, 0.1),
+                 attention("relu", True, "sum", True), *tail)  # fmt: skip
+    cases += [
+        ("masked: softmax, two layers", two, "masked"),
+        ("masked: softmax concat", serial(head, attention("softmax", True, "concat"), *tail),
+         "masked"),
+        ("masked: identity sqrt",
+         serial(head, attention("identity", False, "sum", True), *tail), "masked"),
+        ("masked: abs", serial(head, attention("abs"), *tail), "masked"),
+    ]  # fmt: skip
+    return cases
+
+
+def transformer() -> Spec:
+    """Dense embedding, two post-LayerNorm encoder blocks (widelimits' TransformerBlock with
+    ``mlp_W_std=1.1, mlp_b_std=0.1`` and attention ``pos_emb_type='sum', n_heads=2``), pooling."""
+
+    def residual(branch: Spec) -> list[Spec]:
+        return [["FanOut", 2], parallel(branch, ["Identity", {}]), ["FanInSum", {}]]
+
+    def block() -> list[Spec]:
+        mlp = serial(dense(8, 1.1, 0.1), act("Relu"), dense(8, 1.1, 0.1))
+        return [*residual(attention(pos_emb_type="sum")), ["LayerNorm", {}], *residual(mlp),
+                ["LayerNorm", {}]]  # fmt: skip
+
+    return serial(dense(8, 1.0, 0.1), *block(), *block(), ["GlobalAvgPool", {}], dense(1))
+
+
+MASK_CONSTANT = -7.0
+
+
+def attention_inputs() -> dict[str, np.ndarray]:
+    """Inputs in NT's channels-last layout (transpose to N, C, ... for widelimits)."""
+    x_seq1 = np.random.default_rng(20).standard_normal((4, 5, 3))
+    x_seq2 = np.random.default_rng(21).standard_normal((3, 5, 3))
+    x_img1 = np.random.default_rng(22).standard_normal((3, 2, 3, 2))
+    x_img2 = np.random.default_rng(23).standard_normal((2, 2, 3, 2))
+    m1, m2 = x_seq1.copy(), x_seq2.copy()
+    m1[0, 3:] = MASK_CONSTANT  # lengths 3, 5, 4, 2
+    m1[2, 4:] = MASK_CONSTANT
+    m1[3, 2:] = MASK_CONSTANT
+    m2[1, 1:] = MASK_CONSTANT  # lengths 5, 1, 5
+    return {"x_seq1": x_seq1, "x_seq2": x_seq2, "x_img1": x_img1, "x_img2": x_img2,
+            "x_masked1": m1, "x_masked2": m2}  # fmt: skip
+
+
+def attention_file(path: str) -> None:
+    import warnings
+
+    inputs = attention_inputs()
+    out: dict[str, Any] = dict(inputs)
+    out["mask_constant"] = np.array(MASK_CONSTANT)
+    cases = attention_cases()
+    for i, (note, spec, data) in enumerate(cases):
+        _, _, kernel_fn = build(spec)
+        x1, x2 = inputs[f"x_{data}1"], inputs[f"x_{data}2"]
+        kw = {"mask_constant": MASK_CONSTANT} if data == "masked" else {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # linear scaling warns that queries are tied
+            for suffix, b in (("", x2), ("_self", None)):
+                k = kernel_fn(x1, b, ("nngp", "ntk"), **kw)
+                out[f"att{i}_nngp{suffix}"] = np.asarray(k.nngp, dtype=np.float64)
+                out[f"att{i}_ntk{suffix}"] = np.asarray(k.ntk, dtype=np.float64)
+        out[f"att{i}_spec"] = np.array(json.dumps(spec))
+        out[f"att{i}_note"] = np.array(note)
+        out[f"att{i}_input"] = np.array(data)
+    out["n_att"] = np.array(len(cases))
+    save_atomic(path, out, compressed=True)  # the JSON specs are most of it
+    print(f"{path}: {len(cases)} attention networks", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", default="/work/ntref")
-    parser.add_argument("--only", choices=("architectures", "predict"), default=None)
+    parser.add_argument(
+        "--only", choices=("architectures", "predict", "attention"), default=None
+    )
     args = parser.parse_args(argv)
 
     import jax
@@ -670,6 +822,8 @@ def main(argv: list[str] | None = None) -> None:
         architectures_file(os.path.join(args.out_dir, "nt_architectures.npz"))
     if args.only in (None, "predict"):
         predict_file(os.path.join(args.out_dir, "nt_predict.npz"))
+    if args.only in (None, "attention"):
+        attention_file(os.path.join(args.out_dir, "nt_attention.npz"))
     print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 

@@ -5,6 +5,7 @@ Run with the interpreter of the separate neural-tangents environment
 
     .nt-venv/bin/python bench/nt_side.py fc --n 4000 --d 3072 --depth 2
     .nt-venv/bin/python bench/nt_side.py cnn --n 10 --gap
+    .nt-venv/bin/python bench/nt_side.py attention --n 100 --length 16 --pos sum
     .nt-venv/bin/python bench/nt_side.py empirical --out 10 --impl 3 [--full]
     .nt-venv/bin/python bench/nt_side.py predict --n-train 1000 --n-test 500
     .nt-venv/bin/python bench/nt_side.py graph --n 100 --nodes 32 [--sparse]
@@ -234,6 +235,39 @@ def run_graph(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_attention(args: argparse.Namespace) -> dict[str, Any]:
+    import jax
+    from neural_tangents import stax
+
+    _enable_x64_if_needed(args.dtype)
+    linear = args.mechanism != "identity-sqrt"
+    mechanism = "IDENTITY" if not linear else args.mechanism.upper()
+    _, _, kernel_fn = stax.serial(
+        stax.Dense(args.channels, b_std=0.1),
+        stax.GlobalSelfAttention(
+            args.channels, args.channels, args.channels, 1, linear_scaling=linear,
+            attention_mechanism=mechanism, pos_emb_type=args.pos.upper(), b_std=0.1,
+        ),
+        stax.Relu(),
+        stax.GlobalAvgPool(),
+        stax.Dense(1),
+    )  # fmt: skip
+    kernel_fn = jax.jit(kernel_fn, static_argnames="get")
+    x = _inputs((args.n, args.length, 3), args.dtype)
+
+    first, best, k = _time_calls(lambda: kernel_fn(x, None, ("nngp", "ntk")), args.repeats)
+    _save(args.save, x=x, nngp=k.nngp, ntk=k.ntk)
+    return {
+        "n": args.n,
+        "length": args.length,
+        "mechanism": args.mechanism,
+        "pos": args.pos,
+        "dtype": args.dtype,
+        "compile_s": first,
+        "best_s": best,
+    }
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="case", required=True)
@@ -260,6 +294,17 @@ def _parser() -> argparse.ArgumentParser:
     readout.add_argument("--gap", action="store_true", help="global average pool")
     readout.add_argument("--flatten", action="store_true")
     p.set_defaults(run=run_cnn)
+
+    p = add_case("attention", "analytic kernel of Dense, GlobalSelfAttention, Relu, pooling")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--length", type=int, default=16, help="sequence length")
+    p.add_argument("--channels", type=int, default=256)
+    p.add_argument(
+        "--mechanism", choices=("softmax", "identity", "abs", "relu", "identity-sqrt"),
+        default="softmax",
+    )  # fmt: skip
+    p.add_argument("--pos", choices=("none", "sum", "concat"), default="sum")
+    p.set_defaults(run=run_attention)
 
     p = add_case("empirical", "empirical NTK of a finite ReLU MLP")
     p.add_argument("--n", type=int, default=100)

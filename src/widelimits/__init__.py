@@ -36,6 +36,7 @@ from .layers import (
     Gabor,
     Gaussian,
     GlobalAvgPool,
+    GlobalSelfAttention,
     Hermite,
     Identity,
     Index,
@@ -55,6 +56,7 @@ from .layers import (
     Sign,
     Sin,
     SumPool,
+    TransformerBlock,
 )
 from .layers.indexing import Slice
 from .limits import InitCorrected, Scaling, optimizer
@@ -68,10 +70,11 @@ __all__ = [
     "ABReLU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "Dropout", "Elementwise",
     "Erf", "Exp", "ExpNormalized", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten",
     "Gabor", "GELU", "Gaussian",
-    "GlobalAvgPool", "Hermite", "Identity", "Kernel", "Layer", "LayerNorm", "LayoutWarning",
+    "GlobalAvgPool", "GlobalSelfAttention", "Hermite", "Identity", "Kernel", "Layer", "LayerNorm",
+    "LayoutWarning",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "ReLU", "RectifiedMonomial",
     "Residual", "Scale", "Serial",
-    "Sign", "Sin", "SumPool", "__version__",
+    "Sign", "Sin", "SumPool", "TransformerBlock", "__version__",
     "Aggregate", "DotGeneral", "Index", "Repeat", "Slice",
     "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected", "from_module",
 ]  # fmt: skip

@@ -173,6 +173,7 @@ def _input_state(
     need_ntk: bool,
     layout: str = "none",
     same: Tensor | None = None,
+    masks: tuple[Tensor | None, Tensor | None] = (None, None),
 ) -> Kernel:
     """The kernel of the raw inputs: K0(x, x') = x . x' / d (d features or C channels), Theta0 = 0.
 
@@ -182,10 +183,12 @@ def _input_state(
     ``var_b=None`` (with ``b=None``) asks for the batch diagonal k(x, x) only.
     ``same`` (N_a, N_b) marks other pairs of equal rows; they get their variance as well, as
     (var_a + var_b) / 2: exactly the variance, and gradients reach both sides.
+    ``masks`` are the padded positions of ``a`` and ``b`` (`widelimits.layers.masking`).
     """
     d = a.shape[1]
     ntk = torch.zeros((), dtype=a.dtype, device=a.device) if need_ntk else None
-    common = dict(width=d, layout=layout)
+    common = dict(width=d, layout=layout, mask1=masks[0])
+    common["mask2"] = masks[0] if b is None else masks[1]
     if b is None and var_b is None:
         return Kernel(var_a, ntk, var_a, var_a, batch_diagonal=True, **common)
     if b is None:
@@ -245,6 +248,7 @@ def compute_kernel(
     progress: bool | None = None,
     threads: int | None = None,
     pattern=None,
+    mask_constant: float | None = None,
 ) -> Kernel | Tensor:
     """See `widelimits.Layer.kernel`."""
     gets, single = check_kernel_options(get, diagonal, tile_size, memory_budget, progress, GETS)
@@ -255,6 +259,14 @@ def compute_kernel(
             "this network has no trainable layer, so it has no NTK; add a Dense layer or ask "
             "get='nngp'"
         )
+    masks = None
+    if mask_constant is not None:
+        from .layers.masking import check_supports_mask, input_mask
+
+        check_supports_mask(layer)
+        x1, m1 = input_mask(x1, mask_constant, "x1")
+        x2, m2 = (None, None) if x2 is None else input_mask(x2, mask_constant, "x2")
+        masks = (m1, m2)
     x1 = as_input(x1, "x1", stacklevel=3)
     if diagonal and x2 is not None:
         raise ValueError("diagonal=True computes k(x, x) for x in x1: pass x2=None")
@@ -280,11 +292,14 @@ def compute_kernel(
         per_tile = x1.element_size() * TEMPORARIES_PER_TILE * pair_entries * edge * edge
         threads = max(1, min(threads, budget // per_tile))
         if diagonal:
-            out = _batch_diagonal(layer, x1, need_ntk, layout, edge, threads, patterns)
+            out = _batch_diagonal(layer, x1, need_ntk, layout, edge, threads, patterns, masks)
         else:
             out = _tiled(
-                layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad, patterns
+                layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad, patterns,
+                masks,
             )
+    if masks is not None and out.layout != "none":
+        out = out.replace(mask1=masks[0], mask2=masks[0] if x2 is None else masks[1])
     if not need_ntk:
         out = out.replace(ntk=None)
     if single:
@@ -314,8 +329,32 @@ def _with_patterns(state: Kernel, patterns, rows: tuple[int, int], cols: tuple[i
     return state.replace(pattern=(patterns[0][slice(*rows)], patterns[1][slice(*cols)]))
 
 
+def _rows(masks, i: int, r0: int, r1: int) -> Tensor | None:
+    """Rows r0:r1 of the padded positions of batch ``i`` (0: x1, 1: x2), if any."""
+    return None if masks is None or masks[i] is None else masks[i][r0:r1]
+
+
+def _tagged(x1: Tensor, x2: Tensor | None, masks) -> tuple[Tensor, Tensor | None]:
+    """The inputs with their padded positions as one more channel: a padded sequence and one
+    with zeros there are different points (`point_ids`)."""
+    if masks is None:
+        return x1, x2
+
+    def tag(x: Tensor, m: Tensor) -> Tensor:
+        return torch.cat([x, m.unsqueeze(1).to(x.dtype)], dim=1)
+
+    return tag(x1, masks[0]), None if x2 is None else tag(x2, masks[1])
+
+
 def _batch_diagonal(
-    layer, x: Tensor, need_ntk: bool, layout: str, edge: int, threads: int, patterns=None
+    layer,
+    x: Tensor,
+    need_ntk: bool,
+    layout: str,
+    edge: int,
+    threads: int,
+    patterns=None,
+    masks=None,
 ):
     """k(x_i, x_i) for every example, in blocks of as many examples as a tile has pairs."""
     blocks = _blocks(x.shape[0], edge * edge)
@@ -324,7 +363,8 @@ def _batch_diagonal(
     def block(k: int) -> None:
         r0, r1 = blocks[k]
         var = _variances(x[r0:r1], layout)
-        state = _input_state(x[r0:r1], None, var, None, need_ntk, layout)
+        m = (_rows(masks, 0, r0, r1), None)
+        state = _input_state(x[r0:r1], None, var, None, need_ntk, layout, None, m)
         outs[k] = _run(layer, _with_patterns(state, patterns, blocks[k], blocks[k]))
 
     run_parallel(block, len(blocks), threads)
@@ -340,7 +380,8 @@ def _batch_diagonal(
 
 
 def _tiled(
-    layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad, patterns=None
+    layer, x1, x2, need_ntk, layout, edge, progress, threads, needs_grad, patterns=None,
+    masks=None,
 ) -> Kernel:
     """The kernel tile by tile, the tiles spread over ``threads`` threads (`run_parallel`).
 
@@ -358,7 +399,7 @@ def _tiled(
     tiles.sort(key=lambda t: symmetric and t[0] == t[1])
     entries = n1 * n2 * _pair_entries(x1, layout)
     _check_fits((n1, n2), need_ntk, x1.element_size(), x1.device)  # before any work
-    ids = joint_point_ids(point_ids(x1, x2), patterns)
+    ids = joint_point_ids(point_ids(*_tagged(x1, x2, masks)), patterns)
     last_tile = (len(rows) - 1, len(cols) - 1)
     owner = {(i, j): k for k, (i, j) in enumerate(tiles)}
     row_owner = {i: owner[i, last_tile[1]] for i in range(len(rows))}  # last tile of the row
@@ -395,7 +436,8 @@ def _tiled(
         var_a = variances(x1, rows[i])
         var_b = var_a if on_diagonal else variances(xb, cols[j])
         b = None if on_diagonal else xb[c0:c1]
-        state = _input_state(x1[r0:r1], b, var_a, var_b, need_ntk, layout, same)
+        m = (_rows(masks, 0, r0, r1), _rows(masks, 0 if symmetric else 1, c0, c1))
+        state = _input_state(x1[r0:r1], b, var_a, var_b, need_ntk, layout, same, m)
         out = _run(layer, _with_patterns(state, patterns, rows[i], cols[j]))
         with allocating:
             if not results:  # the output's pixel axes are known after the first tile

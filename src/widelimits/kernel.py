@@ -71,6 +71,11 @@ class Kernel:
     """Graph patterns ``(pattern1, pattern2)`` of the examples behind ``cov1`` and ``cov2``
     (``net.kernel(..., pattern=...)``, read by `widelimits.layers.Aggregate`); ``None`` when
     none were passed."""
+    mask1: Tensor | None = None
+    """Padded positions of the x1 examples, ``(N1, *S)`` booleans (True: padding), or ``None``;
+    set by ``net.kernel(..., mask_constant=c)`` (`widelimits.layers.masking`)."""
+    mask2: Tensor | None = None
+    """Padded positions of the x2 examples, ``(N2, *S)``, like ``mask1``."""
 
     def replace(self, **changes) -> Kernel:
         """A copy with some fields changed (the state is immutable)."""

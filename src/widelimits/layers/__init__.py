@@ -18,6 +18,7 @@ from .activations import (
     Sin,
 )
 from .aggregate import Aggregate
+from .attention import GlobalSelfAttention
 from .base import BuildContext, Layer, SpatialFeatures
 from .combinators import (
     FanInConcat,
@@ -39,14 +40,17 @@ from .normalization import Dropout, LayerNorm
 from .polynomial import Hermite, Monomial, Polynomial
 from .pooling import AvgPool, Flatten, GlobalAvgPool, SumPool
 from .scale import Scale
+from .transformer import TransformerBlock
 
 __all__ = [
     "ABReLU", "Abs", "Activation", "AvgPool", "BuildContext", "Conv", "Cos", "Dense", "Dropout",
     "Elementwise", "Erf", "Exp", "ExpNormalized", "FanInConcat", "FanInProd", "FanInSum",
     "FanOut", "Flatten", "Gabor",
-    "Gaussian", "GELU", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
+    "Gaussian", "GELU", "GlobalAvgPool", "GlobalSelfAttention", "Hermite", "Identity", "Layer",
+    "LayerNorm",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "RectifiedMonomial",
     "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
+    "TransformerBlock",
     "Aggregate", "DotGeneral", "Index", "Repeat",
 ]  # fmt: skip
 # ``Slice`` (an index builder for `Index`, not a layer) is exported by the package root only.

@@ -181,6 +181,7 @@ class Layer:
         progress: bool | None = None,
         threads: int | None = None,
         pattern=None,
+        mask_constant: float | None = None,
     ) -> Kernel | Tensor:
         """Closed-form infinite-width kernels between the rows of ``x1`` and ``x2``.
 
@@ -215,6 +216,11 @@ class Layer:
                 of ``x1`` when ``x2`` is ``None``, else a pair ``(pattern1, pattern2)`` for
                 ``x1`` and ``x2``.  Its form (dense adjacency or edge list) is `Aggregate`'s.
                 The tiles slice it along with the examples.
+            mask_constant: a number marking padded positions of variable-length sequences
+                (or images): entries equal to it are zeroed, and a position whose channels
+                all equal it is ignored by `GlobalSelfAttention` and `GlobalAvgPool`
+                (`widelimits.layers.masking`; ``float("nan")`` matches NaN entries).  Default
+                ``None``: no padding.
 
         Returns:
             A `Kernel` whose ``.nngp`` and ``.ntk`` are (N1, N2) tensors (the per-output kernels
@@ -231,6 +237,7 @@ class Layer:
         return compute_kernel(
             self, x1, x2, get, diagonal=diagonal, tile_size=tile_size,
             memory_budget=memory_budget, progress=progress, threads=threads, pattern=pattern,
+            mask_constant=mask_constant,
         )  # fmt: skip
 
     def build(

@@ -21,6 +21,7 @@ from ._spatial import (
     pool_sum,
 )
 from .base import BuildContext, Layer, SpatialFeatures
+from .masking import masked_global_pool
 
 __all__ = ["AvgPool", "SumPool", "GlobalAvgPool", "Flatten"]
 
@@ -154,6 +155,8 @@ class GlobalAvgPool(Layer):
     :math:`K'(x, x') = \operatorname{mean}_{p, q} K_{pq}(x, x')` over every pair of pixels, and
     the same for :math:`\Theta`.
     The output stays Gaussian (each channel is an average of jointly Gaussian pixels).
+    With padded positions (``net.kernel(..., mask_constant=c)``) the mean runs over the unpadded
+    positions of each example only (`widelimits.layers.masking`).
     """
 
     mixes_pixels = True
@@ -164,6 +167,8 @@ class GlobalAvgPool(Layer):
     def _pool_kernel(self, k: Kernel) -> Kernel:
         if k.layout != "full":
             raise ValueError("GlobalAvgPool needs the full pixel-pair layout")
+        if k.mask1 is not None:  # padded positions (mask_constant): the mean of the others
+            return masked_global_pool(k)
         d = k.spatial_ndim
 
         def pool(t: Tensor) -> Tensor:
