@@ -19,6 +19,8 @@ from .layers import (
     Activation,
     AvgPool,
     Conv,
+    ConvLocal,
+    ConvTranspose,
     Cos,
     Dense,
     Dropout,
@@ -32,6 +34,7 @@ from .layers import (
     Flatten,
     Gaussian,
     GlobalAvgPool,
+    GlobalSumPool,
     Hermite,
     Identity,
     Layer,
@@ -65,6 +68,7 @@ __all__ = [
     "Residual", "Scale", "Serial",
     "Sign", "Sin", "SumPool", "__version__",
     "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected", "from_module",
+    "ConvLocal", "ConvTranspose", "GlobalSumPool",
 ]  # fmt: skip
 
 

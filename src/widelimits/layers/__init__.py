@@ -20,12 +20,14 @@ from .activations import (
 from .base import BuildContext, Layer, SpatialFeatures
 from .combinators import FanInConcat, FanInProd, FanInSum, FanOut, Parallel, Residual, Serial
 from .conv import Conv
+from .conv_local import ConvLocal
+from .conv_transpose import ConvTranspose
 from .dense import Dense
 from .elementwise import Elementwise
 from .myrtle import Myrtle
 from .normalization import Dropout, LayerNorm
 from .polynomial import Hermite, Monomial, Polynomial
-from .pooling import AvgPool, Flatten, GlobalAvgPool, SumPool
+from .pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
 from .scale import Scale
 
 __all__ = [
@@ -34,4 +36,5 @@ __all__ = [
     "Gaussian", "GELU", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "RectifiedMonomial",
     "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
+    "ConvLocal", "ConvTranspose", "GlobalSumPool",
 ]  # fmt: skip
