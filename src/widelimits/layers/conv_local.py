@@ -2,6 +2,7 @@ r"""Locally connected layers: convolutions whose filters are not shared across p
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -49,8 +50,8 @@ class ConvLocal(Conv):
 
     and Theta alike (its pixel diagonal mapped as `Conv` maps it, zero elsewhere).  Only the
     input's pixel diagonal is read; on the per-pixel layout (networks ending in Flatten) the
-    kernel equals `Conv`'s.  The finite side extracts the windows (``Tensor.unfold`` per
-    spatial axis, any number of axes) and applies one weight tensor per output position.
+    kernel equals `Conv`'s.  The finite side gathers the windows (one strided slice per filter
+    offset, any number of spatial axes) and applies one weight tensor per output position.
     """
 
     def kernel_fn(self, k: Kernel) -> Kernel:
@@ -126,12 +127,15 @@ class ConvLocalModule(nn.Module):
         self.window, self.stride, self.size = window, stride, size
 
     def forward(self, x: Tensor) -> Tensor:
-        d = len(self.window)
-        patches = x
-        for r in range(d):  # (N, C, *out, *window) after unfolding every axis
-            patches = patches.unfold(2 + r, self.window[r], self.stride[r])
         n, c = x.shape[:2]
-        patches = patches.reshape(n, c, math.prod(self.size), math.prod(self.window))
+        # one strided slice per filter offset a: (N, C, taps, *out), cheap to differentiate
+        pieces = []
+        for offset in itertools.product(*(range(w) for w in self.window)):
+            index = [slice(None), slice(None)]
+            for a, s, m in zip(offset, self.stride, self.size, strict=True):
+                index.append(slice(a, a + s * (m - 1) + 1, s))
+            pieces.append(x[tuple(index)].reshape(n, c, -1))
+        patches = torch.stack(pieces, -1)  # (N, C, positions, taps)
         w = self.weight if self.weight_multiplier == 1.0 else self.weight * self.weight_multiplier
         y = torch.einsum("ncpk,opck->nop", patches, w).reshape(n, -1, *self.size)
         if self.bias is not None:

@@ -172,7 +172,7 @@ class AvgPool(Layer):
             counts = divisors[0]
             for c in divisors[1:]:
                 counts = counts[..., None] * c
-            pool.register_buffer("divisor", (counts / math.prod(window)).to(ctx.dtype))
+            pool.divisor = (counts / math.prod(window)).to(ctx.dtype)
         if all(p == "valid" or p == (0, 0) for p in paddings):
             return pool, SpatialFeatures(features.channels, size)
         padding = self.padding if isinstance(self.padding, str) else paddings
@@ -192,12 +192,11 @@ class SumPool(AvgPool):
 class PoolModule(nn.Module):
     """``scale`` times the average over windows (inputs already padded)."""
 
-    divisor: Tensor | None = None
-    """Per output pixel, the window's count of input pixels over the window size (edges)."""
-
     def __init__(self, window: tuple[int, ...], stride: tuple[int, ...], scale: float) -> None:
         super().__init__()
         self.window, self.stride, self.scale = window, stride, scale
+        # per output pixel, the window's count of input pixels over the window size (edges)
+        self.register_buffer("divisor", None)
 
     def forward(self, x: Tensor) -> Tensor:
         pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[len(self.window) - 1]
