@@ -5,8 +5,9 @@ never with the main one::
 
     .nt-venv/bin/python bench/nt_reference.py OUT_DIR
 
-It writes two files into OUT_DIR, each atomically (a temporary name, then a rename), in this
-order: ``nt_architectures.npz`` then ``nt_predict.npz``. Everything is computed with
+It writes three files into OUT_DIR, each atomically (a temporary name, then a rename), in this
+order: ``nt_architectures.npz``, ``nt_predict.npz``, then ``nt_spatial.npz`` (spatial layers;
+its cases and keys are described in ``bench/nt_reference_spatial.py``). Everything is computed with
 ``jax_enable_x64`` on, so all arrays are float64. Load with ``numpy.load(path)``; JSON strings
 are stored as 0-d unicode arrays (``json.loads(str(data[key]))``). This script imports neither
 torch nor widelimits.
@@ -658,7 +659,7 @@ def predict_file(path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", default="/work/ntref")
-    parser.add_argument("--only", choices=("architectures", "predict"), default=None)
+    parser.add_argument("--only", choices=("architectures", "predict", "spatial"), default=None)
     args = parser.parse_args(argv)
 
     import jax
@@ -670,6 +671,10 @@ def main(argv: list[str] | None = None) -> None:
         architectures_file(os.path.join(args.out_dir, "nt_architectures.npz"))
     if args.only in (None, "predict"):
         predict_file(os.path.join(args.out_dir, "nt_predict.npz"))
+    if args.only in (None, "spatial"):  # transposed / local / 3-D convolutions, pooling
+        from nt_reference_spatial import spatial_file
+
+        spatial_file(os.path.join(args.out_dir, "nt_spatial.npz"))
     print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 

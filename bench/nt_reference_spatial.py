@@ -63,8 +63,9 @@ def conv(name: str, filt, strides=None, padding="SAME", W_std=1.0, b_std=None, o
 
 
 def dense(out=1, W_std=1.0, b_std=None) -> Spec:
-    return ["Dense", {"out": out, "W_std": float(W_std), "b_std": 0.0 if b_std is None else
-                      float(b_std), "bias": b_std is not None, "parameterization": "ntk"}]  # fmt: skip
+    b = 0.0 if b_std is None else float(b_std)
+    return ["Dense", {"out": out, "W_std": float(W_std), "b_std": b, "bias": b_std is not None,
+                      "parameterization": "ntk"}]  # fmt: skip
 
 
 def pool(window, strides=None, padding="VALID", normalize_edges=False) -> Spec:
@@ -180,4 +181,5 @@ if __name__ == "__main__":
 
     jax.config.update("jax_enable_x64", True)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    spatial_file(os.path.join(sys.argv[1] if len(sys.argv) > 1 else "/work/ntref", "nt_spatial.npz"))
+    out_dir = sys.argv[1] if len(sys.argv) > 1 else "/work/ntref"
+    spatial_file(os.path.join(out_dir, "nt_spatial.npz"))
