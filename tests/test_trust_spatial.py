@@ -60,6 +60,11 @@ KERNELS = [
     # PyTorch's ConvTranspose padding crops at most kernel_size - 1 per side
     (wl.Serial(wl.ConvTranspose(kernel_size=3, padding=3), wl.Flatten()), _x(2, 2, 4, 4),
      ValueError, r"padding=\(3, 3\) crops .*kernel_size - 1 = 2"),
+    # outputs past the memory: huge explicit padding, huge up-sampling
+    (wl.Serial(wl.Conv(padding=10**6), wl.Flatten(), wl.Dense(1)), _x(2, 2, 3, 3), ValueError,
+     r"Conv\(padding=1000000\): the output kernel .* use less padding"),
+    (wl.Serial(wl.ConvTranspose(stride=10**6), wl.Flatten(), wl.Dense(1)), _x(2, 2, 3, 3),
+     ValueError, r"ConvTranspose\(stride=1000000\): the output kernel"),
     # flat inputs
     (wl.Serial(wl.Dense(), wl.ConvTranspose(), wl.Flatten()), _x(2, 4), ValueError,
      "ConvTranspose needs spatial inputs"),

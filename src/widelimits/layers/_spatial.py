@@ -122,6 +122,21 @@ def _explicit(value) -> tuple[int, int] | None:
     return None
 
 
+def check_output_fits(name: str, t: Tensor, d: int, full: bool, size: Sequence[int]) -> None:
+    """Refuse (before allocating) a kernel map whose output tensor cannot fit in memory.
+
+    ``t`` is the layer's input kernel tensor (``(..., *S)`` or ``(..., *S, *S)``), ``size`` the
+    output's spatial shape: large explicit paddings or up-sampling can grow it past memory.
+    """
+    lead = math.prod(t.shape[: t.ndim - (2 * d if full else d)])
+    pixels = math.prod(size) ** (2 if full else 1)
+    if lead * pixels * t.element_size() < 2**26:  # small: skip asking for the free memory
+        return
+    what = f"the output kernel of {lead} pairs x {pixels} pixel entries"
+    fix = "use less padding, a smaller stride or smaller inputs"
+    check_fits(name, what, lead * pixels, t.element_size(), fix)
+
+
 def check_padding(padding) -> str | tuple:
     """A ``padding`` argument at construction: a name, an int, or one entry per spatial axis.
 

@@ -17,9 +17,11 @@ from ._spatial import (
     as_tuple,
     axis_paddings,
     check_fits,
+    check_output_fits,
     check_padding,
     check_sizes,
     conv_window_sum,
+    describe_padding,
     pads,
 )
 from .base import BuildContext, SpatialFeatures
@@ -102,6 +104,12 @@ class Conv(WeightLayer):
         window, stride, paddings = self._geometry(d)
         full = k.layout == "full"
         taps = math.prod(window)
+        size = [
+            pads(n, w, s, p)[2]
+            for n, w, s, p in zip(k.cov1.shape[1 : 1 + d], window, stride, paddings, strict=True)
+        ]
+        name = f"{type(self).__name__}(padding={describe_padding(self.padding)})"
+        check_output_fits(name, k.nngp, d, full, size)
         if self.parametrization != "ntk" or any(
             isinstance(v, Tensor) for v in (self.W_std, self.b_std)
         ):  # the general affine map (tensor-valued scales, standard-parametrization NTK)

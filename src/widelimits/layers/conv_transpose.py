@@ -26,6 +26,7 @@ from ..kernel import Kernel
 from ._spatial import (
     Padding,
     check_fits,
+    check_output_fits,
     check_padding,
     conv_window_sum,
     dilate,
@@ -144,6 +145,11 @@ class ConvTranspose(Conv):
         size = tuple(k.cov1.shape[1 : 1 + d])
         window, stride, axes = self._axes(size)
         explicit = tuple((g["before"], g["after"]) for g in axes)
+        dilated = [
+            (n - 1) * s + 1 + g["before"] + g["after"]
+            for n, s, g in zip(size, stride, axes, strict=True)
+        ]
+        check_output_fits(f"ConvTranspose(stride={self.stride!r})", k.nngp, d, full, dilated)
         ones = (1,) * d
 
         def window_sum(t: Tensor) -> Tensor:
