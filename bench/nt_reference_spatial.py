@@ -21,16 +21,21 @@ or ``vol``) and ``NAME_{nngp,ntk}`` = ``kernel_fn(x1, x2)``, ``NAME_{nngp,ntk}_s
 "ConvTranspose" | "ConvLocal", {"out", "filter_shape", "strides", "padding", "W_std", "b_std",
 "bias", "parameterization"}]``, ``["AvgPool", {"window_shape", "strides", "padding",
 "normalize_edges"}]``, ``["Dense", {"out", "W_std", "b_std", "bias", "parameterization"}]``,
-``["Relu" | "Erf" | "Flatten" | "GlobalAvgPool" | "GlobalSumPool", {}]``.  Paddings are NT's
-names (``SAME``, ``VALID``, ``CIRCULAR``); NT's layers act on the spatial axes in order (H, W)
-(the default dimension numbers), as widelimits' on NCHW.
+``["ImageResize", {"shape", "method", "antialias"}]`` (NT's shape: -1 keeps the batch and
+channel axes), ``["Relu" | "Erf" | "Flatten" | "GlobalAvgPool" | "GlobalSumPool", {}]``.
+Paddings are NT's names (``SAME``, ``VALID``, ``CIRCULAR``); NT's layers act on the spatial
+axes in order (H, W) (the default dimension numbers), as widelimits' on NCHW.
 
 Semantics these values depend on: ``ConvTranspose`` is ``lax.conv_transpose`` (no kernel flip)
 scaled by ``W_std / sqrt(C k)``, its kernel the stride-1 convolution of the dilated, padded input
 kernel with a 1 / k diagonal filter (then, for CIRCULAR, the VALID result wrapped onto ``n s``
 pixels); ``ConvLocal`` has independent weights and biases at each output position (its kernel
 is zero between different pixels); ``AvgPool(normalize_edges=True)`` with SAME padding divides
-each window by its count of input pixels; ``GlobalSumPool`` sums over the pixels.
+each window by its count of input pixels; ``GlobalSumPool`` sums over the pixels;
+``ImageResize`` is ``jax.image.resize`` ("linear": triangle filter at half-pixel centres,
+widened when down-sampling with antialias; "nearest": floor((i + 1/2) n / m)), its kernel
+R K R^T per axis (NT resizes the wrong axes of kernels whose spatial axes it keeps reversed,
+after an odd number of weight-shared convolutions: every case here has an even number).
 """
 
 from __future__ import annotations
@@ -71,6 +76,10 @@ def dense(out=1, W_std=1.0, b_std=None) -> Spec:
 def pool(window, strides=None, padding="VALID", normalize_edges=False) -> Spec:
     return ["AvgPool", {"window_shape": list(window), "strides": list(strides or window),
                         "padding": padding, "normalize_edges": normalize_edges}]  # fmt: skip
+
+
+def resize(shape, method, antialias=True) -> Spec:
+    return ["ImageResize", {"shape": list(shape), "method": method, "antialias": antialias}]
 
 
 def serial(*layers: Spec) -> Spec:
@@ -118,6 +127,23 @@ def cases() -> list[tuple[str, str, Spec]]:
             conv(cv, (3, 2, 3), None, "SAME", 1.3, 0.1), RELU,
             conv(cv, (2, 2, 2), (1, 2, 1), "CIRCULAR", 1.2), ERF,
             pool((2, 2, 2), (1, 1, 1), "SAME", True), GAP, dense(1, 1.1))),
+        # NT's ImageResize resizes the wrong axes after an odd number of weight-shared
+        # convolutions (their kernels keep the spatial axes reversed): two convolutions first
+        ("resize_linear_up_gap", "img", serial(
+            conv(cv, (3, 3), None, "SAME", 1.3, 0.1), RELU, conv(cv, (2, 2), None, "SAME", 1.2),
+            resize((-1, 8, 9, -1), "linear"),
+            conv(cv, (3, 3), None, "SAME", 1.2), ERF, GAP, dense(1, 1.0))),
+        ("resize_linear_down_antialias_gap", "img", serial(
+            conv(cv, (3, 3), None, "SAME", 1.3), RELU, conv(cv, (3, 3), None, "SAME", 1.1),
+            resize((-1, 3, 4, -1), "linear"),
+            conv(cv, (2, 2), None, "VALID", 1.2), RELU, GAP, dense(1, 1.1, 0.1))),
+        ("resize_linear_down_no_antialias_gap", "img", serial(
+            conv(cv, (2, 2), None, "SAME", 1.3), ERF, conv(cv, (3, 3), None, "SAME", 1.2, 0.1),
+            resize((-1, 2, 9, -1), "linear", antialias=False), GAP, dense(1, 1.0))),
+        ("resize_nearest_flatten", "img", serial(
+            conv(cv, (3, 3), None, "SAME", 1.3, 0.1), RELU, conv(cv, (3, 3), None, "SAME", 1.1),
+            resize((-1, 11, 4, -1), "nearest"),
+            conv(cv, (3, 3), None, "SAME", 1.2), RELU, FLAT, dense(1, 1.0))),
         ("conv3d_transpose_flatten", "vol", serial(
             conv(ct, (2, 3, 2), (2, 1, 2), "SAME", 1.3, 0.1), RELU, FLAT, dense(1, 1.0))),
     ]  # fmt: skip
@@ -140,6 +166,8 @@ def build(spec: Spec) -> Any:
     if name == "AvgPool":
         return stax.AvgPool(tuple(p["window_shape"]), tuple(p["strides"]), p["padding"],
                             normalize_edges=p["normalize_edges"])  # fmt: skip
+    if name == "ImageResize":
+        return stax.ImageResize(tuple(p["shape"]), p["method"], antialias=p["antialias"])
     return getattr(stax, name)()
 
 

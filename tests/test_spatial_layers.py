@@ -8,7 +8,8 @@ GlobalSumPool and AvgPool(normalize_edges=True), each against independent source
   filter is a Dense layer with its own weights at every pixel; GlobalSumPool is GlobalAvgPool
   times the pixel count; normalize_edges changes nothing with "valid" or "circular" padding; a
   3-D convolution on volumes of depth 1 is the 2-D one; explicit padding equal to the "same"
-  geometry is "same";
+  geometry is "same"; nearest up-sampling by integer factors then average pooling by them is
+  the identity (ImageResize);
 - PyTorch's own modules for the finite sides (nn.Conv2d with integer padding, nn.AvgPool2d with
   count_include_pad=False, nn.ConvTranspose with the same weights).
 """
@@ -60,6 +61,8 @@ def translate(node) -> wl.Layer:
         )  # fmt: skip
     if name == "Dense":
         return wl.Dense(p["out"], p["W_std"], p["b_std"] if p["bias"] else None)
+    if name == "ImageResize":  # NT's shape covers the batch and channel axes (kept: -1)
+        return wl.ImageResize(tuple(p["shape"][1:-1]), p["method"], p["antialias"])
     if name == "AvgPool":
         return wl.AvgPool(tuple(p["window_shape"]), tuple(p["strides"]), p["padding"].lower(),
                           normalize_edges=p["normalize_edges"])  # fmt: skip
@@ -90,7 +93,7 @@ def test_matches_neural_tangents(name):
 def test_reference_covers_every_new_layer():
     specs = " ".join(str(DATA[f"{n}_spec"]) for n in NAMES)
     for word in ("ConvTranspose", "ConvLocal", "GlobalSumPool", '"normalize_edges": true',
-                 "CIRCULAR", "VALID"):  # fmt: skip
+                 "CIRCULAR", "VALID", "ImageResize", "nearest", '"antialias": false'):  # fmt: skip
         assert word in specs, word
     assert {str(DATA[f"{n}_input"]) for n in NAMES} == {"img", "seq", "vol"}
 
@@ -137,6 +140,14 @@ MC_CASES = {
             wl.GlobalAvgPool(), wl.Dense(out, W_std=1.1),
         ),  # fmt: skip
         (2, 6, 5),
+    ),
+    "image-resize": (
+        lambda out: wl.Serial(
+            wl.Conv(kernel_size=3, W_std=1.4, b_std=0.2), wl.ReLU(),
+            wl.ImageResize((5, 2)), wl.Conv(kernel_size=2, W_std=1.2), wl.Erf(),
+            wl.ImageResize((-1, 4), "nearest"), wl.GlobalAvgPool(), wl.Dense(out, W_std=1.1),
+        ),  # fmt: skip
+        (2, 3, 4),
     ),
     "conv3d-pool": (
         lambda out: wl.Serial(
@@ -240,6 +251,28 @@ def test_normalize_edges_divides_each_window_by_its_inputs():
     torch.testing.assert_close(net.kernel(x, get="nngp"), torch.ones(2, 2, dtype=torch.float64))
     plain = wl.Serial(wl.AvgPool(3, stride=2, padding="same"), wl.GlobalAvgPool())
     assert float(plain.kernel(x, get="nngp")[0, 0]) < 0.9  # padded zeros counted
+
+
+def test_nearest_upsampling_then_average_pooling_is_the_identity(monkeypatch):
+    x = _images(3, (2, 3, 4))
+    body = [wl.Conv(W_std=1.3, b_std=0.2), wl.ReLU(), wl.Conv(kernel_size=2)]
+    up = _state_after(wl.Serial(*body, wl.ImageResize((6, 12), "nearest"), wl.AvgPool((2, 3))),
+                      x, monkeypatch)  # fmt: skip
+    plain = _state_after(wl.Serial(*body), x, monkeypatch)
+    torch.testing.assert_close(up.ntk, plain.ntk, rtol=1e-14, atol=0)
+    # linear resizing to the same size is the identity too
+    same = _state_after(wl.Serial(*body, wl.ImageResize((3, 4))), x, monkeypatch)
+    torch.testing.assert_close(same.ntk, plain.ntk, rtol=1e-14, atol=0)
+
+
+def test_finite_image_resize_is_torch_interpolate_when_upsampling():
+    # half-pixel centres, edges clamped: torch's bilinear (align_corners=False) when upsampling
+    x = _images(2, (3, 4, 5)).float()
+    built = wl.ImageResize((7, 10)).build((3, 4, 5), 1)
+    want = F.interpolate(x, size=(7, 10), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(built(x), want)
+    built = wl.ImageResize((8, 15), "nearest").build((3, 4, 5), 1)
+    torch.testing.assert_close(built(x), F.interpolate(x, size=(8, 15), mode="nearest"))
 
 
 def test_conv3d_on_depth_one_volumes_is_conv2d():

@@ -35,6 +35,13 @@ CONSTRUCTORS = [
     (lambda: wl.ConvLocal(b_std=float("nan")), ValueError, "b_std"),
     (lambda: wl.ConvTranspose(parametrization="mup"), ValueError, "parametrization"),
     (lambda: wl.ConvLocal(out=0), ValueError, "out"),
+    # ImageResize
+    (lambda: wl.ImageResize(0), ValueError, "size"),
+    (lambda: wl.ImageResize((4, -2)), ValueError, "size"),
+    (lambda: wl.ImageResize(()), ValueError, "size"),
+    (lambda: wl.ImageResize(4.5), ValueError, "size"),
+    (lambda: wl.ImageResize(4, method="cubic"), ValueError, "method"),
+    (lambda: wl.ImageResize(4, antialias="no"), TypeError, "antialias"),
     # normalize_edges
     (lambda: wl.AvgPool(2, normalize_edges="yes"), TypeError, "normalize_edges"),
     (lambda: wl.AvgPool(2, normalize_edges=1), TypeError, "normalize_edges"),
@@ -65,6 +72,10 @@ KERNELS = [
      r"Conv\(padding=1000000\): the output kernel .* use less padding"),
     (wl.Serial(wl.ConvTranspose(stride=10**6), wl.Flatten(), wl.Dense(1)), _x(2, 2, 3, 3),
      ValueError, r"ConvTranspose\(stride=1000000\): the output kernel"),
+    (wl.Serial(wl.ImageResize((4, 4, 4)), wl.Flatten()), _x(2, 2, 5, 5), ValueError,
+     r"ImageResize\(size=\(4, 4, 4\)\) does not fit inputs with 2 spatial axes"),
+    (wl.Serial(wl.Dense(), wl.ImageResize(4)), _x(2, 4), ValueError,
+     "ImageResize needs spatial inputs"),
     # flat inputs
     (wl.Serial(wl.Dense(), wl.ConvTranspose(), wl.Flatten()), _x(2, 4), ValueError,
      "ConvTranspose needs spatial inputs"),

@@ -37,6 +37,7 @@ from .layers import (
     GlobalSumPool,
     Hermite,
     Identity,
+    ImageResize,
     Layer,
     LayerNorm,
     LeakyReLU,
@@ -68,7 +69,7 @@ __all__ = [
     "Residual", "Scale", "Serial",
     "Sign", "Sin", "SumPool", "__version__",
     "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected", "from_module",
-    "ConvLocal", "ConvTranspose", "GlobalSumPool",
+    "ConvLocal", "ConvTranspose", "GlobalSumPool", "ImageResize",
 ]  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from .myrtle import Myrtle
 from .normalization import Dropout, LayerNorm
 from .polynomial import Hermite, Monomial, Polynomial
 from .pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
+from .resize import ImageResize
 from .scale import Scale
 
 __all__ = [
@@ -36,5 +37,5 @@ __all__ = [
     "Gaussian", "GELU", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
     "LeakyReLU", "Monomial", "Myrtle", "Parallel", "Polynomial", "RBF", "RectifiedMonomial",
     "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
-    "ConvLocal", "ConvTranspose", "GlobalSumPool",
+    "ConvLocal", "ConvTranspose", "GlobalSumPool", "ImageResize",
 ]  # fmt: skip
