@@ -76,6 +76,8 @@ KERNELS = [
      r"ImageResize\(size=\(4, 4, 4\)\) does not fit inputs with 2 spatial axes"),
     (wl.Serial(wl.Dense(), wl.ImageResize(4)), _x(2, 4), ValueError,
      "ImageResize needs spatial inputs"),
+    (wl.Serial(wl.ImageResize(10**6), wl.GlobalAvgPool()), _x(2, 2, 3, 3), ValueError,
+     r"ImageResize\(size=1000000\): the output kernel"),
     # flat inputs
     (wl.Serial(wl.Dense(), wl.ConvTranspose(), wl.Flatten()), _x(2, 4), ValueError,
      "ConvTranspose needs spatial inputs"),

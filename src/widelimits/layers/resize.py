@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ..kernel import Kernel
 from ._concat import per_branch
+from ._spatial import check_fits, check_output_fits
 from .base import BuildContext, Layer, SpatialFeatures
 
 __all__ = ["ImageResize"]
@@ -93,14 +94,20 @@ class ImageResize(Layer):
     def mixes_pixels(self) -> bool:  # type: ignore[override]
         return self.method != "nearest"
 
-    def _matrices(self, shape: tuple[int, ...]) -> list[Tensor | None]:
-        d = len(shape)
+    def _sizes(self, d: int) -> tuple[int, ...]:
         sizes = self.size if isinstance(self.size, tuple) else (self.size,) * d
         if len(sizes) != d:
             raise ValueError(
                 f"ImageResize(size={self.size!r}) does not fit inputs with {d} spatial axes: "
                 f"give an int or {d} of them"
             )
+        return sizes
+
+    def _matrices(self, shape: tuple[int, ...]) -> list[Tensor | None]:
+        sizes = self._sizes(len(shape))
+        elements = sum(n * m for n, m in zip(shape, sizes, strict=True) if m != -1)
+        check_fits(f"ImageResize(size={self.size!r})", "the resizing matrices", elements, 8,
+                   "resize to a smaller size")  # fmt: skip
         return [
             None if m == -1 or (m == n and self.method == "nearest")
             else resize_matrix(n, m, self.method, self.antialias)
@@ -120,7 +127,11 @@ class ImageResize(Layer):
     def _resize_kernel(self, k: Kernel) -> Kernel:
         d = k.spatial_ndim
         full = k.layout == "full"
-        matrices = self._matrices(tuple(k.cov1.shape[1 : 1 + d]))
+        shape = tuple(k.cov1.shape[1 : 1 + d])
+        sizes = self._sizes(d)
+        check_output_fits(f"ImageResize(size={self.size!r})", k.nngp, d, full,
+                          [n if m == -1 else m for n, m in zip(shape, sizes, strict=True)])
+        matrices = self._matrices(shape)
         if not full and self.mixes_pixels and any(m is not None for m in matrices):
             raise ValueError("ImageResize(method='linear') needs the full pixel-pair layout")
 
