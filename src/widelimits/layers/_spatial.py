@@ -513,7 +513,7 @@ class SpatialPad(nn.Module):
         return f"window={self.window}, stride={self.stride}, padding={self.padding!r}"
 
 
-# -- window sums with one padding per axis, dilation and folding (transposed convolutions) ----
+# -- window sums with one padding per axis, and the windows' counts of input pixels ---------
 
 
 def conv_window_sum(
@@ -567,43 +567,3 @@ def edge_counts(size: int, window: int, stride: int, padding: Padding) -> Tensor
     if isinstance(padding, str) and padding != "same":
         return torch.full((out,), float(window), dtype=torch.float64)
     return (torch.clamp(start + window, max=size) - torch.clamp(start, min=0)).clamp(min=0)
-
-
-def dilate(t: Tensor, axes: Sequence[int], stride: int) -> Tensor:
-    """Insert ``stride - 1`` zeros between consecutive entries along each of ``axes``.
-
-    An axis of size n becomes ``(n - 1) stride + 1`` long, entry i moving to ``stride i``: the
-    input of a transposed convolution, which is a stride-1 convolution of the dilated input.
-    """
-    if stride == 1:
-        return t
-    shape = list(t.shape)
-    index: list[slice] = [slice(None)] * t.ndim
-    for ax in axes:
-        shape[ax] = (t.shape[ax] - 1) * stride + 1
-        index[ax] = slice(None, None, stride)
-    if _recording(t):
-        return _dilate_graph(t, axes, stride)
-    out = t.new_zeros(shape)
-    out[tuple(index)] = t
-    return out
-
-
-def _dilate_graph(t: Tensor, axes: Sequence[int], stride: int) -> Tensor:
-    """`dilate` through autograd: interleave zeros by stacking and reshaping, axis by axis."""
-    for ax in axes:
-        n = t.shape[ax]
-        zeros = t.new_zeros((*t.shape[: ax + 1], stride - 1, *t.shape[ax + 1 :]))
-        t = torch.cat([t.unsqueeze(ax + 1), zeros], ax + 1)
-        t = t.flatten(ax, ax + 1).narrow(ax, 0, (n - 1) * stride + 1)
-    return t
-
-
-def fold(t: Tensor, axis: int, size: int, offset: int) -> Tensor:
-    """Wrap one axis around a circle of ``size``: ``out[i] = sum_{j = i + offset (mod size)}
-    t[j]`` (the periodic output of a circular transposed convolution)."""
-    n = t.shape[axis]
-    idx = (torch.arange(n, device=t.device) - offset) % size
-    shape = list(t.shape)
-    shape[axis] = size
-    return t.new_zeros(shape).index_add(axis, idx, t)

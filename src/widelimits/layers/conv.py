@@ -1,4 +1,4 @@
-"""Convolutions over (N, C, *S) inputs: NCL sequences, NCHW images, NCDHW volumes, ..."""
+"""Convolutions over ``(N, C, *S)`` inputs: NCL sequences, NCHW images, NCDHW volumes, ..."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ __all__ = ["Conv"]
 
 
 class Conv(WeightLayer):
-    r"""Convolution over (N, C, *S) inputs with any number d of spatial axes, NTK parametrization.
+    r"""Convolution over ``(N, C, *S)`` inputs, any number of spatial axes, NTK parametrization.
 
     .. math::
 
@@ -195,13 +195,10 @@ class Conv(WeightLayer):
         return nn.Sequential(SpatialPad(window, stride, padding), conv), SpatialFeatures(out, size)
 
 
-def conv_module_class(d: int, name: str, transpose: bool = False) -> type[nn.Module]:
-    """The finite convolution module for ``d`` spatial axes (1, 2 or 3: what torch has)."""
-    classes = (
-        (ConvTransposeModule1d, ConvTransposeModule2d, ConvTransposeModule3d)
-        if transpose
-        else (ConvModule1d, ConvModule2d, ConvModule3d)
-    )
+def conv_module_class(d: int, name: str, classes: tuple | None = None) -> type[nn.Module]:
+    """The finite convolution module for ``d`` spatial axes (1, 2 or 3: what torch has), from
+    ``classes`` (1-D, 2-D, 3-D; default: `ConvModule1d` / ``2d`` / ``3d``)."""
+    classes = classes or (ConvModule1d, ConvModule2d, ConvModule3d)
     if not 1 <= d <= 3:
         raise ValueError(
             f"{name} builds finite networks for 1, 2 or 3 spatial axes (torch has Conv1d/2d/3d), "
@@ -249,48 +246,3 @@ class ConvModule2d(_Scaled, nn.Conv2d):
 
 class ConvModule3d(_Scaled, nn.Conv3d):
     """``torch.nn.Conv3d`` with the forward multipliers of a parametrization."""
-
-
-class _ScaledTranspose(_Scaled):
-    """Forward pass of a transposed convolution: the full output of torch's transposed
-    convolution (no padding), then ``crop`` (before, after) per axis (a negative amount pads
-    with zeros), an optional circular ``wrap`` to ``size`` per axis, then the bias."""
-
-    crop: tuple[tuple[int, int], ...] = ()
-    wrap: tuple[tuple[int, int], ...] | None = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        w = self.weight if self.weight_multiplier == 1.0 else self.weight * self.weight_multiplier
-        y = self._conv_forward_full(x, w)
-        amounts = [-a for pair in reversed(self.crop) for a in pair]
-        if any(amounts):
-            y = torch.nn.functional.pad(y, amounts)
-        if self.wrap is not None:
-            from ._spatial import fold
-
-            for r, (size, offset) in enumerate(self.wrap):
-                y = fold(y, 2 + r, size, offset)
-        if self.bias is not None:
-            b = self.bias if self.bias_multiplier == 1.0 else self.bias * self.bias_multiplier
-            y = y + b.reshape(-1, *([1] * (y.ndim - 2)))
-        return y
-
-    def _conv_forward_full(self, x: Tensor, w: Tensor) -> Tensor:
-        f = (
-            torch.nn.functional.conv_transpose1d,
-            torch.nn.functional.conv_transpose2d,
-            torch.nn.functional.conv_transpose3d,
-        )[x.ndim - 3]
-        return f(x, w, None, self.stride)
-
-
-class ConvTransposeModule1d(_ScaledTranspose, nn.ConvTranspose1d):
-    """``torch.nn.ConvTranspose1d`` with the multipliers of a parametrization and a crop."""
-
-
-class ConvTransposeModule2d(_ScaledTranspose, nn.ConvTranspose2d):
-    """``torch.nn.ConvTranspose2d`` with the multipliers of a parametrization and a crop."""
-
-
-class ConvTransposeModule3d(_ScaledTranspose, nn.ConvTranspose3d):
-    """``torch.nn.ConvTranspose3d`` with the multipliers of a parametrization and a crop."""

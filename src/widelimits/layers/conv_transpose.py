@@ -17,6 +17,7 @@ size ``(n - 1) s + 1`` is padded with ``(before, after)`` zeros:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,17 +26,56 @@ from torch.nn.utils import skip_init
 from ..kernel import Kernel
 from ._spatial import (
     Padding,
+    _recording,
     check_fits,
     check_output_fits,
     check_padding,
     conv_window_sum,
-    dilate,
-    fold,
 )
 from .base import BuildContext, SpatialFeatures
-from .conv import Conv, conv_module_class, set_scales
+from .conv import Conv, _Scaled, conv_module_class, set_scales
 
 __all__ = ["ConvTranspose"]
+
+
+def dilate(t: Tensor, axes: Sequence[int], stride: int) -> Tensor:
+    """Insert ``stride - 1`` zeros between consecutive entries along each of ``axes``.
+
+    An axis of size n becomes ``(n - 1) stride + 1`` long, entry i moving to ``stride i``: the
+    input of a transposed convolution, which is a stride-1 convolution of the dilated input.
+    """
+    if stride == 1:
+        return t
+    shape = list(t.shape)
+    index: list[slice] = [slice(None)] * t.ndim
+    for ax in axes:
+        shape[ax] = (t.shape[ax] - 1) * stride + 1
+        index[ax] = slice(None, None, stride)
+    if _recording(t):
+        return _dilate_graph(t, axes, stride)
+    out = t.new_zeros(shape)
+    out[tuple(index)] = t
+    return out
+
+
+def _dilate_graph(t: Tensor, axes: Sequence[int], stride: int) -> Tensor:
+    """`dilate` through autograd: interleave zeros by stacking and reshaping, axis by axis."""
+    for ax in axes:
+        n = t.shape[ax]
+        zeros = t.new_zeros((*t.shape[: ax + 1], stride - 1, *t.shape[ax + 1 :]))
+        t = torch.cat([t.unsqueeze(ax + 1), zeros], ax + 1)
+        t = t.flatten(ax, ax + 1).narrow(ax, 0, (n - 1) * stride + 1)
+    return t
+
+
+def fold(t: Tensor, axis: int, size: int, offset: int) -> Tensor:
+    """Wrap one axis around a circle of ``size``: ``out[i] = sum_{j = i + offset (mod size)}
+    t[j]`` (the periodic output of a circular transposed convolution)."""
+    n = t.shape[axis]
+    idx = (torch.arange(n, device=t.device) - offset) % size
+    shape = list(t.shape)
+    shape[axis] = size
+    return t.new_zeros(shape).index_add(axis, idx, t)
 
 
 def transpose_geometry(size: int, window: int, stride: int, padding: Padding) -> dict:
@@ -74,7 +114,7 @@ def transpose_geometry(size: int, window: int, stride: int, padding: Padding) ->
 
 
 class ConvTranspose(Conv):
-    r"""Transposed convolution over (N, C, *S) inputs, NTK parametrization.
+    r"""Transposed convolution over ``(N, C, *S)`` inputs, NTK parametrization.
 
     .. math::
 
@@ -175,7 +215,7 @@ class ConvTranspose(Conv):
             )
         d = len(in_features.size)
         window, stride, axes = self._axes(in_features.size)
-        module_class = conv_module_class(d, "ConvTranspose", transpose=True)
+        module_class = conv_module_class(d, "ConvTranspose", TRANSPOSE_MODULES)
         out = self.out if self.out is not None else ctx.next_width()
         channels = in_features.channels
         check_fits(
@@ -201,3 +241,48 @@ class ConvTranspose(Conv):
         size = tuple(g["out"] if g["wrap"] is None else g["wrap"][0] for g in axes)
         return conv, SpatialFeatures(out, size)
 
+
+class _ScaledTranspose(_Scaled):
+    """Forward pass of a transposed convolution: the full output of torch's transposed
+    convolution (no padding), then ``crop`` (before, after) per axis (a negative amount pads
+    with zeros), an optional circular ``wrap`` to ``size`` per axis, then the bias."""
+
+    crop: tuple[tuple[int, int], ...] = ()
+    wrap: tuple[tuple[int, int], ...] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight if self.weight_multiplier == 1.0 else self.weight * self.weight_multiplier
+        y = self._conv_forward_full(x, w)
+        amounts = [-a for pair in reversed(self.crop) for a in pair]
+        if any(amounts):
+            y = torch.nn.functional.pad(y, amounts)
+        if self.wrap is not None:
+            for r, (size, offset) in enumerate(self.wrap):
+                y = fold(y, 2 + r, size, offset)
+        if self.bias is not None:
+            b = self.bias if self.bias_multiplier == 1.0 else self.bias * self.bias_multiplier
+            y = y + b.reshape(-1, *([1] * (y.ndim - 2)))
+        return y
+
+    def _conv_forward_full(self, x: Tensor, w: Tensor) -> Tensor:
+        f = (
+            torch.nn.functional.conv_transpose1d,
+            torch.nn.functional.conv_transpose2d,
+            torch.nn.functional.conv_transpose3d,
+        )[x.ndim - 3]
+        return f(x, w, None, self.stride)
+
+
+class ConvTransposeModule1d(_ScaledTranspose, nn.ConvTranspose1d):
+    """``torch.nn.ConvTranspose1d`` with the multipliers of a parametrization and a crop."""
+
+
+class ConvTransposeModule2d(_ScaledTranspose, nn.ConvTranspose2d):
+    """``torch.nn.ConvTranspose2d`` with the multipliers of a parametrization and a crop."""
+
+
+class ConvTransposeModule3d(_ScaledTranspose, nn.ConvTranspose3d):
+    """``torch.nn.ConvTranspose3d`` with the multipliers of a parametrization and a crop."""
+
+
+TRANSPOSE_MODULES = (ConvTransposeModule1d, ConvTransposeModule2d, ConvTransposeModule3d)

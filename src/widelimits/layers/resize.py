@@ -129,8 +129,13 @@ class ImageResize(Layer):
         full = k.layout == "full"
         shape = tuple(k.cov1.shape[1 : 1 + d])
         sizes = self._sizes(d)
-        check_output_fits(f"ImageResize(size={self.size!r})", k.nngp, d, full,
-                          [n if m == -1 else m for n, m in zip(shape, sizes, strict=True)])
+        check_output_fits(
+            f"ImageResize(size={self.size!r})",
+            k.nngp,
+            d,
+            full,
+            [n if m == -1 else m for n, m in zip(shape, sizes, strict=True)],
+        )
         matrices = self._matrices(shape)
         if not full and self.mixes_pixels and any(m is not None for m in matrices):
             raise ValueError("ImageResize(method='linear') needs the full pixel-pair layout")
