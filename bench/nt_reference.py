@@ -6,8 +6,9 @@ never with the main one::
     .nt-venv/bin/python bench/nt_reference.py OUT_DIR
 
 It writes three files into OUT_DIR, each atomically (a temporary name, then a rename), in this
-order: ``nt_architectures.npz``, ``nt_predict.npz`` and ``nt_attention.npz`` (``--only`` picks
-one). Everything is computed with
+order: ``nt_architectures.npz``, ``nt_predict.npz``, ``nt_attention.npz`` and ``nt_spatial.npz``
+(spatial layers; its cases and keys are described in ``bench/nt_reference_spatial.py``);
+``--only`` picks one. Everything is computed with
 ``jax_enable_x64`` on, so all arrays are float64. Load with ``numpy.load(path)``; JSON strings
 are stored as 0-d unicode arrays (``json.loads(str(data[key]))``). This script imports neither
 torch nor widelimits.
@@ -809,7 +810,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", default="/work/ntref")
     parser.add_argument(
-        "--only", choices=("architectures", "predict", "attention"), default=None
+        "--only", choices=("architectures", "predict", "attention", "spatial"), default=None
     )
     args = parser.parse_args(argv)
 
@@ -824,6 +825,10 @@ def main(argv: list[str] | None = None) -> None:
         predict_file(os.path.join(args.out_dir, "nt_predict.npz"))
     if args.only in (None, "attention"):
         attention_file(os.path.join(args.out_dir, "nt_attention.npz"))
+    if args.only in (None, "spatial"):  # transposed / local / 3-D convolutions, pooling
+        from nt_reference_spatial import spatial_file
+
+        spatial_file(os.path.join(args.out_dir, "nt_spatial.npz"))
     print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 

@@ -20,6 +20,8 @@ from .layers import (
     Aggregate,
     AvgPool,
     Conv,
+    ConvLocal,
+    ConvTranspose,
     Cos,
     Dense,
     DotGeneral,
@@ -37,8 +39,10 @@ from .layers import (
     Gaussian,
     GlobalAvgPool,
     GlobalSelfAttention,
+    GlobalSumPool,
     Hermite,
     Identity,
+    ImageResize,
     Index,
     Layer,
     LayerNorm,
@@ -77,6 +81,7 @@ __all__ = [
     "Sign", "Sin", "SumPool", "TransformerBlock", "__version__",
     "Aggregate", "DotGeneral", "Index", "Repeat", "Slice",
     "finite", "predict", "limits", "linear", "Scaling", "optimizer", "InitCorrected", "from_module",
+    "ConvLocal", "ConvTranspose", "GlobalSumPool", "ImageResize",
 ]  # fmt: skip
 
 

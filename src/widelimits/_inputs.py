@@ -60,10 +60,10 @@ def as_input(x, name: str, *, stacklevel: int = 2) -> Tensor:
             f"{name} has dtype {x.dtype}, too imprecise for kernel recursions; "
             "use float32 or float64"
         )
-    if x.ndim not in (2, 3, 4):
+    if x.ndim < 2:
         raise ValueError(
-            f"{name} must have shape (examples, features), (examples, C, L) or (examples, C, H, "
-            f"W), got {tuple(x.shape)}"
+            f"{name} must have shape (examples, features), (examples, C, L), (examples, C, H, "
+            f"W) or (examples, C, *spatial) (volumes, ...), got {tuple(x.shape)}"
         )
     if x.shape[0] == 0:
         raise ValueError(
@@ -78,8 +78,8 @@ def as_input(x, name: str, *, stacklevel: int = 2) -> Tensor:
             "computing kernels"
         )
     if looks_channels_last(x.shape):
-        order = "(N, H, W, C)" if x.ndim == 4 else "(N, L, C)"
-        perm = "0, 3, 1, 2" if x.ndim == 4 else "0, 2, 1"
+        order = {3: "(N, L, C)", 4: "(N, H, W, C)"}.get(x.ndim, "(N, *S, C)")
+        perm = ", ".join(map(str, (0, x.ndim - 1, *range(1, x.ndim - 1))))
         warnings.warn(
             f"{name} of shape {tuple(x.shape)} looks like channels-last {order}, but kernels "
             f"read axis 1 as the channels; pass {name}.permute({perm}) (or silence "

@@ -101,10 +101,10 @@ def from_module(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(example_input, Tensor):
         raise TypeError(f"example_input must be a tensor, got {type(example_input).__name__}")
-    if example_input.ndim not in (2, 3, 4):
+    if example_input.ndim not in (2, 3, 4, 5):
         raise ValueError(
-            "example_input must be a batch of shape (N, features), (N, C, L) or (N, C, H, W), "
-            f"got shape {tuple(example_input.shape)}"
+            "example_input must be a batch of shape (N, features), (N, C, L), (N, C, H, W) or "
+            f"(N, C, D, H, W), got shape {tuple(example_input.shape)}"
         )
     if parametrization not in ("standard", "ntk"):
         raise ValueError(

@@ -224,14 +224,14 @@ def single_thread() -> contextlib.AbstractContextManager[None]:
 
 def _example_shape(in_features: int | tuple[int, ...]) -> tuple[int, ...]:
     """The shape of one example: ``(d,)`` for ``d`` features, else the tuple itself ((C, L) or
-    (C, H, W)), checked to be positive ints."""
+    (C, H, W), (C, D, H, W), ...), checked to be positive ints."""
     shape = (in_features,) if isinstance(in_features, int) else tuple(in_features)
-    if not 1 <= len(shape) <= 3 or not all(
+    if not 1 <= len(shape) or not all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape
     ):
         raise ValueError(
-            "in_features must be a positive int (flat features) or the shape (C, L) or (C, H, W) "
-            f"of one example, got {in_features!r}"
+            "in_features must be a positive int (flat features) or the shape (C, L), (C, H, W) "
+            f"or (C, *S) of one example, got {in_features!r}"
         )
     return shape
 

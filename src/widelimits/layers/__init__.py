@@ -31,6 +31,8 @@ from .combinators import (
     Serial,
 )
 from .conv import Conv
+from .conv_local import ConvLocal
+from .conv_transpose import ConvTranspose
 from .dense import Dense
 from .elementwise import Elementwise
 from .gaussian_family import ExpNormalized, Gabor
@@ -38,7 +40,8 @@ from .indexing import DotGeneral, Index
 from .myrtle import Myrtle
 from .normalization import Dropout, LayerNorm
 from .polynomial import Hermite, Monomial, Polynomial
-from .pooling import AvgPool, Flatten, GlobalAvgPool, SumPool
+from .pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
+from .resize import ImageResize
 from .scale import Scale
 from .transformer import TransformerBlock
 
@@ -52,5 +55,6 @@ __all__ = [
     "ReLU", "Residual", "Scale", "Serial", "Sign", "Sin", "SpatialFeatures", "SumPool",
     "TransformerBlock",
     "Aggregate", "DotGeneral", "Index", "Repeat",
+    "ConvLocal", "ConvTranspose", "GlobalSumPool", "ImageResize",
 ]  # fmt: skip
 # ``Slice`` (an index builder for `Index`, not a layer) is exported by the package root only.

@@ -8,7 +8,14 @@ Padding follows the usual rules, per spatial axis of size n, window w and stride
 - ``"same"``: ``ceil(n / s)`` outputs, ``max((out - 1) s + w - n, 0)`` zeros split with the smaller
   half before (the convention of TensorFlow, JAX and neural-tangents);
 - ``"circular"``: as ``"same"`` but wrapping around (periodic images), as many times as the
-  window needs when it is larger than the image (torch's ``F.pad`` wraps at most once).
+  window needs when it is larger than the image (torch's ``F.pad`` wraps at most once);
+- explicit zeros ``(before, after)``: ``(n + before + after - w) // s + 1`` outputs (PyTorch's
+  integer ``padding=p`` is ``(p, p)``).
+
+Layers take ``padding`` as one of the three names, an int p (``(p, p)`` on every axis), or one
+entry per spatial axis, each an int p or a pair ``(before, after)`` (`check_padding`);
+`axis_paddings` turns that into one ``"same"`` / ``"valid"`` / ``"circular"`` / ``(before,
+after)`` per axis, the form `pads` and the window sums take.
 
 A window larger than the (padded) image reads some inputs several times (circular) or reads
 only zeros at some offsets ("same"): `effective_taps` groups the offsets that read the same
@@ -46,16 +53,16 @@ def _size(value) -> int | None:
 
 
 def check_sizes(name: str, value) -> int | tuple[int, ...]:
-    """A window or stride argument at construction: a positive int or 1 or 2 of them."""
+    """A window or stride argument at construction: a positive int or one per spatial axis."""
     if _size(value) is not None:
         return operator.index(value)
-    if isinstance(value, list | tuple) and 1 <= len(value) <= 2:
+    if isinstance(value, list | tuple) and len(value) >= 1:
         values = tuple(_size(v) for v in value)
         if all(v is not None for v in values):
             return values
     raise ValueError(
         f"{name}={value!r} is not a window size: give a positive integer (at most {MAX_SIZE}) "
-        "or a tuple of one per spatial axis (1 or 2 of them)"
+        "or a tuple of one per spatial axis"
     )
 
 
@@ -88,14 +95,102 @@ def check_fits(name: str, what: str, elements: int, itemsize: int, fix: str) -> 
         )
 
 
-def check_padding(padding: str) -> str:
-    if not isinstance(padding, str) or padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-    return padding
+Padding = str | tuple[int, int]
+"""The padding of one spatial axis: ``"same"``, ``"valid"``, ``"circular"`` or explicit zeros
+``(before, after)``."""
 
 
-def pads(size: int, window: int, stride: int, padding: str) -> tuple[int, int, int]:
+def _amount(value) -> int | None:
+    """``value`` as a non-negative int no larger than `MAX_SIZE`, or None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        v = operator.index(value)
+    except TypeError:
+        return None
+    return v if 0 <= v <= MAX_SIZE else None
+
+
+def _explicit(value) -> tuple[int, int] | None:
+    """One axis' explicit padding, an int p or a pair (before, after), as a pair (or None)."""
+    if _amount(value) is not None:
+        return (operator.index(value),) * 2
+    if isinstance(value, list | tuple) and len(value) == 2:
+        pair = tuple(_amount(v) for v in value)
+        if None not in pair:
+            return pair
+    return None
+
+
+def check_output_fits(name: str, t: Tensor, d: int, full: bool, size: Sequence[int]) -> None:
+    """Refuse (before allocating) a kernel map whose output tensor cannot fit in memory.
+
+    ``t`` is the layer's input kernel tensor (``(..., *S)`` or ``(..., *S, *S)``), ``size`` the
+    output's spatial shape: large explicit paddings or up-sampling can grow it past memory.
+    """
+    lead = math.prod(t.shape[: t.ndim - (2 * d if full else d)])
+    pixels = math.prod(size) ** (2 if full else 1)
+    if lead * pixels * t.element_size() < 2**26:  # small: skip asking for the free memory
+        return
+    what = f"the output kernel of {lead} pairs x {pixels} pixel entries"
+    fix = "use less padding, a smaller stride or smaller inputs"
+    check_fits(name, what, lead * pixels, t.element_size(), fix)
+
+
+def check_padding(padding) -> str | tuple:
+    """A ``padding`` argument at construction: a name, an int, or one entry per spatial axis.
+
+    Returns the name, ``((p, p),)`` for an int p (any number of axes: see `axis_paddings`), or
+    a tuple of ``(before, after)`` pairs, one per axis.
+    """
+    if isinstance(padding, str) and padding in PADDINGS:
+        return padding
+    if _amount(padding) is not None:
+        return (_explicit(padding),)
+    if isinstance(padding, list | tuple) and len(padding) >= 1:
+        pairs = tuple(_explicit(v) for v in padding)
+        if None not in pairs:
+            return pairs
+    raise ValueError(
+        f"padding must be one of {PADDINGS}, a non-negative int (zeros on both sides of every "
+        "spatial axis), or one entry per spatial axis, each an int or a pair (before, after); "
+        f"got {padding!r}"
+    )
+
+
+def axis_paddings(padding: str | tuple, d: int) -> tuple[Padding, ...]:
+    """The padding of each of ``d`` spatial axes, from a `check_padding` result."""
+    if isinstance(padding, str):
+        return (padding,) * d
+    if len(padding) == 1 and d != 1:
+        return padding * d
+    if len(padding) != d:
+        raise ValueError(
+            f"padding={padding!r} does not fit inputs with {d} spatial axes: give a name, an int, "
+            f"or {d} entries (an int or a pair (before, after) each)"
+        )
+    return tuple(padding)
+
+
+def describe_padding(padding: str | tuple):
+    """``padding`` as the user would write it back (for repr and error messages)."""
+    if isinstance(padding, str):
+        return repr(padding)
+    if len(padding) == 1 and padding[0][0] == padding[0][1]:
+        return str(padding[0][0])
+    return repr(tuple(p if p[0] != p[1] else p[0] for p in padding))
+
+
+def pads(size: int, window: int, stride: int, padding: Padding) -> tuple[int, int, int]:
     """``(before, after, out)``: padding on each side and output size along one axis."""
+    if not isinstance(padding, str):
+        before, after = padding
+        if size + before + after < window:
+            raise ValueError(
+                f"a window of {window} does not fit a spatial size of {size} padded with "
+                f"{before} + {after} zeros: pad more or use a smaller window"
+            )
+        return before, after, (size + before + after - window) // stride + 1
     if padding == "valid":
         if size < window:
             raise ValueError(
@@ -378,30 +473,97 @@ def _repeat2(sizes) -> list[int]:
 
 
 class SpatialPad(nn.Module):
-    """Pads the spatial axes of (N, C, *S) inputs by the ``"same"`` / ``"circular"`` rule."""
+    """Pads the spatial axes of (N, C, *S) inputs: zeros, circularly, or explicit zeros.
 
-    def __init__(self, window: Sequence[int], stride: Sequence[int], padding: str) -> None:
+    ``padding`` is one name for every axis or one `Padding` per axis (see `axis_paddings`).
+    """
+
+    def __init__(
+        self, window: Sequence[int], stride: Sequence[int], padding: str | Sequence[Padding]
+    ) -> None:
         super().__init__()
-        self.window, self.stride, self.padding = tuple(window), tuple(stride), padding
+        self.window, self.stride = tuple(window), tuple(stride)
+        self.padding = padding if isinstance(padding, str) else tuple(padding)
+
+    def _axis_paddings(self) -> tuple[Padding, ...]:
+        return axis_paddings(self.padding, len(self.window))
 
     def forward(self, x: Tensor) -> Tensor:
         amounts: list[int] = []
-        geometry = zip(x.shape[2:], self.window, self.stride, strict=True)
-        for n, w, s in reversed(list(geometry)):
-            before, after, _ = pads(n, w, s, self.padding)
+        geometry = zip(x.shape[2:], self.window, self.stride, self._axis_paddings(), strict=True)
+        for n, w, s, p in reversed(list(geometry)):
+            before, after, _ = pads(n, w, s, p)
             amounts += [before, after]
         if not any(amounts):
             return x
         if self.padding != "circular":
             return F.pad(x, amounts, mode="constant")
-        if all(a <= n for a, n in zip(amounts, _repeat2(x.shape[:1:-1]), strict=True)):
+        if x.ndim <= 5 and all(
+            a <= n for a, n in zip(amounts, _repeat2(x.shape[:1:-1]), strict=True)
+        ):
             return F.pad(x, amounts, mode="circular")
-        # F.pad wraps at most once: wrap by indexing, as often as the window needs
+        # F.pad wraps at most once (and up to 3 axes): wrap by indexing, as often as needed
         for r, n in enumerate(x.shape[2:]):
-            before, after, _ = pads(n, self.window[r], self.stride[r], self.padding)
+            before, after, _ = pads(n, self.window[r], self.stride[r], "circular")
             idx = torch.arange(-before, n + after, device=x.device) % n
             x = x.index_select(2 + r, idx)
         return x
 
     def extra_repr(self) -> str:
         return f"window={self.window}, stride={self.stride}, padding={self.padding!r}"
+
+
+# -- window sums with one padding per axis, and the windows' counts of input pixels ---------
+
+
+def conv_window_sum(
+    t: Tensor,
+    d: int,
+    full: bool,
+    window: Sequence[int],
+    stride: Sequence[int],
+    paddings: Sequence[Padding],
+    scale: float = 1.0,
+    base: Tensor | None = None,
+    scratch: Scratch | None = None,
+) -> Tensor:
+    """`conv_sum` with one padding per spatial axis (``paddings``, see `axis_paddings`)."""
+    if all(p == paddings[0] for p in paddings) and isinstance(paddings[0], str):
+        return conv_sum(t, d, full, window, stride, paddings[0], scale, base, scratch)
+    steps = []
+    for r in range(d):
+        axes = (t.ndim - 2 * d + r, t.ndim - d + r) if full else (t.ndim - d + r,)
+        steps.append((axes, window[r], stride[r], paddings[r]))
+    return _separable(t, steps, scale, base, scratch)
+
+
+def pool_window_sum(
+    t: Tensor,
+    d: int,
+    window: Sequence[int],
+    stride: Sequence[int],
+    paddings: Sequence[Padding],
+    scale: float = 1.0,
+    scratch: Scratch | None = None,
+) -> Tensor:
+    """`pool_sum` with one padding per spatial axis (``paddings``, see `axis_paddings`)."""
+    if all(p == paddings[0] for p in paddings) and isinstance(paddings[0], str):
+        return pool_sum(t, d, window, stride, paddings[0], scale, scratch)
+    steps = []
+    for r in range(d):
+        for ax in (t.ndim - 2 * d + r, t.ndim - d + r):
+            steps.append(((ax,), window[r], stride[r], paddings[r]))
+    return _separable(t, steps, scale, None, scratch)
+
+
+def edge_counts(size: int, window: int, stride: int, padding: Padding) -> Tensor:
+    """How many inputs (not padding) each output's window covers along one axis, float64.
+
+    ``count[i] = #{a < window : 0 <= stride i + a - before < size}``; all equal to the window
+    for ``"valid"`` and ``"circular"`` (wrapped pixels are inputs).
+    """
+    before, _, out = pads(size, window, stride, padding)
+    start = stride * torch.arange(out, dtype=torch.float64) - before
+    if isinstance(padding, str) and padding != "same":
+        return torch.full((out,), float(window), dtype=torch.float64)
+    return (torch.clamp(start + window, max=size) - torch.clamp(start, min=0)).clamp(min=0)

@@ -302,11 +302,11 @@ class Layer:
 def _input_features(in_features) -> int | SpatialFeatures:
     """``build``'s ``in_features`` as an int (flat) or `SpatialFeatures` (C, *S)."""
     shape = (in_features,) if isinstance(in_features, int) else tuple(in_features)
-    if not 1 <= len(shape) <= 3 or not all(
+    if not 1 <= len(shape) or not all(
         isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape
     ):
         raise ValueError(
-            "in_features must be a positive integer, or the shape (C, H, W) or (C, L) of one "
-            f"example, got {in_features!r}"
+            "in_features must be a positive integer, or the shape (C, H, W), (C, L) or (C, *S) "
+            f"of one example, got {in_features!r}"
         )
     return shape[0] if len(shape) == 1 else SpatialFeatures(shape[0], shape[1:])

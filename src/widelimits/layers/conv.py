@@ -1,4 +1,4 @@
-"""Convolutions over NCL sequences and NCHW images."""
+"""Convolutions over ``(N, C, *S)`` inputs: NCL sequences, NCHW images, NCDHW volumes, ..."""
 
 from __future__ import annotations
 
@@ -10,14 +10,18 @@ from torch.nn.utils import skip_init
 
 from ..kernel import Kernel
 from ._spatial import (
+    Padding,
     Scratch,
     SpatialPad,
     _recording,
     as_tuple,
+    axis_paddings,
     check_fits,
+    check_output_fits,
     check_padding,
     check_sizes,
-    conv_sum,
+    conv_window_sum,
+    describe_padding,
     pads,
 )
 from .base import BuildContext, SpatialFeatures
@@ -27,19 +31,27 @@ __all__ = ["Conv"]
 
 
 class Conv(WeightLayer):
-    r"""Convolution over 1-D (N, C, L) or 2-D (N, C, H, W) inputs, NTK parametrization.
+    r"""Convolution over ``(N, C, *S)`` inputs, any number of spatial axes, NTK parametrization.
 
-    :math:`z_p = \frac{\sigma_w}{\sqrt{C k}} \sum_{a, c} W_{a c}\, x_{c,\, s p + a} + \sigma_b b`
+    .. math::
+
+        z_p = \frac{\sigma_w}{\sqrt{C k}} \sum_{a, c} W_{a c}\, x_{c, s p + a} + \sigma_b b
+
     with :math:`k` taps (the filter size), :math:`s` the stride and
-    :math:`W, b \sim \mathcal N(0, 1)`.
+    :math:`W, b \sim \mathcal N(0, 1)`.  The kernel map works
+    for any d (1-D sequences, 2-D images, 3-D volumes, ...); the finite side is built for d = 1,
+    2, 3 (``torch.nn.Conv1d/2d/3d``).
 
     Args:
         out: output channels; ``None`` for a hidden layer whose channel count is the infinite
             dimension (``build`` gives it the ``width`` it is asked for).
         kernel_size: filter size, an int (the same along every spatial axis) or one per axis.
         stride: an int or one per axis.
-        padding: ``"same"`` (zeros; output size :math:`\lceil n / s \rceil`, the smaller half of
-            the padding before), ``"valid"`` (none) or ``"circular"`` (as "same", wrapping around).
+        padding: ``"same"`` (zeros; output size :math:`\lceil n / s \rceil`, the smaller half
+            of the padding before), ``"valid"`` (none), ``"circular"`` (as "same", wrapping
+            around), an int p (p zeros on both sides of every axis, as PyTorch's
+            ``padding=p``), or one entry per axis, each an int or a pair ``(before, after)`` of
+            zero counts.
         W_std, b_std, parametrization, trainable: as in `Dense`.
 
     Kernel map.  With :math:`[A K]_{pq} = \operatorname{mean}_a K_{s p + a,\, s q + a}` — the
@@ -62,7 +74,7 @@ class Conv(WeightLayer):
         out: int | None = None,
         kernel_size: int | tuple[int, ...] = 3,
         stride: int | tuple[int, ...] = 1,
-        padding: str = "same",
+        padding: str | int | tuple = "same",
         W_std: float | Tensor = 1.0,
         b_std: float | Tensor | None = None,
         parametrization: str = "ntk",
@@ -76,32 +88,45 @@ class Conv(WeightLayer):
         self.stride = check_sizes("stride", stride)
         self.padding = check_padding(padding)
 
-    def _geometry(self, d: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        if d not in (1, 2):
+    def _geometry(self, d: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[Padding, ...]]:
+        name = type(self).__name__
+        if d < 1:
             raise ValueError(
-                "Conv needs spatial inputs, (N, C, L) sequences or (N, C, H, W) images, but got "
-                "flat features; keep the spatial axes, or use Dense for flat inputs"
+                f"{name} needs spatial inputs, (N, C, L) sequences or (N, C, H, W) images, but "
+                "got flat features; keep the spatial axes, or use Dense for flat inputs"
             )
-        return as_tuple("kernel_size", self.kernel_size, d), as_tuple("stride", self.stride, d)
+        return (
+            as_tuple("kernel_size", self.kernel_size, d),
+            as_tuple("stride", self.stride, d),
+            axis_paddings(self.padding, d),
+        )
 
     def kernel_fn(self, k: Kernel) -> Kernel:
         if not isinstance(k, Kernel):
             return self.affine_kernel(k)  # raises the branch error
         d = k.spatial_ndim
-        window, stride = self._geometry(d)
+        window, stride, paddings = self._geometry(d)
         full = k.layout == "full"
         taps = math.prod(window)
+        size = [
+            pads(n, w, s, p)[2]
+            for n, w, s, p in zip(k.cov1.shape[1 : 1 + d], window, stride, paddings, strict=True)
+        ]
+        name = f"{type(self).__name__}(padding={describe_padding(self.padding)})"
+        check_output_fits(name, k.nngp, d, full, size)
         if self.parametrization != "ntk" or any(
             isinstance(v, Tensor) for v in (self.W_std, self.b_std)
         ):  # the general affine map (tensor-valued scales, standard-parametrization NTK)
 
             def window_sum(t: Tensor) -> Tensor:
-                return conv_sum(t, d, full, window, stride, self.padding)
+                return conv_window_sum(t, d, full, window, stride, paddings)
 
             return self.affine_kernel(k, window_sum, taps=taps)
-        return self._fused_kernel(k, d, full, window, stride, taps)
+        return self._fused_kernel(k, d, full, window, stride, paddings, taps)
 
-    def _fused_kernel(self, k: Kernel, d: int, full: bool, window, stride, taps: int) -> Kernel:
+    def _fused_kernel(
+        self, k: Kernel, d: int, full: bool, window, stride, paddings, taps: int
+    ) -> Kernel:
         """`affine_kernel` in one pass per tensor: the multiply by sigma_w^2 / taps rides on the
         window sum's adds and the NTK's ``K' +`` on its last step; intermediates share one
         scratch buffer (NTK parametrization, float scales)."""
@@ -110,7 +135,7 @@ class Conv(WeightLayer):
         scratch = Scratch()
 
         def affine(t: Tensor) -> Tensor:  # sigma_w^2 A(t) + sigma_b^2
-            out = conv_sum(t, d, full, window, stride, self.padding, w2, None, scratch)
+            out = conv_window_sum(t, d, full, window, stride, paddings, w2, None, scratch)
             if b2 == 0.0:
                 return out
             return out + b2 if _recording(out) else out.add_(b2)
@@ -123,62 +148,74 @@ class Conv(WeightLayer):
         if theta is not None and theta.ndim == 0:  # the zero NTK before any trainable layer
             theta = theta if base is None else base
         elif theta is not None:  # K' + sigma_w^2 A(Theta), or sigma_w^2 A(Theta) if frozen
-            theta = conv_sum(theta, d, full, window, stride, self.padding, w2, base, scratch)
+            theta = conv_window_sum(theta, d, full, window, stride, paddings, w2, base, scratch)
         return k.replace(
             nngp=nngp, ntk=theta, cov1=cov1, cov2=cov2, is_gaussian=True, width=self.out
         )
 
     def build_module(self, in_features, ctx: BuildContext) -> tuple[nn.Module, SpatialFeatures]:
+        name = type(self).__name__
         if isinstance(in_features, tuple):
-            raise TypeError("Conv got several branches; merge them first with a FanIn layer")
+            raise TypeError(f"{name} got several branches; merge them first with a FanIn layer")
         if not isinstance(in_features, SpatialFeatures):
             raise ValueError(
-                "Conv needs spatial inputs: build the network with in_features=(C, H, W) or "
+                f"{name} needs spatial inputs: build the network with in_features=(C, H, W) or "
                 "(C, L), the shape of one example"
             )
         d = len(in_features.size)
-        window, stride = self._geometry(d)
+        window, stride, paddings = self._geometry(d)
+        module_class = conv_module_class(d, name)
         out = self.out if self.out is not None else ctx.next_width()
         channels = in_features.channels
-        size = tuple(
-            pads(n, w, s, self.padding)[2]
-            for n, w, s in zip(in_features.size, window, stride, strict=True)
-        )
+        geometry = list(zip(in_features.size, window, stride, paddings, strict=True))
+        size = tuple(pads(n, w, s, p)[2] for n, w, s, p in geometry)
         itemsize = torch.empty((), dtype=ctx.dtype).element_size()
         check_fits(
-            f"Conv(kernel_size={self.kernel_size!r})",
+            f"{name}(kernel_size={self.kernel_size!r})",
             f"the weights of {out} x {channels} channels x {math.prod(window)} taps",
             out * channels * math.prod(window), itemsize,
             "use a smaller kernel_size, fewer channels or a smaller width (the infinite-width "
             "kernel needs none of this memory: its taps past the image size are merged)",
         )  # fmt: skip
-        if self.padding != "valid":
-            padded = channels * math.prod(
-                n + sum(pads(n, w, s, self.padding)[:2])
-                for n, w, s in zip(in_features.size, window, stride, strict=True)
-            )
-            check_fits(
-                f"Conv(kernel_size={self.kernel_size!r})", "one padded input example", padded,
-                itemsize, "use a smaller kernel_size",
-            )  # fmt: skip
+        padded = channels * math.prod(n + sum(pads(n, w, s, p)[:2]) for n, w, s, p in geometry)
+        check_fits(
+            f"{name}(kernel_size={self.kernel_size!r})", "one padded input example", padded,
+            itemsize, "use a smaller kernel_size",
+        )  # fmt: skip
         sc = self.weight_scales(channels * math.prod(window), ctx)
         # skip_init: no default initialisation, which would draw from torch's global generator.
         conv = skip_init(
-            ConvModule1d if d == 1 else ConvModule2d,
+            module_class,
             channels, out, window, stride=stride, bias=self.b_std is not None, dtype=ctx.dtype,
         )  # fmt: skip
         conv.weight = nn.Parameter(ctx.randn(out, channels, *window) * sc["w_init"])
         if conv.bias is not None:
             conv.bias = nn.Parameter(ctx.randn(out) * sc["b_init"])
-        conv.weight_multiplier, conv.bias_multiplier = float(sc["w_mult"]), float(sc["b_mult"])
-        conv.lr_scale, conv.parametrization = float(sc["lr_scale"]), sc["name"]
+        set_scales(conv, sc)
         conv.requires_grad_(self.has_parameters)
-        module = (
-            conv
-            if self.padding == "valid"
-            else nn.Sequential(SpatialPad(window, stride, self.padding), conv)
+        if all(p == "valid" or p == (0, 0) for p in paddings):
+            return conv, SpatialFeatures(out, size)
+        padding = self.padding if isinstance(self.padding, str) else paddings
+        return nn.Sequential(SpatialPad(window, stride, padding), conv), SpatialFeatures(out, size)
+
+
+def conv_module_class(d: int, name: str, classes: tuple | None = None) -> type[nn.Module]:
+    """The finite convolution module for ``d`` spatial axes (1, 2 or 3: what torch has), from
+    ``classes`` (1-D, 2-D, 3-D; default: `ConvModule1d` / ``2d`` / ``3d``)."""
+    classes = classes or (ConvModule1d, ConvModule2d, ConvModule3d)
+    if not 1 <= d <= 3:
+        raise ValueError(
+            f"{name} builds finite networks for 1, 2 or 3 spatial axes (torch has Conv1d/2d/3d), "
+            f"but in_features has {d}; the infinite-width kernel (net.kernel) works for any "
+            "number of spatial axes"
         )
-        return module, SpatialFeatures(out, size)
+    return classes[d - 1]
+
+
+def set_scales(module: nn.Module, sc: dict) -> None:
+    """Store a parametrization's multipliers (`WeightLayer.weight_scales`) on a finite module."""
+    module.weight_multiplier, module.bias_multiplier = float(sc["w_mult"]), float(sc["b_mult"])
+    module.lr_scale, module.parametrization = float(sc["lr_scale"]), sc["name"]
 
 
 class _Scaled:
@@ -209,3 +246,7 @@ class ConvModule1d(_Scaled, nn.Conv1d):
 
 class ConvModule2d(_Scaled, nn.Conv2d):
     """``torch.nn.Conv2d`` with the forward multipliers of a parametrization."""
+
+
+class ConvModule3d(_Scaled, nn.Conv3d):
+    """``torch.nn.Conv3d`` with the forward multipliers of a parametrization."""

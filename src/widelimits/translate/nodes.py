@@ -108,6 +108,8 @@ class NodeLayers(NodeBase):
             return [self.functional_layer_norm(node)]
         if t in _POW or t is torch.square:
             return [self.power(node, 2 if t is torch.square else node.args[1])]
+        if t in (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d):
+            return [self.functional_avg_pool(node)]
         if t in (F.dropout,):
             args = dict(zip(("p", "training"), node.args[1:], strict=False)) | node.kwargs
             return self.dropout(node, args.get("p", 0.5), args.get("training", True))
@@ -209,7 +211,7 @@ class NodeLayers(NodeBase):
 
     # -- modules ------------------------------------------------------------------------------
     def module_layer(self, node: fx.Node, mod: nn.Module) -> list[Layer | None]:
-        if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d):
+        if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
             return [self.weight_layer(node, mod)]
         if isinstance(mod, nn.Identity):
             return []
@@ -220,7 +222,7 @@ class NodeLayers(NodeBase):
             raise self.fail(node, "max pooling has no closed-form infinite-width kernel",
                             "replace it by nn.AvgPool2d (same kernel_size and stride) for an "
                             "analytic kernel, or " + INSTEAD)
-        if isinstance(mod, nn.AvgPool1d | nn.AvgPool2d):
+        if isinstance(mod, nn.AvgPool1d | nn.AvgPool2d | nn.AvgPool3d):
             return [self.avg_pool(node, mod)]
         if isinstance(mod, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d):
             return [self.adaptive_pool(node)]
@@ -249,7 +251,6 @@ class NodeLayers(NodeBase):
                                 "flatten to (N, features) first")  # fmt: skip
             w_std, b_std = weight_stds(self, node, mod, mod.in_features)
             return Dense(mod.out_features, w_std, b_std, self.parametrization)
-        d = 1 if isinstance(mod, nn.Conv1d) else 2
         if mod.groups != 1 or any(x != 1 for x in mod.dilation):
             raise self.fail(node, f"groups={mod.groups}, dilation={mod.dilation}: widelimits' "
                             "Conv has no grouped or dilated convolution",
@@ -258,11 +259,11 @@ class NodeLayers(NodeBase):
                                mod.padding_mode)  # fmt: skip
         fan_in = mod.in_channels * math.prod(mod.kernel_size)
         w_std, b_std = weight_stds(self, node, mod, fan_in)
-        assert len(mod.kernel_size) == d
         return Conv(mod.out_channels, tuple(mod.kernel_size), tuple(mod.stride), padding,
                     w_std, b_std, self.parametrization)  # fmt: skip
 
-    def padding(self, node, sizes, window, stride, padding, mode: str = "zeros") -> str:
+    def padding(self, node, sizes, window, stride, padding, mode: str = "zeros"):
+        """widelimits' padding for torch's: a name, or PyTorch's zeros per axis (ints)."""
         if mode not in ("zeros", "circular"):
             raise self.fail(node, f"padding_mode={mode!r}; widelimits pads with zeros or "
                             "circularly", "use padding_mode='zeros' or 'circular'")
@@ -271,29 +272,52 @@ class NodeLayers(NodeBase):
         same = "circular" if mode == "circular" else "same"
         if padding == "same":  # torch pads k - 1 in total, the smaller half first, as widelimits
             return same
+        if mode == "zeros":  # PyTorch's zeros on both sides, exactly
+            return tuple(int(p) for p in padding)
         for n, k, s, p in zip(sizes, window, stride, padding, strict=True):
             before, _, out = pads(n, k, s, "same")
             if before != p or out != (n + 2 * p - k) // s + 1:
                 raise self.fail(
                     node,
-                    f"padding={tuple(padding)} with kernel_size={tuple(window)}, "
-                    f"stride={tuple(stride)} on size {tuple(sizes)} is neither 'valid' (0) nor "
-                    "widelimits' 'same' geometry",
-                    "use padding=0 or padding=kernel_size // 2 with an odd kernel_size",
+                    f"padding={tuple(padding)} with padding_mode='circular', kernel_size="
+                    f"{tuple(window)}, stride={tuple(stride)} on size {tuple(sizes)} is not "
+                    "widelimits' 'circular' geometry (wrapping is only supported as 'circular')",
+                    "use padding=kernel_size // 2 with an odd kernel_size, or padding_mode="
+                    "'zeros'",
                 )
         return same
 
     def avg_pool(self, node: fx.Node, mod) -> Layer:
         before = self.shape(self.tensor_args(node)[0])
-        d = 1 if isinstance(mod, nn.AvgPool1d) else 2
+        options = dict(
+            kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding,
+            ceil_mode=mod.ceil_mode, count_include_pad=mod.count_include_pad,
+            divisor_override=getattr(mod, "divisor_override", None),
+        )  # fmt: skip
+        return self.pool_layer(node, before, options)
+
+    def functional_avg_pool(self, node: fx.Node) -> Layer:
+        before = self.shape(self.tensor_args(node)[0])
+        names = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                 "divisor_override")  # fmt: skip
+        options = dict(zip(names, node.args[1:], strict=False)) | dict(node.kwargs)
+        if any(isinstance(v, fx.Node) for v in options.values()):
+            raise self.fail(node, "pooling arguments computed in the forward pass",
+                            "pass constant kernel_size, stride and padding")
+        return self.pool_layer(node, before, options)
+
+    def pool_layer(self, node: fx.Node, before, options: dict) -> Layer:
+        d = len(before) - 2
         as_t = lambda v: tuple(v) if isinstance(v, tuple | list) else (v,) * d  # noqa: E731
-        window, stride, padding = as_t(mod.kernel_size), as_t(mod.stride), as_t(mod.padding)
-        if mod.ceil_mode or getattr(mod, "divisor_override", None) is not None or (
-            any(padding) and not mod.count_include_pad
-        ):
-            raise self.fail(node, "ceil_mode, divisor_override and count_include_pad=False "
-                            "have no widelimits pooling", "use the defaults")  # fmt: skip
-        return AvgPool(window, stride, self.padding(node, before[2:], window, stride, padding))
+        window = as_t(options["kernel_size"])
+        stride = as_t(options.get("stride") or options["kernel_size"])  # None or []: window
+        padding = as_t(options.get("padding", 0))
+        if options.get("ceil_mode", False) or options.get("divisor_override") is not None:
+            raise self.fail(node, "ceil_mode and divisor_override have no widelimits pooling",
+                            "use the defaults")  # fmt: skip
+        normalize = any(padding) and not options.get("count_include_pad", True)
+        return AvgPool(window, stride, self.padding(node, before[2:], window, stride, padding),
+                       normalize_edges=bool(normalize))  # fmt: skip
 
     def adaptive_pool(self, node: fx.Node) -> Layer:
         before, after = self.shape(self.tensor_args(node)[0]), self.shape(node)
