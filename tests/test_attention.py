@@ -330,3 +330,31 @@ def test_padding_is_not_zeros():
     weights_a = torch.softmax((1.4 * gram).masked_fill(torch.arange(4) == 3, -torch.inf), -1)
     weights_b = torch.softmax(1.4 * gram, -1)
     torch.testing.assert_close(k, 1.21 * weights_a @ gram @ weights_b.T, rtol=1e-12, atol=0)
+
+
+def test_global_sum_pool_ignores_padded_positions():
+    """GlobalSumPool with a mask sums the real positions only: a padded sequence equals the
+    same sequence cut to its length."""
+    x = torch.randn(3, 2, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x[0, :, 4:] = -7.0
+    net = wl.Serial(wl.Dense(None, b_std=0.3), wl.ReLU(), wl.GlobalSumPool(), wl.Dense(1))
+    k = net.kernel(x, mask_constant=-7.0)
+    cut = net.kernel(x[:1, :, :4])
+    torch.testing.assert_close(k.nngp[0, 0], cut.nngp[0, 0])
+    torch.testing.assert_close(k.ntk[0, 0], cut.ntk[0, 0])
+
+
+@pytest.mark.parametrize(
+    "layer", [wl.LayerNorm(axis=(1, 2)), wl.FanInConcat(axis=2)], ids=["layernorm", "concat"]
+)
+def test_layers_across_positions_refuse_a_mask(layer):
+    """LayerNorm over positions and concatenation along positions would mix padding in."""
+    x = torch.randn(3, 2, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x[0, :, 4:] = -7.0
+    if isinstance(layer, wl.FanInConcat):
+        body = [wl.FanOut(2), wl.Parallel(wl.Dense(None), wl.Dense(None)), layer]
+    else:
+        body = [wl.Dense(None), layer]
+    net = wl.Serial(*body, wl.GlobalAvgPool(), wl.Dense(1))
+    with pytest.raises(ValueError, match="mask_constant"):
+        net.kernel(x, mask_constant=-7.0)

@@ -93,7 +93,10 @@ def check_supports_mask(layer) -> None:
     todo = [layer]
     while todo:
         current = todo.pop()
-        if getattr(current, "supports_mask", False) or isinstance(current, safe):
+        across_positions = getattr(current, "axis", 1) not in (1, (1,))  # LayerNorm, FanInConcat
+        if getattr(current, "supports_mask", False) or (
+            isinstance(current, safe) and not across_positions
+        ):
             todo.extend(current.children())
             continue
         raise ValueError(

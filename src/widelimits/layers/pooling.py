@@ -262,6 +262,8 @@ class GlobalSumPool(GlobalAvgPool):
     def _pool_kernel(self, k: Kernel) -> Kernel:
         if k.layout != "full":
             raise ValueError("GlobalSumPool needs the full pixel-pair layout")
+        if k.mask1 is not None:  # padded positions (mask_constant): the sum of the others
+            return masked_global_pool(k, average=False)
         d = k.spatial_ndim
 
         def pool(t: Tensor) -> Tensor:
