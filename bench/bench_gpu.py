@@ -20,6 +20,9 @@ not measured on the CPU).  Sections:
     ResNet-18 on 64 inputs over its 10 logits (trace).
 (d) The same FC and Myrtle-5 cases on the host CPU with all its threads, for the GPU/CPU ratio on
     the same machine.
+(e) Attention and graphs, float32: the network of ``bench_attention.py`` (softmax, summed
+    positional embedding) on N sequences of length L, a two-block `TransformerBlock` network, and
+    the graph network of ``bench_aggregate.py`` (dense adjacencies), N x N kernels.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import torch
 import widelimits as wl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_aggregate import gnn  # noqa: E402
+from bench_attention import network  # noqa: E402
 from bench_conv_kernel import two_layer_cnn  # noqa: E402
 from bench_empirical_ntk import mlp, resnet  # noqa: E402
 
@@ -141,6 +146,31 @@ def section_empirical(args, device: str) -> None:
               f"peak {peak:.2f} GiB")
 
 
+def section_sequences(args, device: str) -> None:
+    print(f"\n(e) attention and graphs, float32, {device}")
+
+    gen = torch.Generator().manual_seed(0)
+    n, length = args.seq_n, args.seq_length
+    x = torch.randn(n, 3, length, generator=gen).to(device)
+    nets = {
+        "attention (softmax, sum)": network("softmax", "sum"),
+        "2 transformer blocks": wl.Serial(
+            wl.Dense(None), wl.TransformerBlock(), wl.TransformerBlock(), wl.GlobalAvgPool(),
+            wl.Dense(1),
+        ),
+    }
+    for name, net in nets.items():
+        s, peak = timed(lambda net=net: net.kernel(x), device, args.repeats)
+        print(f"{name:26}: {n} sequences of length {length}, {s:.3f} s, peak {peak:.2f} GiB")
+    nodes = args.graph_nodes
+    xg = torch.randn(n, 8, nodes, generator=gen).to(device)
+    adj = (torch.rand(n, nodes, nodes, generator=gen) < 0.1).float().to(device)
+    net = gnn("dense")
+    s, peak = timed(lambda: net.kernel(xg, pattern=adj), device, args.repeats)
+    print(f"{'graph network (dense)':26}: {n} graphs of {nodes} nodes, {s:.3f} s, "
+          f"peak {peak:.2f} GiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -154,13 +184,17 @@ def main() -> None:
     parser.add_argument("--myrtle-n", type=int, default=64)
     parser.add_argument("--myrtle-tiles", type=int, nargs="*", default=[4, 8, 16, 32])
     parser.add_argument("--ntk-n", type=int, default=1000)
+    parser.add_argument("--seq-n", type=int, default=1000)
+    parser.add_argument("--seq-length", type=int, default=32)
+    parser.add_argument("--graph-nodes", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="small sizes, no scans")
-    parser.add_argument("--sections", nargs="+", default=["fc", "conv", "ntk", "cpu"])
+    parser.add_argument("--sections", nargs="+", default=["fc", "conv", "ntk", "seq", "cpu"])
     args = parser.parse_args()
     if args.quick:
         (args.fc_n, args.cpu_fc_n, args.gap_n, args.flatten_n, args.myrtle_n, args.ntk_n) = (
             400, 400, 4, 20, 2, 20
         )
+        args.seq_n, args.seq_length, args.graph_nodes = 20, 8, 6
         args.repeats = 1
     device = args.device
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
@@ -173,6 +207,8 @@ def main() -> None:
         section_conv(args, device)
     if "ntk" in args.sections:
         section_empirical(args, device)
+    if "seq" in args.sections:
+        section_sequences(args, device)
     if "cpu" in args.sections and device != "cpu":
         print("\n(d) the same FC and Myrtle-5 cases on this machine's CPU")
         args.dtypes, args.fc_tiles, args.myrtle_tiles = ["float32"], [], []

@@ -135,10 +135,7 @@ def _layer(spec):
         s = tuple(p.get("s", (1, 1)))
         if name == "Dense":
             return wl.Dense(p["out"], s=s, **common)
-        conv = wl.Conv(p["out"], tuple(p["filter_shape"]), padding="same", **common)
-        # Conv does not take s yet; its kernel map is WeightLayer's, which reads self.s
-        conv.s = s
-        return conv
+        return wl.Conv(p["out"], tuple(p["filter_shape"]), padding="same", s=s, **common)
     simple = {"Relu": wl.ReLU, "Gabor": wl.Gabor, "GlobalAvgPool": wl.GlobalAvgPool}
     if name == "ExpNormalized":
         return wl.ExpNormalized(p["gamma"], p["shift"])
@@ -214,6 +211,22 @@ def test_width_factor_monte_carlo_at_the_stated_widths():
         assert_matches_monte_carlo(
             getattr(k, g), getattr(mc, g), getattr(mc, f"{g}_stderr"), mc.n_samples,
             width=512, finite_width_layers=1, name=g,
+        )  # fmt: skip
+
+
+def test_conv_width_factor_monte_carlo_at_the_stated_widths():
+    """Conv takes ``s`` too (channels are its width): 4 channels realised 64 times wider."""
+    net = wl.Serial(
+        wl.Conv(4, 3, W_std=1.5, b_std=0.2, parametrization="standard", s=(1, 64)), wl.ReLU(),
+        wl.Flatten(), wl.Dense(1, 1.2, 0.1, "standard", s=(64, 1)),
+    )  # fmt: skip
+    x = torch.randn(3, 2, 5, generator=torch.Generator().manual_seed(2), dtype=F64)
+    k = net.kernel(x)
+    mc = monte_carlo_kernel(net, x, n_samples=40, width=1, seed=3, dtype=F64)
+    for g in ("nngp", "ntk"):
+        assert_matches_monte_carlo(
+            getattr(k, g), getattr(mc, g), getattr(mc, f"{g}_stderr"), mc.n_samples,
+            width=256, finite_width_layers=1, name=g,
         )  # fmt: skip
 
 

@@ -132,3 +132,45 @@ def test_from_module_on_gpu_inputs():
     net = wl.from_module(model, torch.zeros(1, 2, 8))
     x = data(4, 2, 8)
     close(net.kernel(x.cuda()).ntk, net.kernel(x).ntk)
+
+
+NEW_LAYER_NETS = {
+    "attention_softmax": lambda: wl.Serial(
+        wl.Dense(None, b_std=0.1), wl.GlobalSelfAttention(pos_emb_type="sum"), wl.ReLU(),
+        wl.GlobalAvgPool(), wl.Dense(1),
+    ),
+    "transformer": lambda: wl.Serial(wl.Dense(None), wl.TransformerBlock(), wl.GlobalAvgPool(),
+                                     wl.Dense(1)),
+    "conv_transpose": lambda: wl.Serial(wl.ConvTranspose(None, 3, stride=2), wl.Gabor(),
+                                        wl.GlobalSumPool(), wl.Dense(1)),
+    "conv_local": lambda: wl.Serial(wl.ConvLocal(None, 3), wl.ReLU(), wl.Flatten(), wl.Dense(1)),
+    "resize": lambda: wl.Serial(wl.Conv(None, 3), wl.ImageResize(5), wl.ReLU(),
+                                wl.AvgPool(2, normalize_edges=True), wl.Flatten(), wl.Dense(1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEW_LAYER_NETS))
+def test_new_layers(name):
+    net = NEW_LAYER_NETS[name]()
+    x1, x2 = data(3, 2, 7), data(2, 2, 7, seed=1)
+    cpu = net.kernel(x1, x2)
+    gpu = net.kernel(x1.cuda(), x2.cuda())
+    close(gpu.nngp, cpu.nngp)
+    close(gpu.ntk, cpu.ntk)
+
+
+def test_masked_attention_and_graphs():
+    net = wl.Serial(wl.Dense(None), wl.GlobalSelfAttention(), wl.GlobalAvgPool(), wl.Dense(1))
+    x = data(3, 2, 6)
+    x[0, :, 4:] = -5.0
+    close(net.kernel(x.cuda(), mask_constant=-5.0).ntk, net.kernel(x, mask_constant=-5.0).ntk)
+    gnet = wl.Serial(wl.Dense(None), wl.ReLU(), wl.Aggregate(), wl.GlobalAvgPool(), wl.Dense(1))
+    adj = (data(3, 5, 5, seed=2) > 0.3).to(F64)
+    xg = data(3, 2, 5, seed=3)
+    close(gnet.kernel(xg.cuda(), pattern=adj.cuda()).ntk, gnet.kernel(xg, pattern=adj).ntk)
+
+
+def test_conv3d():
+    net = wl.Serial(wl.Conv(None, 3), wl.ReLU(), wl.AvgPool(2), wl.Flatten(), wl.Dense(1))
+    x = data(2, 2, 4, 4, 4)
+    close(net.kernel(x.cuda()).ntk, net.kernel(x).ntk)

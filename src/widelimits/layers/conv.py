@@ -52,7 +52,8 @@ class Conv(WeightLayer):
             around), an int p (p zeros on both sides of every axis, as PyTorch's
             ``padding=p``), or one entry per axis, each an int or a pair ``(before, after)`` of
             zero counts.
-        W_std, b_std, parametrization, trainable: as in `Dense`.
+        W_std, b_std, parametrization, trainable, s: as in `Dense` (``s``: the width factors of
+            the standard parametrization, with the channels as the width).
 
     Kernel map.  With :math:`[A K]_{pq} = \operatorname{mean}_a K_{s p + a,\, s q + a}` — the
     average over filter offsets a of the input covariance between the *same* offset from both
@@ -79,10 +80,11 @@ class Conv(WeightLayer):
         b_std: float | Tensor | None = None,
         parametrization: str = "ntk",
         trainable: bool = True,
+        s: tuple[int, int] = (1, 1),
     ) -> None:
         if not isinstance(trainable, bool):
             raise ValueError(f"trainable must be True or False, got {trainable!r}")
-        super().__init__(out, W_std, b_std, parametrization, trainable)
+        super().__init__(out, W_std, b_std, parametrization, trainable, s)
         # Checked again against the inputs' number of spatial axes when used.
         self.kernel_size = check_sizes("kernel_size", kernel_size)
         self.stride = check_sizes("stride", stride)
@@ -150,7 +152,7 @@ class Conv(WeightLayer):
         elif theta is not None:  # K' + sigma_w^2 A(Theta), or sigma_w^2 A(Theta) if frozen
             theta = conv_window_sum(theta, d, full, window, stride, paddings, w2, base, scratch)
         return k.replace(
-            nngp=nngp, ntk=theta, cov1=cov1, cov2=cov2, is_gaussian=True, width=self.out
+            nngp=nngp, ntk=theta, cov1=cov1, cov2=cov2, is_gaussian=True, width=self.finite_width
         )
 
     def build_module(self, in_features, ctx: BuildContext) -> tuple[nn.Module, SpatialFeatures]:
@@ -165,7 +167,7 @@ class Conv(WeightLayer):
         d = len(in_features.size)
         window, stride, paddings = self._geometry(d)
         module_class = conv_module_class(d, name)
-        out = self.out if self.out is not None else ctx.next_width()
+        out = self.finite_out(ctx)
         channels = in_features.channels
         geometry = list(zip(in_features.size, window, stride, paddings, strict=True))
         size = tuple(pads(n, w, s, p)[2] for n, w, s, p in geometry)

@@ -48,8 +48,8 @@ class ConvLocal(Conv):
         K'_{pq} = \delta_{pq} \Big( \frac{\sigma_w^2}{k} \sum_a K_{s p + a,\, s p + a}
                   + \sigma_b^2 \Big),
 
-    and Theta alike (its pixel diagonal mapped as `Conv` maps it, zero elsewhere).  Only the
-    input's pixel diagonal is read; on the per-pixel layout (networks ending in Flatten) the
+    and :math:`\Theta` alike (its pixel diagonal mapped as `Conv` maps it, zero elsewhere).  Only
+    the input's pixel diagonal is read; on the per-pixel layout (networks ending in Flatten) the
     kernel equals `Conv`'s.  The finite side gathers the windows (one strided slice per filter
     offset, any number of spatial axes) and applies one weight tensor per output position.
     """

@@ -121,9 +121,10 @@ class ConvTranspose(Conv):
         z_P = \frac{\sigma_w}{\sqrt{C k}} \sum_{a, c} W_{a c}\, \tilde x_{c, P + a} + \sigma_b b,
 
     with :math:`\tilde x` the input dilated by the stride and padded (the module docstring gives
-    the geometry of each padding), k taps and W, b ~ N(0, 1).  The fan-in is ``C k`` as in
-    `Conv` (neural-tangents' convention), although only about ``k / s`` taps of each output meet
-    an input pixel: the output variance is about ``sigma_w^2 / s`` per axis times the input's.
+    the geometry of each padding), :math:`k` taps and :math:`W, b \sim \mathcal N(0, 1)`.  The
+    fan-in is ``C k`` as in `Conv` (neural-tangents' convention), although only about ``k / s``
+    taps of each output meet an input pixel: the output variance is about
+    :math:`\sigma_w^2 / s` per axis times the input's.
 
     Args:
         out, kernel_size, stride, W_std, b_std, parametrization, trainable: as in `Conv`.
@@ -138,12 +139,12 @@ class ConvTranspose(Conv):
 
         K'_{PQ} = \frac{\sigma_w^2}{k} \sum_a \tilde K_{P + a,\, Q + a} + \sigma_b^2,
 
-    and Theta as for `Conv`; the circular padding then sums the pixels of each output that wrap
-    onto the same place, in P and in Q independently (so it needs the pixel-pair layout).  A
-    stride-1 transposed convolution is a convolution with the filter flipped: the same kernel
-    as `Conv` with the padding's halves swapped.  The finite side is ``torch.nn.ConvTranspose1d``
-    / ``2d`` / ``3d`` (no padding) with the parametrization's multipliers, followed by the crop
-    (and wrap) of the padding.
+    and :math:`\Theta` as for `Conv`; the circular padding then sums the pixels of each output
+    that wrap onto the same place, in P and in Q independently (so it needs the pixel-pair
+    layout).  A stride-1 transposed convolution is a convolution with the filter flipped: the
+    same kernel as `Conv` with the padding's halves swapped.  The finite side is
+    ``torch.nn.ConvTranspose1d`` / ``2d`` / ``3d`` (no padding) with the parametrization's
+    multipliers, followed by the crop (and wrap) of the padding.
     """
 
     def __init__(

@@ -255,8 +255,8 @@ class GlobalSumPool(GlobalAvgPool):
 
         K'(x, x') = \sum_{p, q} K_{pq}(x, x') = P^2 \, \mathrm{mean}_{p, q} K_{pq}(x, x'),
 
-    and the same for Theta.  The output variance grows like P^2 (P with uncorrelated pixels):
-    neural-tangents' ``GlobalSumPool``.
+    and the same for :math:`\Theta`.  The output variance grows like :math:`P^2` (P with
+    uncorrelated pixels): neural-tangents' ``GlobalSumPool``.
     """
 
     def _pool_kernel(self, k: Kernel) -> Kernel:

@@ -65,7 +65,7 @@ class ImageResize(Layer):
 
         K'_{PQ} = \sum_{p, q} R_{Pp} R_{Qq} K_{pq}, \qquad K' = R K R^\top \text{ per axis},
 
-    and the same for Theta (no parameters).  Linear interpolation mixes pixels (pixel-pair
+    and the same for :math:`\Theta` (no parameters).  Linear interpolation mixes pixels (pixel-pair
     layout); nearest neighbour only copies them, so it also works per pixel.  The finite side
     applies the same matrices (equal to ``torch.nn.functional.interpolate`` with
     ``align_corners=False`` when up-sampling).  neural-tangents 0.6.5's ``ImageResize`` resizes
