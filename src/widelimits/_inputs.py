@@ -19,7 +19,8 @@ __all__ = ["LayoutWarning", "as_input", "check_kernel_options", "point_ids"]
 
 CHANNELS_LAST_SIZES = (1, 3, 4)  # grey, RGB, RGBA
 CHANNELS_LAST_RATIO = 4
-HASH_BLOCK = 2**16  # elements hashed at a time: the int64 temporaries stay in cache
+HASH_BLOCK = {"cpu": 2**16, "cuda": 2**26}  # elements hashed at a time: on the CPU the int64
+# temporaries stay in cache; on a GPU fewer, larger launches (2^16 cost 50 ms on 20000 x 3072)
 
 
 class LayoutWarning(UserWarning):
@@ -143,7 +144,7 @@ def _row_keys(x: Tensor) -> Tensor:
     gen = torch.Generator().manual_seed(20260101)
     weights = (torch.randint(-(2**62), 2**62, (d,), generator=gen) * 2 + 1).to(x.device)
     keys = torch.empty(len(x), dtype=torch.int64, device=x.device)
-    step = max(1, HASH_BLOCK // d)
+    step = max(1, HASH_BLOCK.get(x.device.type, HASH_BLOCK["cuda"]) // d)
     for r0 in range(0, len(x), step):
         block = flat[r0 : r0 + step] + 0.0  # -0.0 -> +0.0, and a copy the products may overwrite
         bits = block.view(int_type).to(torch.int64)
