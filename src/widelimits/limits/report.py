@@ -334,10 +334,12 @@ def _predicted_properties(result: dict, name: str) -> dict:
         "kernel": _exponent_word(pred.get("kernel_exponent")),
         "kernel_evolves": None,
         "feature_learning": None,
+        "kernel_evolves_at_loss": None,
+        "note": None,
         "region": pred.get("region"),
     }
     if name == "IC-MF":  # mean-field dynamics plus a frozen Theta(1) GP draw
-        out["kernel_evolves"] = out["feature_learning"] = True
+        out["kernel_evolves"] = out["feature_learning"] = out["kernel_evolves_at_loss"] = True
         return out
     from .classify import classify
     from .sweep import named_scaling
@@ -350,6 +352,10 @@ def _predicted_properties(result: dict, name: str) -> dict:
     out["kernel_evolves"] = c.kernel_evolves
     out["feature_learning"] = c.feature_learning if c.feature_learning is not None else (
         c.tp_feature_learning)  # fmt: skip
+    if out["kernel_evolves"] is None and c.kernel_change_exponent is not None:  # deep abc
+        out["kernel_evolves"] = c.kernel_change_exponent >= 0
+    out["kernel_evolves_at_loss"] = c.kernel_evolves_at_fixed_loss
+    out["note"] = c.note
     out["logits"] = out["logits"] or c.logits
     out["kernel"] = out["kernel"] or c.kernel
     return out
@@ -376,6 +382,7 @@ def properties_table(result: dict) -> list[dict]:
     ref = _ref_width(result)
     widths = _widths(result)
     has_default = ref in widths
+    target = loss_target(result)
     rows = []
     for name in _scalings(result):
         own = sorted({int(r["width"]) for r in result["runs"] if r["scaling"] == name})
@@ -385,7 +392,7 @@ def properties_table(result: dict) -> list[dict]:
         base_w, base_scaling = (ref, None) if has_default else (own[0], name)
         base = {
             key: _mean(result, base_scaling, base_w, key)
-            for key in ("mean_abs_logit", "kernel_total", "kernel_ratio")
+            for key in ("mean_abs_logit", "kernel_total", "kernel_ratio", "train_loss")
         }
         mine = {key: _mean(result, name, w, key) for key in base}
         logits_ratio = float(mine["mean_abs_logit"][0] / base["mean_abs_logit"][0])
@@ -393,6 +400,8 @@ def properties_table(result: dict) -> list[dict]:
         change = float(mine["kernel_ratio"][-1] - 1)
         default_change = float(base["kernel_ratio"][-1] - 1)
         evolves = abs(change) > EVOLVES_BY
+        at_loss, step_at_loss = _at_loss(result, mine, target)
+        default_at_loss, default_step = _at_loss(result, base, target)
         fitted = result.get("exponents", {}).get(name, {}).get("fitted", {})
         pred = _predicted_properties(result, name)
         logits, kernel = _word(logits_ratio), _word(kernel_ratio)
@@ -417,13 +426,57 @@ def properties_table(result: dict) -> list[dict]:
                 "kernel_evolves_predicted": pred["kernel_evolves"],
                 "feature_learning": evolves,
                 "feature_learning_predicted": pred["feature_learning"],
+                "loss_target": target,
+                "step_at_loss": step_at_loss,
+                "kernel_change_at_loss": at_loss,
+                "kernel_evolves_at_loss": None if at_loss is None else abs(at_loss) > EVOLVES_BY,
+                "default_step_at_loss": default_step,
+                "default_kernel_change_at_loss": default_at_loss,
+                "kernel_evolves_at_loss_predicted": pred["kernel_evolves_at_loss"],
+                "note": pred["note"],
                 "finite_width_like": _finite_like(logits, kernel, evolves),
                 "finite_width_like_predicted": _finite_like(
                     pred["logits"], pred["kernel"], pred["kernel_evolves"]
                 ),
             }
         )
+    for row in rows:
+        row["disagreements"] = _disagreements(row)
     return rows
+
+
+def loss_target(result: dict) -> float:
+    """The fixed training loss of the table: the largest last-step training loss over all
+    networks (mean over seeds), so that every network reaches it."""
+    finals = [float(_mean(result, name, w, "train_loss")[-1])
+              for name in _scalings(result) for w in _widths(result)
+              if any(r["scaling"] == name and int(r["width"]) == w for r in result["runs"])]
+    return max(finals)
+
+
+def _at_loss(result: dict, means: dict, target: float) -> tuple[float | None, int | None]:
+    """(kernel ratio - 1, step) at the first recorded step whose training loss is <= target."""
+    hits = np.flatnonzero(means["train_loss"] <= target + 1e-12)
+    if not len(hits):
+        return None, None
+    i = int(hits[0])
+    return float(means["kernel_ratio"][i] - 1), int(result["steps"][i])
+
+
+def _disagreements(row: dict) -> list[str]:
+    """One sentence per property whose measurement differs from its prediction."""
+    out = []
+    for key, label in (("logits", "logits at init"), ("kernel", "kernel at init"),
+                       ("kernel_evolves", "kernel evolves (fixed steps)"),
+                       ("kernel_evolves_at_loss", "kernel evolves (fixed loss)")):  # fmt: skip
+        measured, predicted = row[key], row[f"{key}_predicted"]
+        if measured is None or predicted is None or measured == predicted:
+            continue
+        text = f"{row['scaling']}, {label}: measured {_yes(measured)}, predicted {_yes(predicted)}"
+        if key == "kernel_evolves" and row.get("note"):
+            text += f". classify: {row['note']}"
+        out.append(text)
+    return out
 
 
 # ---------------------------------------------------------------------------------- report
@@ -457,10 +510,20 @@ def properties_rows(table: list[dict]) -> list[str]:
         f"(pred. {r['logits_predicted'] or '-'}) | {r['kernel_ratio_init']:.3g}: {r['kernel']} "
         f"(pred. {r['kernel_predicted'] or '-'}) | {r['kernel_change']:+.3f}: "
         f"{_yes(r['kernel_evolves'])} (pred. {_yes(r['kernel_evolves_predicted'])}) | "
+        f"{_at_loss_cell(r)} | "
         f"{_yes(r['feature_learning'])} (pred. {_yes(r['feature_learning_predicted'])}) | "
         f"{_yes(r['finite_width_like'])} (pred. {_yes(r['finite_width_like_predicted'])}) |"
+        + (" see below |" if r.get("disagreements") else " |")
         for r in table
     ]
+
+
+def _at_loss_cell(r: dict) -> str:
+    if r.get("kernel_change_at_loss") is None:
+        return "not reached"
+    return (f"{r['kernel_change_at_loss']:+.3f} at step {r['step_at_loss']}: "
+            f"{_yes(r['kernel_evolves_at_loss'])} "
+            f"(pred. {_yes(r['kernel_evolves_at_loss_predicted'])})")  # fmt: skip
 
 
 def write_report(result: dict, out_dir) -> dict:
@@ -519,13 +582,18 @@ def report_lines(result: dict, table: list[dict] | None = None, level: int = 1) 
         f"Measured against {table[0]['baseline'] if table else 'the default network'}: ratio of "
         f"mean |logit| and of the total kernel at init ('vanish' below {VANISH_BELOW}, "
         f"'diverge' above {DIVERGE_ABOVE:g}, else 'bounded'); the kernel evolves when its "
-        f"relative change over training exceeds {EVOLVES_BY:.0%}; feature learning = kernel "
-        "evolves; finite-width-like = bounded logits, bounded kernel and evolving kernel. "
-        "Predictions from `classify` in brackets.",
+        f"relative change (of the mean diagonal) exceeds {EVOLVES_BY:.0%}, on two time scales: "
+        f"after all {c.get('steps')} steps, and at the first recorded step where the training "
+        f"loss is at most {table[0]['loss_target'] if table else float('nan'):.3g} (the largest "
+        "final training loss of the sweep, so that every network reaches it). Feature learning "
+        "= kernel evolves (fixed steps); finite-width-like = bounded logits, bounded kernel and "
+        "evolving kernel. Predictions from `classify` in brackets: at fixed steps its "
+        "`kernel_evolves`, at fixed loss its `kernel_evolves_at_fixed_loss` (the theory page "
+        "derives both).",
         "",
-        "| scaling | width | logits at init | kernel at init | kernel change (evolves) | "
-        "feature learning | finite-width-like |",
-        "|---|---|---|---|---|---|---|",
+        "| scaling | width | logits at init | kernel at init | kernel change, fixed steps | "
+        "kernel change, fixed loss | feature learning | finite-width-like | |",
+        "|---|---|---|---|---|---|---|---|---|",
         *properties_rows(table),
     ]
     if table:
@@ -534,8 +602,14 @@ def report_lines(result: dict, table: list[dict] | None = None, level: int = 1) 
             "",
             "The baseline network's own kernel change over training: "
             f"{r['default_kernel_change']:+.3f} "
-            f"({'evolves' if r['default_kernel_evolves'] else 'below the threshold'}).",
+            f"({'evolves' if r['default_kernel_evolves'] else 'below the threshold'}); at the "
+            f"fixed loss (step {r['default_step_at_loss']}): "
+            f"{_num(r['default_kernel_change_at_loss'], '+.3f')}.",
         ]
+    notes = [d for r in table for d in r.get("disagreements", [])]
+    if notes:
+        lines += ["", f"{h}# Where measurement and prediction disagree", ""]
+        lines += [f"- {d}." for d in notes]
     limits = result.get("limits") or {}
     if limits:
         widths = sorted({w for v in limits.values() for w in v["distance"]}, key=int)
