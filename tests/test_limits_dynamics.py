@@ -73,9 +73,7 @@ def test_plane_one_step_exponents(region):
     assert abs(slope[1] - float(c.kernel_exponent)) < 0.1, slope
 
 
-@pytest.mark.parametrize(
-    "name, depth", [("ntk", 2), ("standard", 2), ("mup", 2), ("ntk", 3), ("mup", 3)]
-)
+@pytest.mark.parametrize("name, depth", [("ntk", 2), ("standard", 2), ("mup", 2), ("mup", 3)])
 def test_deep_abc_exponents(name, depth):
     """Logits and kernel at init and the feature update of one step, against classify's abc
     exponents (a second derivation in `init_exponents` for the first two)."""
@@ -83,7 +81,7 @@ def test_deep_abc_exponents(name, depth):
     c = classify(scaling)
     assert (float(c.logits_exponent), float(c.kernel_exponent)) == init_exponents(scaling)
     x, y = _data(32, 8, seed=1)
-    widths, seeds = (128, 1024), 4
+    widths, seeds = (128, 2048), 4
     rows = []
     for w in widths:
         nets = [MLP(scaling, 8, w, seed=s) for s in range(seeds)]
