@@ -210,7 +210,8 @@ def test_properties_table_fixed_loss_and_disagreements():
     assert rows["NTK"]["default_kernel_change_at_loss"] == pytest.approx(0.4)
     assert rows["NTK"]["disagreements"] == []
     (text,) = rows["sym-default"]["disagreements"]
-    assert text.startswith("sym-default, kernel evolves (fixed steps): measured no, predicted yes")
+    assert text.startswith("sym-default, kernel evolves and feature learning (fixed steps): "
+                           "measured no, predicted yes")  # fmt: skip
     assert "fixed training loss" in text  # classify's note
     assert rows["sym-default"]["kernel_evolves_at_loss_predicted"] is False
     lines = properties_rows(list(rows.values()))

@@ -191,7 +191,8 @@ class Classification:
     ``logit_change_exponent`` (:math:`s + 1/2`, relative to the initial logits),
     ``init_logits_matter`` (:math:`s = -1/2`), ``note`` (one line where the fixed-step and
     fixed-loss predictions part, else None) and ``neighbours`` (one line: which properties
-    change towards each neighbouring region).
+    change towards each neighbouring region). For a TP-stable abc outside the plane,
+    ``kernel_evolves`` and ``feature_learning`` are :math:`r = 0` (at a fixed number of steps).
 
     Exponents also given for a TP-stable abc: ``logits_exponent`` and ``kernel_exponent`` with
     their words ("vanish" | "bounded" | "diverge"), ``feature_update_exponent`` (:math:`s`, or
@@ -248,6 +249,11 @@ class Classification:
                 f"logits {self.logits} (rho^{_fmt(self.logits_exponent)}), "
                 f"kernel {self.kernel} (rho^{_fmt(self.kernel_exponent)}), "
                 f"kernel {'evolves' if self.kernel_evolves else 'frozen'}"
+            )
+        if self.kernel_evolves_at_fixed_loss is not None:
+            parts.append(
+                "at a fixed loss the kernel "
+                + ("evolves" if self.kernel_evolves_at_fixed_loss else "is frozen")
             )
         if self.r is not None:
             regime = (
@@ -527,6 +533,8 @@ def _abc_exponent_fields(
         logits=_word(logits),
         kernel_exponent=kernel,
         kernel=_word(kernel),
+        kernel_evolves=r == 0,
+        feature_learning=r == 0,
         feature_update_exponent=-r,
         kernel_change_exponent=-2 * r,
         fixed_loss_weight_exponent=fixed_loss,

@@ -467,7 +467,7 @@ def _disagreements(row: dict) -> list[str]:
     """One sentence per property whose measurement differs from its prediction."""
     out = []
     for key, label in (("logits", "logits at init"), ("kernel", "kernel at init"),
-                       ("kernel_evolves", "kernel evolves (fixed steps)"),
+                       ("kernel_evolves", "kernel evolves and feature learning (fixed steps)"),
                        ("kernel_evolves_at_loss", "kernel evolves (fixed loss)")):  # fmt: skip
         measured, predicted = row[key], row[f"{key}_predicted"]
         if measured is None or predicted is None or measured == predicted:
