@@ -139,6 +139,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
+from .regions import REGIONS, Region, neighbours, plane_region, word
+
 __all__ = ["NAMED_POINTS", "REGIONS", "Classification", "Region", "classify"]
 
 NAMED_POINTS: dict[str, tuple[float, float]] = {
@@ -151,33 +153,6 @@ NAMED_POINTS: dict[str, tuple[float, float]] = {
 
 _MAX_DENOMINATOR = 1_000_000
 _HALF = Fraction(1, 2)
-
-
-@dataclass(frozen=True)
-class Region:
-    """One of the 13 regions of the stable strip (module docstring table)."""
-
-    index: int
-    name: str
-    kind: str  # "point" | "edge" | "ray" | "cell"
-    point: tuple[float, float]  # a representative (q_sigma, q_tilde)
-
-
-REGIONS: list[Region] = [
-    Region(1, "upper-left ray", "ray", (-1.5, 1.5)),
-    Region(2, "MF point", "point", (-1.0, 1.0)),
-    Region(3, "upper edge between MF and sym-default", "edge", (-0.75, 0.75)),
-    Region(4, "sym-default point", "point", (-0.5, 0.5)),
-    Region(5, "upper-right ray", "ray", (0.0, 0.0)),
-    Region(6, "cell left of the kernel line", "cell", (-1.5, 1.25)),
-    Region(7, "kernel line between NTK and MF", "edge", (-0.75, 0.5)),
-    Region(8, "cell between the kernel and logits lines", "cell", (-0.625, 0.375)),
-    Region(9, "logits line between NTK and sym-default", "edge", (-0.5, 0.25)),
-    Region(10, "cell right of the logits line", "cell", (0.0, -0.25)),
-    Region(11, "lower-left ray", "ray", (-1.0, 0.5)),
-    Region(12, "NTK point", "point", (-0.5, 0.0)),
-    Region(13, "lower-right ray", "ray", (0.0, -0.5)),
-]
 
 
 @dataclass(frozen=True)
@@ -291,10 +266,6 @@ def _exact(x, what: str) -> Fraction:
     return Fraction(value).limit_denominator(_MAX_DENOMINATOR)
 
 
-def _word(exponent: Fraction) -> str:
-    return "vanish" if exponent < 0 else "bounded" if exponent == 0 else "diverge"
-
-
 def _sequence(values, what: str) -> list:
     if isinstance(values, (str, bytes, Mapping)):
         raise TypeError(f"{what} must be a sequence of numbers, got {values!r}")
@@ -305,35 +276,12 @@ def _sequence(values, what: str) -> list:
 
 
 # ---------------------------------------------------------------------------------- the plane
-def _plane_region(q_sigma: Fraction, q_tilde: Fraction) -> tuple[int, str] | None:
-    s = q_sigma + q_tilde
-    if s > 0 or s < -_HALF:
-        return None
-    kernel_line = -1 - s  # q_sigma of the kernel line at this height
-    if s == 0:
-        row = [(q_sigma < -1, 1), (q_sigma == -1, 2), (q_sigma < -_HALF, 3), (q_sigma == -_HALF, 4)]
-        default = 5
-    elif s == -_HALF:
-        row = [(q_sigma < -_HALF, 11), (q_sigma == -_HALF, 12)]
-        default = 13
-    else:
-        row = [
-            (q_sigma < kernel_line, 6),
-            (q_sigma == kernel_line, 7),
-            (q_sigma < -_HALF, 8),
-            (q_sigma == -_HALF, 9),
-        ]
-        default = 10
-    index = next((i for cond, i in row if cond), default)
-    return index, REGIONS[index - 1].name
-
-
 def _plane_fields(q_sigma: Fraction, q_tilde: Fraction) -> dict:
     s = q_sigma + q_tilde
     logits_exponent = q_sigma + _HALF
     kernel_exponent = q_tilde + 2 * q_sigma + 1
     stable = -_HALF <= s <= 0
-    found = _plane_region(q_sigma, q_tilde)
+    found = plane_region(q_sigma, q_tilde)
     # gradient flow to a fixed training loss: the logits must move by rho^max(lambda, 0), they
     # move by rho^kappa per unit of summed |l'|, the weights by rho^s: rho^(-1/2 - min(lambda, 0))
     fixed_loss = -_HALF - min(logits_exponent, Fraction(0))
@@ -346,9 +294,9 @@ def _plane_fields(q_sigma: Fraction, q_tilde: Fraction) -> dict:
         q_sigma=q_sigma,
         q_tilde=q_tilde,
         logits_exponent=logits_exponent,
-        logits=_word(logits_exponent),
+        logits=word(logits_exponent),
         kernel_exponent=kernel_exponent,
-        kernel=_word(kernel_exponent),
+        kernel=word(kernel_exponent),
         kernel_evolves=s >= 0,
         feature_learning=s >= 0,
         weight_change_exponent=s,
@@ -365,7 +313,7 @@ def _plane_fields(q_sigma: Fraction, q_tilde: Fraction) -> dict:
         ),
     )
     fields["note"] = _plane_note(fields) if stable else None
-    fields["neighbours"] = _neighbours(q_sigma, q_tilde) if stable else None
+    fields["neighbours"] = neighbours(q_sigma, q_tilde) if stable else None
     return fields
 
 
@@ -391,76 +339,6 @@ def _plane_note(f: dict) -> str | None:
         f"long enough that the weights move by rho^{_fmt(f['fixed_loss_weight_exponent'])} "
         "(q_sigma <= -1): the fixed-loss limit is not lazy"
     )
-
-
-def _properties_of(q_sigma: Fraction, s: Fraction) -> tuple:
-    """The four properties that tell the 13 regions apart, at (q_sigma, s) in the strip."""
-    return (
-        _word(q_sigma + _HALF),
-        _word(s + 1 + q_sigma),
-        s == 0,
-        s == -_HALF,
-    )
-
-
-def _phrase(i: int, value) -> str:
-    """Property ``i`` of `_properties_of` in words."""
-    if i == 0:
-        return f"logits {value}"
-    if i == 1:
-        return f"kernel {value}"
-    if i == 2:
-        return "kernel evolving" if value else "kernel frozen"
-    return "initial logits kept" if value else "initial logits dropped"
-
-
-def _instead(new: str, old: str) -> str:
-    """"kernel frozen instead of evolving": the words both phrases start with, once."""
-    *subject, word = new.split(" ")
-    return f"{new} instead of {old.split(' ')[-1]}" if old.startswith(" ".join(subject)) else (
-        f"{new} instead of {old}")  # fmt: skip
-
-
-def _next(critical: list[Fraction], x: Fraction, up: bool) -> Fraction | None:
-    """The nearest place in a direction where the region changes: the next critical value if
-    ``x`` is inside an interval, a point inside the next interval if ``x`` is critical."""
-    beyond = sorted(v for v in critical if (v > x if up else v < x))
-    if x not in critical:
-        return (beyond[0] if up else beyond[-1]) if beyond else None
-    if not beyond:
-        return x + (1 if up else -1)
-    edge = beyond[0] if up else beyond[-1]
-    return (x + edge) / 2
-
-
-def _neighbours(q_sigma: Fraction, q_tilde: Fraction) -> str:
-    """One line: which properties change in each direction (q_sigma at fixed s, and s at fixed
-    q_sigma), with the region reached."""
-    s = q_sigma + q_tilde
-    here = _properties_of(q_sigma, s)
-    horizontal = [-1 - s, -_HALF]
-    vertical = [Fraction(0), -_HALF] + ([-1 - q_sigma] if -_HALF < -1 - q_sigma < 0 else [])
-    parts = []
-    moves = (("left", horizontal, q_sigma, False), ("right", horizontal, q_sigma, True),
-             ("down", vertical, s, False), ("up", vertical, s, True))  # fmt: skip
-    for label, critical, x, up in moves:
-        y = _next(critical, x, up)
-        if y is None:
-            continue
-        qs, ss = (y, s) if label in ("left", "right") else (q_sigma, y)
-        if ss > 0 or ss < -_HALF:
-            edge = "diverging (s > 0)" if ss > 0 else "stagnating (s < -1/2)"
-            parts.append(f"{label}: {edge}")
-            continue
-        there = _properties_of(qs, ss)
-        index = _plane_region(qs, ss - qs)[0]
-        changes = [
-            _instead(_phrase(i, b), _phrase(i, a))
-            for i, (a, b) in enumerate(zip(here, there, strict=True))
-            if a != b
-        ]
-        parts.append(f"{label}: region {index} ({', '.join(changes)})")
-    return "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------------- abc side
@@ -530,9 +408,9 @@ def _abc_exponent_fields(
     fixed_loss = -r + max(logits, Fraction(0)) - kernel
     return dict(
         logits_exponent=logits,
-        logits=_word(logits),
+        logits=word(logits),
         kernel_exponent=kernel,
-        kernel=_word(kernel),
+        kernel=word(kernel),
         kernel_evolves=r == 0,
         feature_learning=r == 0,
         feature_update_exponent=-r,
