@@ -15,6 +15,7 @@ from widelimits.limits.report import (
     EVOLVES_BY,
     VANISH_BELOW,
     exponent_rows,
+    properties_rows,
     properties_table,
 )
 
@@ -179,3 +180,39 @@ def test_properties_table_finite_width_like():
     assert (row["logits"], row["kernel"], row["kernel_evolves"]) == ("bounded", "bounded", True)
     assert row["finite_width_like"] is True
     assert row["kernel_evolves_predicted"] is True  # IC-MF: mean-field dynamics
+
+
+def test_properties_table_fixed_loss_and_disagreements():
+    """The fixed-loss column reads the kernel at the first step whose training loss reaches the
+    sweep's largest final loss; a measured word that differs from classify's is listed with
+    classify's note, and agreeing rows list nothing."""
+    runs = []
+    for name, width, losses, ratios in (
+        ("NTK", 128, [0.7, 0.5, 0.3], [1.0, 1.2, 1.4]),
+        ("NTK", 8192, [0.7, 0.45, 0.35], [1.0, 1.01, 1.02]),
+        ("sym-default", 128, [0.7, 0.5, 0.3], [1.0, 1.2, 1.4]),
+        ("sym-default", 8192, [0.7, 0.2, 0.1], [1.0, 1.03, 1.05]),
+    ):
+        run = _run_record(name, width, 0.4, 3.0 * (8 if name != "NTK" and width > 128 else 1),
+                          ratios[-1])  # fmt: skip
+        run["train_loss"], run["kernel_ratio"] = losses, ratios
+        runs.append(run)
+    result = {
+        "config": {"scalings": ["NTK", "sym-default"], "ref_width": 128, "hidden_layers": 1},
+        "steps": [0, 1, 10],
+        "runs": runs,
+        "exponents": {},
+    }
+    rows = {r["scaling"]: r for r in properties_table(result)}
+    assert rows["NTK"]["loss_target"] == pytest.approx(0.35)  # NTK's widest final loss
+    assert rows["NTK"]["step_at_loss"] == 10 and rows["sym-default"]["step_at_loss"] == 1
+    assert rows["sym-default"]["kernel_change_at_loss"] == pytest.approx(0.03)
+    assert rows["NTK"]["default_kernel_change_at_loss"] == pytest.approx(0.4)
+    assert rows["NTK"]["disagreements"] == []
+    (text,) = rows["sym-default"]["disagreements"]
+    assert text.startswith("sym-default, kernel evolves and feature learning (fixed steps): "
+                           "measured no, predicted yes")  # fmt: skip
+    assert "fixed training loss" in text  # classify's note
+    assert rows["sym-default"]["kernel_evolves_at_loss_predicted"] is False
+    lines = properties_rows(list(rows.values()))
+    assert lines[1].endswith("see below |") and not lines[0].endswith("see below |")

@@ -181,12 +181,13 @@ def _run_limits_plane(args: argparse.Namespace) -> int:
     plt.close(fig)
     yes = lambda b: "yes" if b else "no"  # noqa: E731
     print(f"{'#':>2}  {'region':40s}  {'(q_sigma, q_tilde)':18s}  {'logits':7s}  {'kernel':7s}  "
-          "kernel evolves  feature learning")  # fmt: skip
+          "kernel evolves  initial logits kept  evolves at fixed loss")  # fmt: skip
     for region in REGIONS:
         c = classify(region.point)
         point = f"({region.point[0]:g}, {region.point[1]:g})"
         print(f"{region.index:2d}  {region.name:40s}  {point:18s}  {c.logits:7s}  {c.kernel:7s}  "
-              f"{yes(c.kernel_evolves):14s}  {yes(c.feature_learning)}")  # fmt: skip
+              f"{yes(c.kernel_evolves):14s}  {yes(c.init_logits_matter):19s}  "
+              f"{yes(c.kernel_evolves_at_fixed_loss)}")  # fmt: skip
     print(f"wrote {out / 'plane.png'}")
     return 0
 

@@ -205,17 +205,28 @@ def _limits_section(sweep: dict) -> list[str]:
         "",
         "Measured at the widest network against the default (width "
         f"{c['ref_width']}) network: mean |logit| and total kernel ratios at init ('vanish' "
-        "below 0.5, 'diverge' above 2), the kernel's relative change over training (evolves "
-        "above 10%); `classify`'s words in brackets. Short training and small widths blur the "
-        "distinctions that the exponents predict for rho -> infinity.",
+        "below 0.5, 'diverge' above 2), the kernel's relative change (evolves above 10%) after "
+        "all steps and at the first step where the training loss reaches the largest final "
+        "loss of the sweep; `classify`'s words in brackets (at fixed steps its "
+        "`kernel_evolves`, at fixed loss its `kernel_evolves_at_fixed_loss`). Short training "
+        "and small widths blur the distinctions that the exponents predict for rho -> infinity.",
         "",
-        "| scaling | width | logits at init | kernel at init | kernel change (evolves) | "
-        "feature learning | finite-width-like |",
-        "|---|---|---|---|---|---|---|",
+        "| scaling | width | logits at init | kernel at init | kernel change, fixed steps | "
+        "kernel change, fixed loss | feature learning | finite-width-like | |",
+        "|---|---|---|---|---|---|---|---|---|",
         *properties_rows(sweep["properties"]),
+        *_disagreement_lines(sweep["properties"]),
         "",
         "![map of limits](limits.png)",
     ]
+
+
+def _disagreement_lines(table: list[dict]) -> list[str]:
+    """Where a measured property differs from `classify`'s prediction, with classify's note."""
+    notes = [d for r in table for d in r.get("disagreements", [])]
+    if not notes:
+        return []
+    return ["", "Where measurement and prediction disagree:", ""] + [f"- {d}." for d in notes]
 
 
 def format_summary(results: dict) -> str:

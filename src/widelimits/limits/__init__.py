@@ -5,11 +5,16 @@ reaches, and finite models under a scaling.
   (q_sigma, q_tilde) plane, any exponents), consulted by ``net.build(..., parametrization=)``.
 - `optimizer`, `apply_scaling`: per-layer learning rates; plain torch MLPs under a scaling.
 - `InitCorrected`: the initialization-corrected mean-field model.
-- `classify`: which of the plane's 13 regions a scaling is in and its limit's properties, and
-  the Tensor-Programs verdict for abc-parametrizations; `plot_plane` draws the map.
+- `classify`: which of the plane's 13 regions a scaling is in and its limit's properties (at a
+  fixed number of steps and at a fixed training loss, with a line on what separates it from the
+  neighbouring regions), and the Tensor-Programs verdict and width exponents for
+  abc-parametrizations; `plot_plane` draws the map.
+- `run_dynamics`: exact few-step training of a plain MLP under a scaling, recording the
+  relative changes of weights, features and tangent kernel that the map predicts.
 """
 
 from .classify import NAMED_POINTS, REGIONS, Classification, classify
+from .dynamics import run_dynamics
 from .plot import plot_plane
 from .scaling import Scaling
 from .training import InitCorrected, apply_scaling, optimizer
@@ -24,4 +29,5 @@ __all__ = [
     "optimizer",
     "apply_scaling",
     "InitCorrected",
+    "run_dynamics",
 ]

@@ -12,14 +12,18 @@ __all__ = ["plot_plane"]
 
 
 def plot_plane(ax=None, points=NAMED_POINTS, annotate: bool = True):
-    """Draw the (q_sigma, q_tilde) plane and return the matplotlib Figure.
+    r"""Draw the :math:`(q_\sigma, \tilde q)` plane and return the matplotlib Figure.
 
-    Shows the dynamically stable strip -1/2 <= q_sigma + q_tilde <= 0 (shaded), the three lines
-    that cut it (logits line q_sigma = -1/2, kernel line q_tilde = -1 - 2 q_sigma, upper edge
-    q_tilde = -q_sigma), the 13 regions labelled by their index at their representative point
-    (`REGIONS`), and ``points`` (a mapping name -> (q_sigma, q_tilde)) marked, with their names
-    when ``annotate``. Sign convention: std(a) = sigma* rho^{q_sigma}, eta_w = eta*
-    rho^{q_tilde}, eta_a = eta* rho^{q_tilde + 2 q_sigma} (exponents with a plus sign).
+    Shows the dynamically stable strip :math:`-1/2 \le q_\sigma + \tilde q \le 0` (shaded),
+    the three lines that cut it (logits line :math:`q_\sigma = -1/2`, kernel line
+    :math:`\tilde q = -1 - 2 q_\sigma`, upper edge :math:`\tilde q = -q_\sigma`), the line
+    :math:`q_\sigma = -1` left of which the kernel evolves on the way to a fixed training loss
+    (dotted), the 13 regions labelled by their index at their representative point
+    (`REGIONS`), and ``points`` (a mapping name -> :math:`(q_\sigma, \tilde q)`) marked, with
+    their names when ``annotate``. Sign convention:
+    :math:`\operatorname{std}(a) = \sigma^* \rho^{q_\sigma}`,
+    :math:`\eta_w = \eta^* \rho^{\tilde q}`,
+    :math:`\eta_a = \eta^* \rho^{\tilde q + 2 q_\sigma}` (exponents with a plus sign).
     """
     try:
         import matplotlib.pyplot as plt
@@ -35,10 +39,13 @@ def plot_plane(ax=None, points=NAMED_POINTS, annotate: bool = True):
     x_lo, x_hi, y_lo, y_hi = -2.0, 1.5, -1.5, 2.25
     xs = np.linspace(x_lo, x_hi, 200)
     ax.fill_between(xs, -0.5 - xs, -xs, color="tab:green", alpha=0.15, lw=0, label="stable strip")
-    ax.plot(xs, -xs, color="tab:green", lw=2.0, label="upper edge: kernel evolves")
+    ax.plot(xs, -xs, color="tab:green", lw=2.0,
+            label="upper edge s = 0: kernel evolves (fixed steps)")  # fmt: skip
     ax.plot(xs, -0.5 - xs, color="tab:green", lw=1.0, ls="--", label="lower edge")
     ax.axvline(-0.5, color="tab:blue", lw=1.2, label="logits Theta(1): q_sigma = -1/2")
     ax.plot(xs, -1 - 2 * xs, color="tab:orange", lw=1.2, label="kernel Theta(1)")
+    ax.axvline(-1.0, color="0.4", lw=1.0, ls=":",
+               label="left: kernel evolves on the way to a fixed loss")  # fmt: skip
     ax.text(0.6, 0.6, "diverging", color="tab:red", ha="center")
     ax.text(-1.4, -0.6, "stagnating", color="tab:purple", ha="center")
 

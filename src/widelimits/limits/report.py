@@ -49,6 +49,19 @@ from pathlib import Path
 
 import numpy as np
 
+from .properties import (
+    DIVERGE_ABOVE,
+    EVOLVES_BY,
+    VANISH_BELOW,
+    _config,
+    _mean,
+    _ref_width,
+    _scalings,
+    _widths,
+    _yes,
+    properties_table,
+)
+
 __all__ = [
     "plot_sweep",
     "plot_limit_distances",
@@ -62,10 +75,6 @@ __all__ = [
 ]
 
 STEP0_POSITION = 0.5
-VANISH_BELOW = 0.5
-DIVERGE_ABOVE = 2.0
-EVOLVES_BY = 0.1
-
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
            "tab:pink", "tab:olive", "tab:cyan", "tab:gray")  # fmt: skip
 _STYLES = (":", "-.", "--", "-")
@@ -73,38 +82,6 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _config(result: dict) -> dict:
-    return result["config"]
-
-
-def _ref_width(result: dict) -> int:
-    return int(_config(result).get("ref_width", 128))
-
-
-def _widths(result: dict) -> list[int]:
-    return sorted({int(r["width"]) for r in result["runs"]})
-
-
-def _scalings(result: dict) -> list[str]:
-    names = list(_config(result).get("scalings", []))
-    for r in result["runs"]:
-        if r["scaling"] not in names:
-            names.append(r["scaling"])
-    return names
-
-
-def _mean(result: dict, scaling: str | None, width: int, key: str) -> np.ndarray:
-    """``key`` per recorded step, averaged over seeds (``scaling=None``: the first scaling
-    that has runs at ``width``, used for the default network)."""
-    runs = [r for r in result["runs"] if int(r["width"]) == width]
-    if scaling is None and runs:
-        scaling = runs[0]["scaling"]
-    runs = [r for r in runs if r["scaling"] == scaling]
-    if not runs:
-        raise KeyError(f"no runs for scaling {scaling!r} at width {width}")
-    return np.mean([np.asarray(r[key], dtype=float) for r in runs], axis=0)
-
-
 def _x(steps) -> np.ndarray:
     s = np.asarray(steps, dtype=float)
     return np.where(s == 0, STEP0_POSITION, s)
@@ -117,18 +94,6 @@ def _log_step_axis(ax, steps) -> None:
     ax.set_xticks(ticks, ["0"] + [f"{t:g}" for t in ticks[1:]])
     ax.set_xlabel("SGD step (log axis; step 0 drawn at 0.5)")
     ax.grid(alpha=0.3, which="both")
-
-
-def _word(ratio: float) -> str:
-    if not math.isfinite(ratio):
-        return "diverge" if ratio > 0 else "undefined"
-    return "vanish" if ratio < VANISH_BELOW else "diverge" if ratio > DIVERGE_ABOVE else "bounded"
-
-
-def _exponent_word(exponent) -> str | None:
-    if exponent is None:
-        return None
-    return "vanish" if exponent < 0 else "bounded" if exponent == 0 else "diverge"
 
 
 def _figure(nrows: int, ncols: int, size):
@@ -325,114 +290,9 @@ def plot_exponents(result: dict, path=None):
     return fig
 
 
-# ------------------------------------------------------------------------------ the table
-def _predicted_properties(result: dict, name: str) -> dict:
-    """classify's words for a named scaling (None where unknown)."""
-    pred = result.get("exponents", {}).get(name, {}).get("predicted", {})
-    out = {
-        "logits": _exponent_word(pred.get("logits_exponent")),
-        "kernel": _exponent_word(pred.get("kernel_exponent")),
-        "kernel_evolves": None,
-        "feature_learning": None,
-        "region": pred.get("region"),
-    }
-    if name == "IC-MF":  # mean-field dynamics plus a frozen Theta(1) GP draw
-        out["kernel_evolves"] = out["feature_learning"] = True
-        return out
-    from .classify import classify
-    from .sweep import named_scaling
-
-    try:
-        c = classify(named_scaling(name, int(_config(result).get("hidden_layers", 1)),
-                                   _ref_width(result)))  # fmt: skip
-    except (ValueError, TypeError):
-        return out
-    out["kernel_evolves"] = c.kernel_evolves
-    out["feature_learning"] = c.feature_learning if c.feature_learning is not None else (
-        c.tp_feature_learning)  # fmt: skip
-    out["logits"] = out["logits"] or c.logits
-    out["kernel"] = out["kernel"] or c.kernel
-    return out
-
-
-def _finite_like(logits, kernel, evolves):
-    if None in (logits, kernel, evolves):
-        return None
-    return logits == "bounded" and kernel == "bounded" and bool(evolves)
-
-
-def properties_table(result: dict) -> list[dict]:
-    """Per scaling, what its widest network measurably does against the default network.
-
-    One dict per scaling with: ``scaling``, ``width`` (the largest), ``baseline`` (what it is
-    compared with), ``region`` (predicted); ``logits_ratio``, ``logits`` (measured word),
-    ``logits_fitted_exponent``, ``logits_predicted`` (classify's word); the same for the kernel
-    at init (``kernel_ratio_init``, ``kernel``, ...); ``kernel_change`` (kernel_ratio at the last
-    step minus 1), ``kernel_evolves``, ``default_kernel_change``, ``default_kernel_evolves``,
-    ``kernel_evolves_predicted``; ``feature_learning`` (= kernel_evolves) and its prediction;
-    ``finite_width_like`` (bounded logits, bounded kernel and evolving kernel) and its
-    prediction.  Thresholds: module docstring.
-    """
-    ref = _ref_width(result)
-    widths = _widths(result)
-    has_default = ref in widths
-    rows = []
-    for name in _scalings(result):
-        own = sorted({int(r["width"]) for r in result["runs"] if r["scaling"] == name})
-        if not own:
-            continue
-        w = own[-1]
-        base_w, base_scaling = (ref, None) if has_default else (own[0], name)
-        base = {
-            key: _mean(result, base_scaling, base_w, key)
-            for key in ("mean_abs_logit", "kernel_total", "kernel_ratio")
-        }
-        mine = {key: _mean(result, name, w, key) for key in base}
-        logits_ratio = float(mine["mean_abs_logit"][0] / base["mean_abs_logit"][0])
-        kernel_ratio = float(mine["kernel_total"][0] / base["kernel_total"][0])
-        change = float(mine["kernel_ratio"][-1] - 1)
-        default_change = float(base["kernel_ratio"][-1] - 1)
-        evolves = abs(change) > EVOLVES_BY
-        fitted = result.get("exponents", {}).get(name, {}).get("fitted", {})
-        pred = _predicted_properties(result, name)
-        logits, kernel = _word(logits_ratio), _word(kernel_ratio)
-        rows.append(
-            {
-                "scaling": name,
-                "width": w,
-                "baseline": f"default (width {ref})" if has_default else f"{name} width {base_w}",
-                "region": pred["region"],
-                "logits_ratio": logits_ratio,
-                "logits": logits,
-                "logits_fitted_exponent": fitted.get("logits_exponent"),
-                "logits_predicted": pred["logits"],
-                "kernel_ratio_init": kernel_ratio,
-                "kernel": kernel,
-                "kernel_fitted_exponent": fitted.get("kernel_exponent"),
-                "kernel_predicted": pred["kernel"],
-                "kernel_change": change,
-                "kernel_evolves": evolves,
-                "default_kernel_change": default_change,
-                "default_kernel_evolves": abs(default_change) > EVOLVES_BY,
-                "kernel_evolves_predicted": pred["kernel_evolves"],
-                "feature_learning": evolves,
-                "feature_learning_predicted": pred["feature_learning"],
-                "finite_width_like": _finite_like(logits, kernel, evolves),
-                "finite_width_like_predicted": _finite_like(
-                    pred["logits"], pred["kernel"], pred["kernel_evolves"]
-                ),
-            }
-        )
-    return rows
-
-
 # ---------------------------------------------------------------------------------- report
 def _num(x, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
-
-
-def _yes(x) -> str:
-    return "-" if x is None else "yes" if x else "no"
 
 
 def exponent_rows(result: dict) -> list[str]:
@@ -457,10 +317,20 @@ def properties_rows(table: list[dict]) -> list[str]:
         f"(pred. {r['logits_predicted'] or '-'}) | {r['kernel_ratio_init']:.3g}: {r['kernel']} "
         f"(pred. {r['kernel_predicted'] or '-'}) | {r['kernel_change']:+.3f}: "
         f"{_yes(r['kernel_evolves'])} (pred. {_yes(r['kernel_evolves_predicted'])}) | "
+        f"{_at_loss_cell(r)} | "
         f"{_yes(r['feature_learning'])} (pred. {_yes(r['feature_learning_predicted'])}) | "
         f"{_yes(r['finite_width_like'])} (pred. {_yes(r['finite_width_like_predicted'])}) |"
+        + (" see below |" if r.get("disagreements") else " |")
         for r in table
     ]
+
+
+def _at_loss_cell(r: dict) -> str:
+    if r.get("kernel_change_at_loss") is None:
+        return "not reached"
+    return (f"{r['kernel_change_at_loss']:+.3f} at step {r['step_at_loss']}: "
+            f"{_yes(r['kernel_evolves_at_loss'])} "
+            f"(pred. {_yes(r['kernel_evolves_at_loss_predicted'])})")  # fmt: skip
 
 
 def write_report(result: dict, out_dir) -> dict:
@@ -519,13 +389,18 @@ def report_lines(result: dict, table: list[dict] | None = None, level: int = 1) 
         f"Measured against {table[0]['baseline'] if table else 'the default network'}: ratio of "
         f"mean |logit| and of the total kernel at init ('vanish' below {VANISH_BELOW}, "
         f"'diverge' above {DIVERGE_ABOVE:g}, else 'bounded'); the kernel evolves when its "
-        f"relative change over training exceeds {EVOLVES_BY:.0%}; feature learning = kernel "
-        "evolves; finite-width-like = bounded logits, bounded kernel and evolving kernel. "
-        "Predictions from `classify` in brackets.",
+        f"relative change (of the mean diagonal) exceeds {EVOLVES_BY:.0%}, on two time scales: "
+        f"after all {c.get('steps')} steps, and at the first recorded step where the training "
+        f"loss is at most {table[0]['loss_target'] if table else float('nan'):.3g} (the largest "
+        "final training loss of the sweep, so that every network reaches it). Feature learning "
+        "= kernel evolves (fixed steps); finite-width-like = bounded logits, bounded kernel and "
+        "evolving kernel. Predictions from `classify` in brackets: at fixed steps its "
+        "`kernel_evolves`, at fixed loss its `kernel_evolves_at_fixed_loss` (the theory page "
+        "derives both).",
         "",
-        "| scaling | width | logits at init | kernel at init | kernel change (evolves) | "
-        "feature learning | finite-width-like |",
-        "|---|---|---|---|---|---|---|",
+        "| scaling | width | logits at init | kernel at init | kernel change, fixed steps | "
+        "kernel change, fixed loss | feature learning | finite-width-like | |",
+        "|---|---|---|---|---|---|---|---|---|",
         *properties_rows(table),
     ]
     if table:
@@ -534,8 +409,14 @@ def report_lines(result: dict, table: list[dict] | None = None, level: int = 1) 
             "",
             "The baseline network's own kernel change over training: "
             f"{r['default_kernel_change']:+.3f} "
-            f"({'evolves' if r['default_kernel_evolves'] else 'below the threshold'}).",
+            f"({'evolves' if r['default_kernel_evolves'] else 'below the threshold'}); at the "
+            f"fixed loss (step {r['default_step_at_loss']}): "
+            f"{_num(r['default_kernel_change_at_loss'], '+.3f')}.",
         ]
+    notes = [d for r in table for d in r.get("disagreements", [])]
+    if notes:
+        lines += ["", f"{h}# Where measurement and prediction disagree", ""]
+        lines += [f"- {d}." for d in notes]
     limits = result.get("limits") or {}
     if limits:
         widths = sorted({w for v in limits.values() for w in v["distance"]}, key=int)
