@@ -449,13 +449,14 @@ def _classify_abc(a, b, c) -> Classification:
 
 # ------------------------------------------------------------------------------------- public
 def classify(scaling) -> Classification:
-    """Classify a width scaling (module docstring for the map and the conventions).
+    r"""Classify a width scaling (module docstring for the map and the conventions).
 
     ``scaling`` is one of:
 
     - a pair ``(q_sigma, q_tilde)`` of the one-hidden-layer plane (plus-sign convention:
-      std(a) = sigma* rho^{q_sigma}, eta_w = eta* rho^{q_tilde}, eta_a = eta* rho^{q_tilde +
-      2 q_sigma});
+      :math:`\operatorname{std}(a) = \sigma^* \rho^{q_\sigma}`,
+      :math:`\eta_w = \eta^* \rho^{\tilde q}`,
+      :math:`\eta_a = \eta^* \rho^{\tilde q + 2 q_\sigma}`);
     - an object with per-layer sequences ``a``, ``b``, ``c`` (an abc-parametrization, layer 1
       reads the inputs; ``c`` may be one number, a global learning-rate exponent) — also a
       mapping with those keys. The Tensor-Programs fields are filled, and the plane fields too

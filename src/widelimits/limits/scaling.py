@@ -127,15 +127,15 @@ class Scaling:
         return width / self.ref_width
 
     def multiplier(self, layer: int, width: float) -> float:
-        """rho^{-a_l} for layer ``layer`` (0-based)."""
+        r""":math:`\rho^{-a_l}` for layer ``layer`` (0-based)."""
         return self.rho(width) ** -self.a[layer]
 
     def init_scale(self, layer: int, width: float) -> float:
-        """rho^{-b_l}: the initial std relative to the reference width's."""
+        r""":math:`\rho^{-b_l}`: the initial std relative to the reference width's."""
         return self.rho(width) ** -self.b[layer]
 
     def lr_scale(self, layer: int, width: float) -> float:
-        """rho^{-c_l}: the learning rate relative to the reference width's."""
+        r""":math:`\rho^{-c_l}`: the learning rate relative to the reference width's."""
         return self.rho(width) ** -self.c[layer]
 
     # ------------------------------------------------------------------------------ symmetry

@@ -37,7 +37,7 @@ def optimizer(
     kind: str = "sgd",
     **options,
 ) -> torch.optim.Optimizer:
-    """A torch optimizer whose per-layer learning rates are lr * rho^{-c_l}.
+    r"""A torch optimizer whose per-layer learning rates are :math:`\text{lr}\, \rho^{-c_l}`.
 
     Layers built with a `Scaling` (``net.build(..., parametrization=scaling)``) or prepared by
     `apply_scaling` carry their factor as ``lr_scale``; a plain torch MLP can instead be given
@@ -92,12 +92,14 @@ def apply_scaling(
     W_std: float = 1.0,
     seed: int | None = None,
 ) -> nn.Module:
-    """Re-initialize a plain torch MLP (its Linear layers in order) under ``scaling``, in place.
+    r"""Re-initialize a plain torch MLP (its Linear layers in order) under ``scaling``, in place.
 
-    Each weight is drawn N(0, (W_std^2 / fan_in_ref) rho^{-2 b_l}) and, with its bias (zeroed),
-    multiplied by rho^{-a_l} in the forward pass (a ``torch.nn.utils.parametrize``
-    parametrization, so the gradient sees the multiplier); ``lr_scale`` = rho^{-c_l} is set on
-    each Linear for `optimizer`.  rho = (first Linear's out_features) / scaling.ref_width.
+    Each weight is drawn
+    :math:`\mathcal N(0, (\sigma_w^2 / \text{fan-in}_\text{ref})\, \rho^{-2 b_l})` and, with its
+    bias (zeroed), multiplied by :math:`\rho^{-a_l}` in the forward pass (a
+    ``torch.nn.utils.parametrize`` parametrization, so the gradient sees the multiplier);
+    ``lr_scale`` :math:`= \rho^{-c_l}` is set on each Linear for `optimizer`.
+    :math:`\rho` = (first Linear's out_features) / ``scaling.ref_width``.
     """
     linears = _scaled_linears(model)
     if len(linears) != scaling.n_layers:
