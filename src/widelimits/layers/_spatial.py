@@ -41,15 +41,15 @@ MAX_SIZE = 2**31 - 1
 """Largest window, stride or spatial size along one axis (torch indexes with 32-bit ints)."""
 
 
-def _size(value) -> int | None:
-    """``value`` as a positive int no larger than `MAX_SIZE`, or None (bools are not sizes)."""
+def _size(value, low: int = 1) -> int | None:
+    """``value`` as an int from ``low`` to `MAX_SIZE`, or None (bools are not sizes)."""
     if isinstance(value, bool):
         return None
     try:
         v = operator.index(value)
     except TypeError:
         return None
-    return v if 1 <= v <= MAX_SIZE else None
+    return v if low <= v <= MAX_SIZE else None
 
 
 def check_sizes(name: str, value) -> int | tuple[int, ...]:
@@ -102,13 +102,7 @@ Padding = str | tuple[int, int]
 
 def _amount(value) -> int | None:
     """``value`` as a non-negative int no larger than `MAX_SIZE`, or None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        v = operator.index(value)
-    except TypeError:
-        return None
-    return v if 0 <= v <= MAX_SIZE else None
+    return _size(value, low=0)
 
 
 def _explicit(value) -> tuple[int, int] | None:

@@ -155,6 +155,26 @@ class Conv(WeightLayer):
             nngp=nngp, ntk=theta, cov1=cov1, cov2=cov2, is_gaussian=True, width=self.finite_width
         )
 
+    def new_module(
+        self, module_class, channels: int, out: int, window, stride, ctx: BuildContext,
+        transposed: bool = False,
+    ) -> nn.Module:
+        """A torch convolution of ``module_class`` with this layer's initialisation and
+        multipliers (weights ``(out, channels, *window)``, or ``(channels, out, *window)`` for
+        torch's transposed convolutions)."""
+        sc = self.weight_scales(channels * math.prod(window), ctx)
+        # skip_init: no default initialisation, which would draw from torch's global generator.
+        conv = skip_init(
+            module_class,
+            channels, out, window, stride=stride, bias=self.b_std is not None, dtype=ctx.dtype,
+        )  # fmt: skip
+        shape = (channels, out) if transposed else (out, channels)
+        conv.weight = nn.Parameter(ctx.randn(*shape, *window) * sc["w_init"])
+        if conv.bias is not None:
+            conv.bias = nn.Parameter(ctx.randn(out) * sc["b_init"])
+        set_scales(conv, sc)
+        return conv
+
     def build_module(self, in_features, ctx: BuildContext) -> tuple[nn.Module, SpatialFeatures]:
         name = type(self).__name__
         if isinstance(in_features, tuple):
@@ -184,16 +204,7 @@ class Conv(WeightLayer):
             f"{name}(kernel_size={self.kernel_size!r})", "one padded input example", padded,
             itemsize, "use a smaller kernel_size",
         )  # fmt: skip
-        sc = self.weight_scales(channels * math.prod(window), ctx)
-        # skip_init: no default initialisation, which would draw from torch's global generator.
-        conv = skip_init(
-            module_class,
-            channels, out, window, stride=stride, bias=self.b_std is not None, dtype=ctx.dtype,
-        )  # fmt: skip
-        conv.weight = nn.Parameter(ctx.randn(out, channels, *window) * sc["w_init"])
-        if conv.bias is not None:
-            conv.bias = nn.Parameter(ctx.randn(out) * sc["b_init"])
-        set_scales(conv, sc)
+        conv = self.new_module(module_class, channels, out, window, stride, ctx)
         conv.requires_grad_(self.has_parameters)
         if all(p == "valid" or p == (0, 0) for p in paddings):
             return conv, SpatialFeatures(out, size)

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import skip_init
 
 from ..kernel import Kernel
 from ._spatial import (
@@ -33,7 +32,7 @@ from ._spatial import (
     conv_window_sum,
 )
 from .base import BuildContext, SpatialFeatures
-from .conv import Conv, _Scaled, conv_module_class, set_scales
+from .conv import Conv, _Scaled, conv_module_class
 
 __all__ = ["ConvTranspose"]
 
@@ -225,16 +224,7 @@ class ConvTranspose(Conv):
             out * channels * math.prod(window), torch.empty((), dtype=ctx.dtype).element_size(),
             "use a smaller kernel_size, fewer channels or a smaller width",
         )  # fmt: skip
-        sc = self.weight_scales(channels * math.prod(window), ctx)
-        conv = skip_init(
-            module_class,
-            channels, out, window, stride=stride, bias=self.b_std is not None, dtype=ctx.dtype,
-        )  # fmt: skip
-        # torch's transposed convolutions hold their weights as (in, out, *window)
-        conv.weight = nn.Parameter(ctx.randn(channels, out, *window) * sc["w_init"])
-        if conv.bias is not None:
-            conv.bias = nn.Parameter(ctx.randn(out) * sc["b_init"])
-        set_scales(conv, sc)
+        conv = self.new_module(module_class, channels, out, window, stride, ctx, transposed=True)
         conv.crop = tuple(g["crop"] for g in axes)
         wraps = [g["wrap"] for g in axes]
         conv.wrap = None if wraps[0] is None else tuple(wraps)
