@@ -165,8 +165,13 @@ LAYER_NAMES = sorted(
 
 @pytest.mark.parametrize("name", LAYER_NAMES)
 def test_an_unknown_keyword_lists_the_layers_arguments(name):
-    params = inspect.signature(getattr(wl.layers, name)).parameters.values()
-    params = ["*" * (p.kind is p.VAR_POSITIONAL) + p.name for p in params]
+    layer = getattr(wl.layers, name)
+    target = getattr(layer, "keywords_from", None)  # **kwargs forwarded to that class
+    params = [
+        "*" * (p.kind is p.VAR_POSITIONAL) + p.name
+        for p in inspect.signature(layer).parameters.values()
+        if target is None or p.kind is not p.VAR_KEYWORD
+    ] + ([] if target is None else list(inspect.signature(target).parameters))
     with pytest.raises(ValueError, match=f"--arch .*{name} has no argument 'bogus'") as info:
         parse_architecture(f"{name}(bogus=1)")
     listed = str(info.value).split("its arguments are ")[1].split(":")[0]

@@ -152,9 +152,17 @@ class _Builder:
             signature = None
         if signature is not None:
             params = signature.parameters
-            takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-            valid = ["*" * (v.kind is v.VAR_POSITIONAL) + p for p, v in params.items()]
-            unknown = [k for k in kwargs if k not in params and not takes_any]
+            # A factory whose **kwargs go to one class names it in ``keywords_from``.
+            target = getattr(cls, "keywords_from", None)
+            forwarded = inspect.signature(target).parameters if target is not None else {}
+            takes_any = target is None and any(p.kind is p.VAR_KEYWORD for p in params.values())
+            valid = [
+                "*" * (v.kind is v.VAR_POSITIONAL) + p
+                for p, v in params.items() if target is None or v.kind is not v.VAR_KEYWORD
+            ] + [p for p in forwarded if p not in params]
+            unknown = [
+                k for k in kwargs if k not in params and k not in forwarded and not takes_any
+            ]
             if unknown:
                 raise self.fail(
                     f"{name} has no argument {unknown[0]!r}; its arguments are "

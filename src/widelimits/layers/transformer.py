@@ -76,3 +76,8 @@ def TransformerBlock(
         Residual(mlp, act, Dense(width, W_std=mlp_W_std, b_std=mlp_b_std)),
         *norm,
     )
+
+
+# ``**attention`` takes GlobalSelfAttention's arguments: the ``--arch`` parser lists and checks
+# them.
+TransformerBlock.keywords_from = GlobalSelfAttention
