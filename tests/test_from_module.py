@@ -694,3 +694,34 @@ def test_model_and_input_are_left_as_they_were():
     with pytest.raises(ValueError, match="in-place"):
         wl.from_module(Wrap(lambda s, x: s.fc(x.mul_(2)), fc=nn.Linear(5, 3)), x)
     assert torch.equal(x, FLAT)
+
+
+class _Wrapped(nn.Module):
+    """A user model around a torch module whose limit has no closed form."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.head = inner, nn.Linear(8, 1)
+
+    def forward(self, x):
+        if isinstance(self.inner, nn.MultiheadAttention):
+            y = self.inner(x, x, x)[0]
+        elif isinstance(self.inner, nn.LSTM):
+            y = self.inner(x)[0]
+        else:
+            y = self.inner(x)
+        return self.head(y.mean(1))
+
+
+@pytest.mark.parametrize(
+    "inner, what",
+    [
+        (nn.MultiheadAttention(8, 2, batch_first=True), "softmax attention"),
+        (nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), "softmax attention"),
+        (nn.LSTM(8, 8, batch_first=True), "recurrence"),
+    ],
+    ids=["multihead_attention", "transformer_layer", "lstm"],
+)
+def test_modules_without_a_closed_form_limit_are_refused_by_name(inner, what):
+    with pytest.raises(ValueError, match=f"node 'inner'.*{what}.*GlobalSelfAttention"):
+        wl.from_module(_Wrapped(inner), torch.zeros(1, 5, 8))

@@ -33,6 +33,11 @@ from ..layers.scale import Scale
 from .errors import INSTEAD, TranslationError, target_name, trace
 from .nodes import _ADD, _CAT, _MUL, _SUB, NodeLayers
 
+NO_CLOSED_FORM = (
+    nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
+    nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer, nn.RNNBase,
+)  # fmt: skip
+
 __all__ = ["Translator"]
 
 # ---------------------------------------------------------------------------------------------
@@ -124,6 +129,7 @@ class Translator(NodeLayers):
         if not self.is_tensor(result):
             raise self.fail(output, "the model must return one tensor (not a tuple or dict)")
         self._check_shared_modules()
+        self._check_no_limit_modules()
         self.dominators = self._dominators()
         if result not in self.dominators:
             raise self.fail(output, "the output does not depend on the input")
@@ -146,6 +152,22 @@ class Translator(NodeLayers):
                     "use a separate module for each call, or " + INSTEAD,
                 )
             seen[node.target] = node
+
+    def _check_no_limit_modules(self) -> None:
+        """Refuse, by name, the torch modules whose infinite-width limit has no closed form."""
+        for node in self.gm.graph.nodes:
+            mod = self.modules.get(node.target) if node.op == "call_module" else None
+            if isinstance(mod, NO_CLOSED_FORM):
+                what = (
+                    "a recurrence (the same weights at every step)" if isinstance(mod, nn.RNNBase)
+                    else "softmax attention with 1/sqrt(d) scaling"
+                )
+                raise self.fail(
+                    node,
+                    f"{type(mod).__name__} ({what}) has no closed-form infinite-width kernel",
+                    "describe the network with wl.GlobalSelfAttention / wl.TransformerBlock "
+                    "(attention whose limit has a closed form), or " + INSTEAD,
+                )
 
     def _dominators(self) -> dict[fx.Node, set[fx.Node]]:
         doms: dict[fx.Node, set[fx.Node]] = {self.input: {self.input}}
