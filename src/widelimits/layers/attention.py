@@ -48,8 +48,8 @@ class GlobalSelfAttention(Layer):
 
     .. math::
 
-        G_{pq} = \frac{\sigma_{QK}}{C\, n_k^{s}}\, q_p \cdot k_q, \qquad
-        f_p = \frac{\sigma_{OV}}{\sqrt{n_h n_v C}} \sum_h \Big(\sum_q \mathcal{A}(G)_{pq}\,
+        G_{pq} &= \frac{\sigma_{QK}}{C\, n_k^{s}}\, q_p \cdot k_q, \\
+        f_p &= \frac{\sigma_{OV}}{\sqrt{n_h n_v C}} \sum_h \Big(\sum_q \mathcal{A}(G)_{pq}\,
         v_q\Big) W^O_h + \sigma_b b,
 
     with all weights standard normal, :math:`s = 1` (``linear_scaling=True``) or
@@ -63,8 +63,8 @@ class GlobalSelfAttention(Layer):
 
     .. math::
 
-        K'(x, x') = \sigma_{OV}^2\, A(x)\, K_V(x, x')\, A(x')^\top + \sigma_b^2, \qquad
-        \Theta'(x, x') = \sigma_{OV}^2\, A(x) \big(\Theta_V(x, x') + 2 K_V(x, x')\big)
+        K'(x, x') &= \sigma_{OV}^2\, A(x)\, K_V(x, x')\, A(x')^\top + \sigma_b^2, \\
+        \Theta'(x, x') &= \sigma_{OV}^2\, A(x) \big(\Theta_V(x, x') + 2 K_V(x, x')\big)
         A(x')^\top + \sigma_b^2
 
     (the 2 counts :math:`W^V` and :math:`W^O`; the query/key weights' share of the NTK
@@ -81,8 +81,8 @@ class GlobalSelfAttention(Layer):
 
     .. math::
 
-        K' = \sigma_{QK}^2 \sigma_{OV}^2\, \langle \tilde K, K_V\rangle\, \tilde K + \sigma_b^2,
-        \qquad \Theta' = \sigma_{QK}^2 \sigma_{OV}^2 \big(D\, \tilde K + \langle \tilde K,
+        K' &= \sigma_{QK}^2 \sigma_{OV}^2\, \langle \tilde K, K_V\rangle\, \tilde K + \sigma_b^2,
+        \\ \Theta' &= \sigma_{QK}^2 \sigma_{OV}^2 \big(D\, \tilde K + \langle \tilde K,
         K_V\rangle (\tilde\Theta + 4 \tilde K)\big) + \sigma_b^2,
 
     :math:`D = 2\langle\tilde K, \tilde\Theta\rangle` (or :math:`\langle\tilde K, \Theta\rangle
