@@ -18,11 +18,12 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from bench_conv_kernel import best_time  # same folder: run as python bench/bench_aggregate.py
+from nt_side import graph_patterns as patterns  # the graphs neural-tangents is given
 
 import widelimits as wl
 
@@ -37,30 +38,6 @@ def gnn(implementation: str) -> wl.Serial:
         wl.Conv(None, 1), wl.ReLU(), wl.Aggregate(implementation),
         wl.GlobalAvgPool(), wl.Dense(10),
     )  # fmt: skip
-
-
-def patterns(n: int, nodes: int, edges: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The same random multigraphs as bench/nt_side.py's ``graph_patterns``."""
-    rng = np.random.default_rng(seed)
-    lists = rng.integers(0, nodes, (n, edges, 2))
-    dense = np.zeros((n, nodes, nodes))
-    for i in range(n):
-        np.add.at(dense[i], (lists[i, :, 0], lists[i, :, 1]), 1.0)
-    return dense, lists
-
-
-def best_time(fn, repeats: int, device: str) -> tuple[float, object]:
-    result = fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def nt_run(args, n: int, sparse: bool, save: Path) -> dict | None:
