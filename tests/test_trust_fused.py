@@ -1,11 +1,13 @@
-"""Bad inputs to the switch between the fused and the eager activation maps."""
+"""Bad inputs to the switches between the fused (and compiled) and the eager activation maps."""
 
 from __future__ import annotations
 
 import pytest
 
 import widelimits.layers._fused as fusedmod
-from widelimits.layers._fused import _parse_switch, fused, fused_enabled, set_fused
+from widelimits.layers._fused import fused, fused_enabled, parse_switch, set_fused
+
+SWITCHES = ["WIDELIMITS_FUSED", "WIDELIMITS_NUMBA"]
 
 
 @pytest.mark.parametrize("value", [1, 0, "yes", None, 1.0])
@@ -19,18 +21,27 @@ def test_set_fused_needs_a_bool(value):
     assert fused_enabled() is before  # a refused value changes nothing
 
 
+@pytest.mark.parametrize("name", SWITCHES)
 @pytest.mark.parametrize("value", ["2", "maybe", "fused", "-1"])
-def test_environment_switch_refuses_unknown_values(value):
-    with pytest.raises(ValueError, match="WIDELIMITS_FUSED"):
-        _parse_switch(value)
+def test_environment_switch_refuses_unknown_values(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        parse_switch(name, "something")
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("0", False), (" False ", False), ("off", False), ("1", True), ("", True), ("YES", True)],
 )
-def test_environment_switch_values(value, expected):
-    assert _parse_switch(value) is expected
+@pytest.mark.parametrize("name", SWITCHES)
+def test_environment_switch_values(monkeypatch, name, value, expected):
+    monkeypatch.setenv(name, value)
+    assert parse_switch(name, "something") is expected
+
+
+def test_environment_switch_defaults_on(monkeypatch):
+    monkeypatch.delenv("WIDELIMITS_NUMBA", raising=False)
+    assert parse_switch("WIDELIMITS_NUMBA", "something") is True
 
 
 def test_context_manager_restores_the_switch_after_an_error():

@@ -56,18 +56,20 @@ result with it."""
 _ON, _OFF = ("1", "true", "yes", "on", ""), ("0", "false", "no", "off")
 
 
-def _parse_switch(value: str) -> bool:
-    """The value of the ``WIDELIMITS_FUSED`` environment variable as a bool."""
+def parse_switch(name: str, what: str) -> bool:
+    """The environment variable ``name`` (default on) as a bool; ``what`` says what turning it
+    off does, for the error message."""
+    value = os.environ.get(name, "1")
     v = value.strip().lower()
     if v not in _ON + _OFF:
         raise ValueError(
-            f"WIDELIMITS_FUSED must be one of {_ON[:-1] + _OFF} (or empty), got {value!r}: "
-            "set it to 0 for the eager activation maps, 1 (the default) for the fused ones"
+            f"{name} must be one of {_ON[:-1] + _OFF} (or empty), got {value!r}: set it to 0 "
+            f"for {what}, 1 (the default) otherwise"
         )
     return v in _ON
 
 
-_ENABLED = _parse_switch(os.environ.get("WIDELIMITS_FUSED", "1"))
+_ENABLED = parse_switch("WIDELIMITS_FUSED", "the eager activation maps")
 
 
 def fused_enabled() -> bool:
@@ -178,6 +180,8 @@ def layer_map(
     theta = None if ntk is None else torch.empty_like(t)
     if t.numel() == 0:
         return t, theta
+    if len(shape) == 2 and activation.map_tile(k11, k22, k12, t, ntk, theta):
+        return t, theta  # a compiled map: one pass over the flat tile, no blocks needed
     per_block = BLOCK_ENTRIES
     if t.device.type != "cpu":  # no small caches to fit in: one block
         per_block = math.prod(shape)

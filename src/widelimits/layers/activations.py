@@ -23,8 +23,10 @@ from torch import Tensor, nn
 
 from .._numerics import angle, correlation, sine
 from ..kernel import Kernel
+from ._chain import ACTIVATION
 from ._concat import Concatenated
 from ._fused import can_fuse, layer_map
+from ._jit import abrelu_into
 from .base import BuildContext, Layer
 
 __all__ = [
@@ -78,6 +80,19 @@ class Activation(Layer):
         t_out.copy_(t)
         if ntk_out is not None:
             torch.mul(tdot, ntk, out=ntk_out)
+
+    def map_tile(
+        self,
+        k11: Tensor,
+        k22: Tensor,
+        k12: Tensor,
+        t_out: Tensor,
+        ntk: Tensor | None,
+        ntk_out: Tensor | None,
+    ) -> bool:
+        """`dual_into` on a whole flat tile in one compiled pass, if the activation has one
+        (`widelimits.layers._jit`); returns False (nothing written) when it does not apply."""
+        return False
 
     def layer_map(
         self, k11: Tensor, k22: Tensor, k12: Tensor, ntk: Tensor | None
@@ -161,7 +176,20 @@ class ABReLU(Activation):
         t = torch.addcmul(tdot * k12, prod, sin, value=c)
         return t, tdot
 
+    def _cd(self) -> tuple[float, float]:
+        return (self.a - self.b) ** 2 / (2 * math.pi), (self.a**2 + self.b**2) / 2
+
+    def chain_op(self, k):
+        # a step of `widelimits.layers._chain`'s compiled runs, on Gaussian inputs only (else
+        # kernel_fn raises its own error)
+        return ((ACTIVATION, *self._cd(), 0.0), {"is_gaussian": False}) if k.is_gaussian else None
+
+    def map_tile(self, k11, k22, k12, t_out, ntk, ntk_out):
+        return abrelu_into(k11, k22, k12, t_out, ntk, ntk_out, *self._cd())
+
     def dual_into(self, k11, k22, k12, t_out, ntk, ntk_out):
+        if self.map_tile(k11, k22, k12, t_out, ntk, ntk_out):
+            return  # one compiled pass (numba installed and plain CPU blocks)
         # `dual` on one cache-sized block, in place: the correlation, sine and angle are
         # computed once for T and Tdot, and arccos (no gradient needed) is cheaper than atan2.
         # (Temporaries in reused per-thread buffers instead of fresh ones measured no faster.)

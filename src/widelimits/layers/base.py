@@ -154,6 +154,12 @@ class Layer:
     def build_module(self, in_features: Features, ctx: BuildContext) -> tuple[nn.Module, Features]:
         raise NotImplementedError
 
+    def chain_op(self, k: Kernel) -> tuple[tuple, dict] | None:
+        """This layer as one step of a compiled run over flat tiles (`widelimits.layers._chain`),
+        given the state before it: the step's code and the changes it makes to the state's
+        flags (`Kernel.replace` arguments); or ``None`` (the default): the layer runs on its own."""
+        return None
+
     def children(self) -> Sequence[Layer]:
         """Sub-layers of a combinator (empty for a leaf layer)."""
         return ()

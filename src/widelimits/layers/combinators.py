@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .._patterns import reads_patterns
 from ..kernel import Kernel
+from . import _chain as chain
 from ._concat import align_branches, concatenate
 from ._spatial_concat import concatenate_spatial, resolve_axis, spatial_concat_features
 from .base import BuildContext, Layer, SpatialFeatures
@@ -60,9 +61,22 @@ class Serial(Layer):
         return self.layers
 
     def kernel_fn(self, k):
-        for layer in self.layers:
-            k = layer.kernel_fn(k)
+        layers = self.flat_layers()
+        i = 0
+        while i < len(layers):
+            # a run of Dense and ReLU-family layers in one compiled pass where it applies
+            chained = chain.run(layers[i:], k)
+            if chained is None:
+                k, i = layers[i].kernel_fn(k), i + 1
+            else:
+                k, i = chained[0], i + chained[1]
         return k
+
+    def flat_layers(self) -> list[Layer]:
+        """The layers in order, nested `Serial`s expanded (the same composition)."""
+        return [x for layer in self.layers for x in (
+            layer.flat_layers() if isinstance(layer, Serial) else [layer]
+        )]  # fmt: skip
 
     def build_module(self, in_features, ctx: BuildContext):
         modules = []

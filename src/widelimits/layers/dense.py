@@ -101,29 +101,42 @@ class WeightLayer(Layer):
             theta_part = theta
         else:
             theta_part = theta if unit_w else w2 * theta
-        if not self.has_parameters:
+        rule, count = self.ntk_rule(k)
+        if rule == "frozen":
             return out.replace(ntk=theta_part)
-        if self.parametrization == "ntk":
+        if rule == "ntk":
             ntk = out.nngp if theta.ndim == 0 else out.nngp + theta_part
         else:
-            if k.width is None:
-                raise ValueError(
-                    "the standard-parametrization NTK grows with the width of the layer before "
-                    f"this {type(self).__name__}, which is infinite here; give that layer a "
-                    "finite width (e.g. Dense(out=512, parametrization='standard')) or use "
-                    "parametrization='ntk'"
-                )
-            s_in = self.s[0]
-            if k.width % s_in:
-                raise ValueError(
-                    f"{type(self).__name__}(s=({s_in}, ...)): the layer before has {k.width} "
-                    f"features, not a multiple of s[0] = {s_in}; s[0] must equal s[1] of the "
-                    "layer before (1 for the first layer)"
-                )
-            ntk = (k.width // s_in) * summed.nngp + theta_part
+            ntk = count * summed.nngp + theta_part
             if self.b_std is not None:
                 ntk = ntk + 1.0
         return out.replace(ntk=ntk)
+
+    def ntk_rule(self, k: Kernel) -> tuple[str, int]:
+        r"""How this layer updates the NTK, given its input state: ``("frozen", 0)``
+        (:math:`\Theta' = \sigma_w^2 \Theta`), ``("ntk", 0)`` (:math:`\Theta' = K' + \sigma_w^2
+        \Theta`) or ``("standard", n)`` (:math:`\Theta' = n K + \sigma_w^2 \Theta\,[+1]`, with
+        :math:`n = n_\text{in} / s_\text{in}`).  Raises ValueError when the standard NTK is
+        asked of an infinitely wide input."""
+        if not self.has_parameters:
+            return "frozen", 0
+        if self.parametrization == "ntk":
+            return "ntk", 0
+        if k.width is None:
+            raise ValueError(
+                "the standard-parametrization NTK grows with the width of the layer before "
+                f"this {type(self).__name__}, which is infinite here; give that layer a "
+                "finite width (e.g. Dense(out=512, parametrization='standard')) or use "
+                "parametrization='ntk'"
+            )
+        s_in = self.s[0]
+        if k.width % s_in:
+            raise ValueError(
+                f"{type(self).__name__}(s=({s_in}, ...)): the layer before has {k.width} "
+                f"features, not a multiple of s[0] = {s_in}; s[0] must equal s[1] of the "
+                "layer before (1 for the first layer)"
+            )
+        return "standard", k.width // s_in
 
     def weight_scales(self, fan_in: int, ctx: BuildContext) -> dict:
         """Forward multipliers, init stds and learning-rate factor of the finite layer.
@@ -222,6 +235,25 @@ class Dense(WeightLayer):
 
     def kernel_fn(self, k: Kernel) -> Kernel:
         return self.affine_kernel(k)
+
+    _RULES = {"frozen": 0, "ntk": 1, "standard": 2}
+
+    def chain_op(self, k: Kernel) -> tuple[tuple, dict] | None:
+        """``(rule, w2, b2, n)`` for `widelimits.layers._chain` (rule 0 frozen, 1 NTK
+        parametrization, 2 standard, 3 standard with a bias; n the standard rule's count) and
+        the flags of the state after it, or None when a hyperparameter needs a gradient or the
+        layer must raise its own error."""
+        hyper = [v for v in (self.W_std, self.b_std) if isinstance(v, Tensor)]
+        if any(v.requires_grad or v.ndim > 0 for v in hyper):
+            return None
+        try:
+            rule, n = self.ntk_rule(k)
+        except ValueError:
+            return None
+        code = self._RULES[rule] + (rule == "standard" and self.b_std is not None)
+        b2 = 0.0 if self.b_std is None else float(self.b_std) ** 2
+        op = (code, float(self.W_std) ** 2, b2, float(n))
+        return op, {"is_gaussian": True, "width": self.finite_width}
 
     def build_module(self, in_features, ctx: BuildContext) -> tuple[nn.Module, int]:
         if isinstance(in_features, tuple):

@@ -1,0 +1,264 @@
+"""The compiled (numba) maps of the ReLU family against the torch closed forms and eager maps.
+
+`widelimits.layers._jit` compiles `ABReLU`'s layer map (one pass per block or flat tile) and
+`widelimits.layers._chain` whole runs of Dense and ReLU-family layers (one pass per tile).  Both
+must give the layer-by-layer eager values to rounding (1e-12 of the kernel's scale in float64),
+keep the exact correlation 1 of an example with itself, and never depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import widelimits as wl
+from widelimits.layers import _chain, _jit
+from widelimits.layers._fused import fused, layer_map
+
+pytest.importorskip("numba")
+from widelimits.layers import _jit_loops  # noqa: E402
+
+TOL = 1e-12
+
+
+def _scaled(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-300))
+
+
+def _eager(net, x1, x2=None, **kw) -> wl.Kernel:
+    with fused(False):
+        return net.kernel(x1, x2, **kw)
+
+
+@pytest.fixture
+def compiled_off():
+    _jit.set_compiled(False)
+    yield
+    _jit.set_compiled(True)
+
+
+# --- the arc cosine ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_acos_to_an_ulp(dtype):
+    """The branch-free arccos against numpy's, on a grid, both branch edges and near +-1."""
+    consts, _ = _jit.constants(torch.float64 if dtype == np.float64 else torch.float32)
+    near = 1 - np.logspace(-16 if dtype == np.float64 else -7, 0, 400)
+    x = np.concatenate([np.linspace(-1, 1, 20001), near, -near, [0.5, -0.5, 1.0, -1.0, 0.0]])
+    x = x.astype(dtype)
+    got = np.array([_jit_loops._acos(v, consts) for v in x])
+    ref = np.arccos(x.astype(np.float64))
+    ulp = np.spacing(ref.astype(dtype)).astype(np.float64)
+    assert np.all(np.abs(got - ref) <= 1.5 * ulp + (0 if dtype == np.float64 else 1e-7))
+    assert got[x == 1.0][0] == 0.0 and got[x == 0.5][0] == np.float64(np.arccos(dtype(0.5)))
+
+
+# --- one layer map ----------------------------------------------------------------------
+
+
+def _block(seed: int, rows: int, cols: int, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows + cols, 6, generator=g, dtype=dtype)
+    x[1] = 0.0  # an example of variance 0
+    x[rows] = x[0]  # an example paired with itself: correlation exactly 1
+    x[rows + 1] = -2.0 * x[2]  # correlation exactly -1
+    gram = x @ x.T / 6
+    v = gram.diagonal().clone()
+    k12 = gram[:rows, rows:].contiguous()
+    ntk = torch.rand(rows, cols, generator=g, dtype=dtype)
+    return v[:rows, None].clone(), v[None, rows:].clone(), k12, ntk
+
+
+@pytest.mark.parametrize(
+    "act", [wl.ReLU(), wl.LeakyReLU(0.2), wl.Abs(), wl.ABReLU(-0.4, 1.3)], ids=repr
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_layer_map_compiled_equals_torch(act, dtype):
+    """Flat tiles (one compiled pass) and a broadcast layout (compiled blocks) against the torch
+    closed form; an example with itself keeps T = d k exactly and Tdot = d."""
+    k11, k22, k12, ntk = _block(0, 9, 13, dtype)
+    t, theta = layer_map(act, k11, k22, k12, ntk)
+    _jit.set_compiled(False)
+    try:
+        t_ref, theta_ref = layer_map(act, k11, k22, k12, ntk)
+    finally:
+        _jit.set_compiled(True)
+    tol = TOL if dtype == torch.float64 else 1e-5
+    assert _scaled(t, t_ref) < tol and _scaled(theta, theta_ref) < tol
+    d = (act.a**2 + act.b**2) / 2
+    assert t[0, 0] == t_ref[0, 0] and theta[0, 0] == torch.tensor(d, dtype=dtype) * ntk[0, 0]
+    # a pixel-pair-like layout: variances broadcast along other axes than rows and columns
+    k11_3, k22_3 = k11.reshape(9, 1, 1).expand(9, 1, 13), k22.reshape(1, 1, 13)
+    k12_3 = k12.reshape(9, 1, 13).expand(9, 2, 13).contiguous()
+    t3, _ = layer_map(act, k11_3, k22_3, k12_3, None)
+    assert _scaled(t3[:, 1], t_ref) < tol
+
+
+def test_layer_map_keeps_nan_and_falls_back(compiled_off):
+    """A nan stays a nan in the compiled map; with the compiled maps off the torch form runs."""
+    _jit.set_compiled(True)
+    k11, k22, k12, ntk = _block(1, 4, 5)
+    k12[2, 3] = float("nan")
+    t, theta = layer_map(wl.ReLU(), k11, k22, k12, ntk)
+    assert torch.isnan(t[2, 3]) and torch.isnan(theta[2, 3])
+    assert torch.isfinite(t[torch.arange(4) != 2]).all()
+    # non-contiguous or half-precision blocks are not compiled: abrelu_into declines
+    out = torch.empty(4, 5, dtype=torch.float64)
+    assert not _jit.abrelu_into(k11, k22, k12.T.contiguous().T, out, None, None, 0.1, 0.5)
+    h = k12.to(torch.float16)
+    assert not _jit.abrelu_into(k11, k22, h, h.clone(), None, None, 0.1, 0.5)
+
+
+@pytest.mark.parametrize("value", [1, None, "yes"])
+def test_set_compiled_needs_a_bool(value):
+    with pytest.raises(TypeError, match="enabled"):
+        _jit.set_compiled(value)
+    assert _jit.compiled_enabled() is True
+
+
+# --- compiled runs of layers ------------------------------------------------------------
+
+CHAIN_ACTS = [wl.ReLU(), wl.LeakyReLU(0.3), wl.Abs(), wl.ABReLU(-0.5, 1.2)]
+
+
+def _net(spec) -> wl.Serial:
+    layers = []
+    param = spec["param"]
+    for i, (act, w, b, frozen) in enumerate(spec["layers"]):
+        kw = {"W_std": w, "b_std": b, "parametrization": param, "trainable": not frozen}
+        if param == "standard":
+            kw["out"] = 7 + i
+        layers += [wl.Dense(**kw), act]
+        if spec["nest"] and i == 0:
+            layers = [wl.Serial(*layers)]
+    return wl.Serial(*layers, wl.Dense(1, parametrization=param))
+
+
+layer_spec = st.tuples(
+    st.sampled_from(CHAIN_ACTS + [wl.Erf(), wl.Identity()]),  # Erf ends a run, Identity too
+    st.floats(0.5, 2.0),
+    st.one_of(st.none(), st.floats(0.0, 1.0)),
+    st.booleans(),
+)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(
+    spec=st.fixed_dictionaries({
+        "layers": st.lists(layer_spec, min_size=1, max_size=5),
+        "param": st.sampled_from(["ntk", "standard"]),
+        "nest": st.booleans(),
+    }),
+    n1=st.integers(1, 11),
+    n2=st.one_of(st.none(), st.integers(1, 7)),
+    tile=st.integers(1, 8),
+    seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_random_fc_networks_chain_equals_eager(spec, n1, n2, tile, seed):
+    """Random fully connected networks (both parametrizations, biases, frozen layers, nested
+    Serials, runs broken by non-chaining layers), symmetric and cross kernels over several tiles,
+    with duplicate examples: the compiled runs give the layer-by-layer eager kernels."""
+    g = torch.Generator().manual_seed(seed)
+    x1 = torch.randn(n1, 4, generator=g, dtype=torch.float64)
+    x2 = None if n2 is None else torch.randn(n2, 4, generator=g, dtype=torch.float64)
+    if x2 is not None:
+        x2[0] = x1[0]  # the same example in x1 and x2
+    elif n1 > 2:
+        x1[-1] = x1[0]
+    net = _net(spec)
+    got = net.kernel(x1, x2, tile_size=tile)
+    ref = _eager(net, x1, x2, tile_size=tile)
+    assert _scaled(got.nngp, ref.nngp) < TOL
+    assert _scaled(got.ntk, ref.ntk) < TOL
+
+
+def test_chain_runs_and_switches_off(monkeypatch):
+    """The run is compiled by default; gradients, fused(False) and set_compiled(False) take
+    the layer-by-layer path, each giving the same kernel."""
+    calls = []
+    original = _jit_loops.chain
+
+    def spy(*args):
+        calls.append(args[-1])  # the mode
+        return original(*args)
+
+    monkeypatch.setattr(_jit_loops, "chain", spy)
+    net = wl.Serial(wl.Dense(b_std=0.1), wl.ReLU(), wl.Dense(), wl.ReLU(), wl.Dense())
+    x = torch.randn(9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    k = net.kernel(x, tile_size=4)
+    assert {_jit_loops.OUTER, _jit_loops.PAIRS, _jit_loops.SELF} <= set(calls)
+    for switch in (lambda: fused(False), _switched_off):
+        calls.clear()
+        with switch():
+            k_off = net.kernel(x, tile_size=4)
+        assert not calls
+        assert _scaled(k.ntk, k_off.ntk) < TOL
+    xg = x.clone().requires_grad_(True)
+    k_grad = net.kernel(xg, get="ntk")
+    assert not calls
+    k_grad.sum().backward()
+    assert _scaled(k.ntk, k_grad.detach()) < TOL and torch.isfinite(xg.grad).all()
+
+
+class _switched_off:
+    def __enter__(self):
+        _jit.set_compiled(False)
+
+    def __exit__(self, *exc):
+        _jit.set_compiled(True)
+
+
+def test_chain_without_numba_uses_torch(monkeypatch):
+    """Without numba (loops() is None) every map runs as torch operations, same values."""
+    net = wl.Serial(wl.Dense(), wl.LeakyReLU(0.1), wl.Dense(), wl.Abs(), wl.Dense())
+    x = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    k = net.kernel(x, tile_size=3)
+    monkeypatch.setattr(_jit, "loops", lambda: None)
+    state = wl.Kernel(nngp=x @ x.T, ntk=None, cov1=(x * x).sum(1), cov2=(x * x).sum(1))
+    assert _chain.run(net.layers, state) is None
+    k_torch = net.kernel(x, tile_size=3)
+    assert _scaled(k.nngp, k_torch.nngp) < TOL and _scaled(k.ntk, k_torch.ntk) < TOL
+
+
+def test_standard_ntk_error_still_raised():
+    """A run never hides a layer's own error: the standard NTK of an infinite-width input."""
+    net = wl.Serial(wl.Dense(), wl.ReLU(), wl.Dense(parametrization="standard"), wl.ReLU())
+    with pytest.raises(ValueError, match="standard-parametrization NTK"):
+        net.kernel(torch.randn(3, 2, dtype=torch.float64))
+
+
+def test_chain_does_not_depend_on_threads():
+    """Bit for bit the same kernel on 1, 2 and 3 threads (float32 and float64)."""
+    net = wl.Serial(*[wl.Dense(W_std=1.4, b_std=0.1), wl.ReLU()] * 4, wl.Dense(1))
+    g = torch.Generator().manual_seed(5)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(70, 9, generator=g, dtype=dtype)
+        ks = [net.kernel(x, tile_size=16, threads=t) for t in (1, 2, 3)]
+        for k in ks[1:]:
+            assert torch.equal(k.nngp, ks[0].nngp) and torch.equal(k.ntk, ks[0].ntk)
+
+
+def test_two_python_threads_share_a_network():
+    """Two user threads computing kernels of one network at once get the right values."""
+    import threading
+
+    net = wl.Serial(wl.Dense(), wl.ReLU(), wl.Dense(), wl.ReLU(), wl.Dense())
+    g = torch.Generator().manual_seed(6)
+    xs = [torch.randn(40, 5, generator=g, dtype=torch.float64) for _ in range(2)]
+    refs = [_eager(net, x) for x in xs]
+    out = [None, None]
+
+    def work(i):
+        out[i] = net.kernel(xs[i], tile_size=8, threads=2)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, ref in zip(out, refs, strict=True):
+        assert _scaled(k.ntk, ref.ntk) < TOL
