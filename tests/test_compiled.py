@@ -262,3 +262,38 @@ def test_two_python_threads_share_a_network():
         t.join()
     for k, ref in zip(out, refs, strict=True):
         assert _scaled(k.ntk, ref.ntk) < TOL
+
+
+@pytest.mark.parametrize(
+    ("shape", "s11", "s22", "split"),
+    [
+        ((5, 7), (5, 1), (1, 7), (0, 1)),  # a flat tile
+        ((2, 3, 4, 5, 4, 5), (2, 1, 4, 5, 1, 1), (1, 3, 1, 1, 4, 5), (2, 4)),  # pixel pairs
+        ((2, 3, 4, 5), (2, 1, 4, 5), (1, 3, 4, 5), None),  # one covariance per pixel
+        ((6,), (6,), (6,), None),  # the examples with themselves
+        ((4, 5, 6), (5, 1), (6,), (1, 2)),  # variances broadcast from fewer axes
+    ],
+)
+def test_outer_split(shape, s11, s22, split):
+    """Which layouts are outer products of the two examples' variances."""
+    assert _jit._outer_split(shape, s11, s22) == split
+
+
+def test_pixel_pairs_take_the_outer_path(monkeypatch):
+    """A pooling CNN's pixel-pair tiles go through the compiled outer loop, slice by slice, and
+    equal the eager kernel."""
+    calls = []
+    original = _jit_loops.outer
+
+    def spy(*args):
+        calls.append(args[2].shape)
+        return original(*args)
+
+    monkeypatch.setattr(_jit_loops, "outer", spy)
+    net = wl.Serial(wl.Conv(None, 3), wl.ReLU(), wl.Conv(None, 3), wl.ReLU(), wl.GlobalAvgPool(),
+                    wl.Dense(1))  # fmt: skip
+    x = torch.randn(5, 2, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    k = net.kernel(x, tile_size=2)
+    assert (12, 12) in calls  # (H W) x (H W) pixel pairs of one pair of examples
+    ref = _eager(net, x, tile_size=2)
+    assert _scaled(k.nngp, ref.nngp) < TOL and _scaled(k.ntk, ref.ntk) < TOL

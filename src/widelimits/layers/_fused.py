@@ -180,8 +180,8 @@ def layer_map(
     theta = None if ntk is None else torch.empty_like(t)
     if t.numel() == 0:
         return t, theta
-    if len(shape) == 2 and activation.map_tile(k11, k22, k12, t, ntk, theta):
-        return t, theta  # a compiled map: one pass over the flat tile, no blocks needed
+    if activation.map_tile(k11, k22, k12, t, ntk, theta):
+        return t, theta  # a compiled map: one pass over the tile, no blocks needed
     per_block = BLOCK_ENTRIES
     if t.device.type != "cpu":  # no small caches to fit in: one block
         per_block = math.prod(shape)

@@ -32,6 +32,7 @@ environment variable ``WIDELIMITS_NUMBA=0`` before importing widelimits, or call
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import numpy as np
@@ -40,7 +41,9 @@ from torch import Tensor
 
 from ._fused import parse_switch
 
-__all__ = ["abrelu_into", "compiled_enabled", "constants", "loops", "set_compiled"]
+__all__ = [
+    "abrelu_into", "abrelu_outer", "compiled_enabled", "constants", "loops", "set_compiled",
+]  # fmt: skip
 
 # fdlibm's rational approximation of (arcsin(s) - s) / s^3 = P(z) / Q(z), z = s^2 <= 1/4
 _P = (
@@ -93,14 +96,27 @@ def _plain(t: Tensor | None, dtype: torch.dtype) -> bool:
     return t is None or (t.dtype == dtype and t.device.type == "cpu" and t.is_contiguous())
 
 
-def abrelu_into(
-    k11: Tensor, k22: Tensor, k12: Tensor, t_out: Tensor, ntk: Tensor | None,
-    ntk_out: Tensor | None, c: float, d: float,
-) -> bool:  # fmt: skip
-    """`ABReLU`'s layer map (see the module docstring) written into ``t_out`` and (if given)
-    ``ntk_out``, for any layout: one block of `layer_map`, or a whole flat (R, C) tile with
-    k11 of shape (R, 1) and k22 of shape (1, C).  Returns False, having written nothing, when it
-    does not apply (then the caller computes it with torch)."""
+def _outer_split(shape: tuple[int, ...], s11, s22) -> tuple[int, int] | None:
+    """``(m, s)`` when the entries of ``shape`` are, for each index of the leading axes ``:m``,
+    an outer product of the k11 axes ``m:s`` and the k22 axes ``s:`` (k11 constant along
+    ``s:``, k22 along ``m:s``): the flat tile (m = 0) and the pixel-pair layout (m = 2, the
+    pixels p of x1 against q of x2).  None otherwise (the per-pixel layout, packed pairs)."""
+    n = len(shape)
+    a = (1,) * (n - len(s11)) + tuple(s11)
+    b = (1,) * (n - len(s22)) + tuple(s22)
+    s = n
+    while s > 0 and a[s - 1] == 1 and b[s - 1] == shape[s - 1]:
+        s -= 1
+    m = s
+    while m > 0 and b[m - 1] == 1 and a[m - 1] == shape[m - 1]:
+        m -= 1
+    return (m, s) if 0 < s < n and m < s else None
+
+
+def _arrays(
+    k12: Tensor, t_out: Tensor, ntk: Tensor | None, ntk_out: Tensor | None, c: float, d: float
+):
+    """None when the compiled maps do not apply; else the loops, constants and numpy views."""
     dtype = t_out.dtype
     shape = t_out.shape
     if (
@@ -111,20 +127,58 @@ def abrelu_into(
         or not all(_plain(x, dtype) for x in (k12, t_out, ntk, ntk_out))
         or (compiled := loops()) is None
     ):
-        return False
+        return None
     consts, tiny = constants(dtype)
-    c, d = consts.dtype.type(c), consts.dtype.type(d)
-    has_ntk = ntk_out is not None
     t_np = t_out.numpy()
-    ntk_np, ntk_out_np = (ntk.numpy(), ntk_out.numpy()) if has_ntk else (t_np, t_np)
-    if len(shape) == 2 and k11.shape == (shape[0], 1) and k22.shape == (1, shape[1]):
-        if k11.dtype == dtype and k22.dtype == dtype:
-            v1, v2, k12_np = k11.reshape(-1).numpy(), k22.reshape(-1).numpy(), k12.numpy()
-            compiled.outer(v1, v2, k12_np, ntk_np, t_np, ntk_out_np, c, d, consts, tiny, has_ntk)
-            return True
-    kk = torch.mul(k11, k22).clamp_(min=0).expand(shape).to(dtype).contiguous().numpy()
-    compiled.flat(
-        kk.reshape(-1), k12.numpy().reshape(-1), ntk_np.reshape(-1), t_np.reshape(-1),
-        ntk_out_np.reshape(-1), c, d, consts, tiny, has_ntk,
-    )  # fmt: skip
+    ntk_np, ntk_out_np = (ntk.numpy(), ntk_out.numpy()) if ntk_out is not None else (t_np, t_np)
+    scalars = (consts.dtype.type(c), consts.dtype.type(d), consts, tiny, ntk_out is not None)
+    return compiled, k12.numpy(), ntk_np, t_np, ntk_out_np, scalars
+
+
+def abrelu_outer(
+    k11: Tensor, k22: Tensor, k12: Tensor, t_out: Tensor, ntk: Tensor | None,
+    ntk_out: Tensor | None, c: float, d: float, max_slices: int = 4096,
+) -> bool:  # fmt: skip
+    """`ABReLU`'s layer map over a whole tile whose entries are outer products of the two
+    examples' variances (`_outer_split`: the flat tile and the pixel-pair layout), one compiled
+    pass per slice of the leading axes, nothing materialised.  Returns False, having written
+    nothing, when it does not apply."""
+    split = _outer_split(tuple(t_out.shape), k11.shape, k22.shape)
+    if split is None or k11.dtype != t_out.dtype or k22.dtype != t_out.dtype:
+        return False
+    m, s = split
+    shape = tuple(t_out.shape)
+    lead, rows, cols = shape[:m], math.prod(shape[m:s]), math.prod(shape[s:])
+    if math.prod(lead) > max_slices or (arrays := _arrays(k12, t_out, ntk, ntk_out, c, d)) is None:
+        return False
+    compiled, k12_np, ntk_np, t_np, ntk_out_np, scalars = arrays
+    n = k12.ndim
+    a = k11.reshape((1,) * (n - k11.ndim) + tuple(k11.shape))
+    b = k22.reshape((1,) * (n - k22.ndim) + tuple(k22.shape))
+    for index in itertools.product(*(range(x) for x in lead)):
+        v1 = a[tuple(0 if a.shape[i] == 1 else x for i, x in enumerate(index))]
+        v2 = b[tuple(0 if b.shape[i] == 1 else x for i, x in enumerate(index))]
+        v1 = v1.expand(shape[m:s] + (1,) * (n - s)).reshape(rows).contiguous().numpy()
+        v2 = v2.expand((1,) * (s - m) + shape[s:]).reshape(cols).contiguous().numpy()
+        views = (x[index].reshape(rows, cols) for x in (k12_np, ntk_np, t_np, ntk_out_np))
+        compiled.outer(v1, v2, *views, *scalars)
+    return True
+
+
+def abrelu_into(
+    k11: Tensor, k22: Tensor, k12: Tensor, t_out: Tensor, ntk: Tensor | None,
+    ntk_out: Tensor | None, c: float, d: float,
+) -> bool:  # fmt: skip
+    """`ABReLU`'s layer map on one block of `layer_map` (any layout), written into ``t_out``
+    and (if given) ``ntk_out``: `abrelu_outer` where it applies, else one compiled pass over
+    the block with k11 k22 formed by torch.  Returns False, having written nothing, when the
+    compiled maps do not apply (then the caller computes the block with torch)."""
+    if abrelu_outer(k11, k22, k12, t_out, ntk, ntk_out, c, d, max_slices=1):
+        return True
+    if (arrays := _arrays(k12, t_out, ntk, ntk_out, c, d)) is None:
+        return False
+    compiled, k12_np, ntk_np, t_np, ntk_out_np, scalars = arrays
+    kk = torch.mul(k11, k22).clamp_(min=0).expand(t_out.shape).to(t_out.dtype).contiguous()
+    flat = (x.reshape(-1) for x in (kk.numpy(), k12_np, ntk_np, t_np, ntk_out_np))
+    compiled.flat(*flat, *scalars)
     return True

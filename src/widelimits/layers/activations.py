@@ -26,7 +26,7 @@ from ..kernel import Kernel
 from ._chain import ACTIVATION
 from ._concat import Concatenated
 from ._fused import can_fuse, layer_map
-from ._jit import abrelu_into
+from ._jit import abrelu_into, abrelu_outer
 from .base import BuildContext, Layer
 
 __all__ = [
@@ -90,8 +90,9 @@ class Activation(Layer):
         ntk: Tensor | None,
         ntk_out: Tensor | None,
     ) -> bool:
-        """`dual_into` on a whole flat tile in one compiled pass, if the activation has one
-        (`widelimits.layers._jit`); returns False (nothing written) when it does not apply."""
+        """`dual_into` on a whole tile (any layout) in compiled passes, if the activation has
+        them (`widelimits.layers._jit`); returns False (nothing written) when it does not apply:
+        then `layer_map` goes block by block."""
         return False
 
     def layer_map(
@@ -185,10 +186,10 @@ class ABReLU(Activation):
         return ((ACTIVATION, *self._cd(), 0.0), {"is_gaussian": False}) if k.is_gaussian else None
 
     def map_tile(self, k11, k22, k12, t_out, ntk, ntk_out):
-        return abrelu_into(k11, k22, k12, t_out, ntk, ntk_out, *self._cd())
+        return abrelu_outer(k11, k22, k12, t_out, ntk, ntk_out, *self._cd())
 
     def dual_into(self, k11, k22, k12, t_out, ntk, ntk_out):
-        if self.map_tile(k11, k22, k12, t_out, ntk, ntk_out):
+        if abrelu_into(k11, k22, k12, t_out, ntk, ntk_out, *self._cd()):
             return  # one compiled pass (numba installed and plain CPU blocks)
         # `dual` on one cache-sized block, in place: the correlation, sine and angle are
         # computed once for T and Tdot, and arccos (no gradient needed) is cheaper than atan2.
