@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .._patterns import reads_patterns
 from ..kernel import Kernel
+from . import _reuse
 from ._concat import align_branches, concatenate
 from ._spatial_concat import concatenate_spatial, resolve_axis, spatial_concat_features
 from .base import BuildContext, Layer, SpatialFeatures
@@ -60,9 +61,7 @@ class Serial(Layer):
         return self.layers
 
     def kernel_fn(self, k):
-        for layer in self.layers:
-            k = layer.kernel_fn(k)
-        return k
+        return _reuse.chain(self.layers, k, owner=self)  # layers in turn, reusing buffers
 
     def build_module(self, in_features, ctx: BuildContext):
         modules = []
@@ -383,12 +382,7 @@ class Repeat(Layer):
         return (self.layer,) * self.n  # n uses: walkers (e.g. counting hidden layers) see each
 
     def kernel_fn(self, k):
-        for t in range(self.n):
-            out = self.layer.kernel_fn(k)
-            if t == 0:
-                _check_same_shape(k, out)
-            k = out
-        return k
+        return _reuse.chain((self.layer,) * self.n, k, owner=self, check=_check_same_shape)
 
     def build_module(self, in_features, ctx: BuildContext):
         modules = []

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..kernel import Kernel, pixel_diagonal
+from . import _reuse
 from ._concat import per_branch
 from ._spatial import (
     Padding,
@@ -132,7 +133,8 @@ class AvgPool(Layer):
         if divisors is not None:
             norm = 1.0
 
-        scratch = Scratch()  # shared by the intermediates of nngp, ntk, cov1 and cov2
+        # shared by the intermediates of nngp, ntk, cov1 and cov2 (and the layers of a chain)
+        scratch = _reuse.scratch("window sums", Scratch)
 
         def pool(t: Tensor) -> Tensor:
             t = pool_window_sum(t, d, window, stride, paddings, 1.0 / norm, scratch)
