@@ -101,7 +101,7 @@ def _state(n: int, p: int, seed: int) -> wl.Kernel:
     """A hand-made pixel-pair state ``(n, n, p, p, p, p)`` of n examples of p x p pixels."""
     gen = torch.Generator().manual_seed(seed)
     f = torch.randn(n, p, p, 5, generator=gen, dtype=torch.float64)
-    gram = torch.einsum("axyc,buvc->abxyuv", f, f) / 5
+    gram = (torch.einsum("axyc,buvc->abxyuv", f, f) / 5).contiguous()
     cov = torch.stack([gram[i, i] for i in range(n)])
     return wl.Kernel(gram, gram.clone(), cov, cov.clone(), is_gaussian=True, layout="full")
 
@@ -289,3 +289,23 @@ def test_reuse_switch_arguments():
     with pytest.raises(ValueError, match="WIDELIMITS_REUSE"):
         _reuse._parse_switch("maybe")
     assert _reuse._parse_switch(" Off ") is False and _reuse._parse_switch("") is True
+
+
+def test_a_state_given_away_is_written_over_and_a_kept_one_is_not():
+    """``chain(..., give=True)``: the caller hands its state over (a tile's input state), so the
+    first layer may take its tensors; without ``give`` they stay the caller's."""
+    layers = (wl.Conv(None, 3, W_std=1.1, b_std=0.2), wl.ReLU())
+    kept = _state(2, 3, 12)
+    saved = _snapshot(kept)
+    with reuse(False):
+        ref = _reuse.chain(layers, kept)
+    count = taken_count()
+    out = _reuse.chain(layers, kept)
+    assert all(torch.equal(a, b) for a, b in zip(_snapshot(kept), saved, strict=True))
+    after_kept = taken_count()
+    given = _state(2, 3, 12)
+    out_given = _reuse.chain(layers, given, give=True)
+    assert taken_count() - after_kept > after_kept - count  # the Conv took the given tensors
+    assert not torch.equal(given.nngp, saved[0])  # ... and wrote over them
+    for a in (out, out_given):
+        assert torch.equal(a.nngp, ref.nngp) and torch.equal(a.ntk, ref.ntk)

@@ -154,13 +154,14 @@ def _grantable(state, held: set[int]) -> set[int]:
     return out - held
 
 
-def chain(layers: Sequence, k, owner=None, check: Callable | None = None):
+def chain(layers: Sequence, k, owner=None, check: Callable | None = None, give: bool = False):
     """Apply ``layers`` one after another to the state ``k``, each granted the tensors of the
     state the previous one returned (see the module docstring).
 
     ``owner``: the layer running the chain (`Serial`, `Repeat`); the tensors granted to it
     pass on to its first layer.  ``check(k, out)``: called on the first layer's input and
-    output (e.g. `Repeat`'s shape check).
+    output (e.g. `Repeat`'s shape check).  ``give``: the caller hands ``k`` over (it will not
+    read it again, e.g. a tile's input state): its tensors are granted to the first layer too.
     """
     if not _ENABLED or not layers:
         for i, layer in enumerate(layers):
@@ -170,6 +171,8 @@ def chain(layers: Sequence, k, owner=None, check: Callable | None = None):
             k = out
         return k
     inherited = set(_local.granted) if owner is not None and _local.layer is owner else set()
+    if give:
+        inherited |= _grantable(k, set())
     held = {_storage(t) for t in _tensors(k) if t.numel()} - inherited
     _local.depth += 1
     previous = (_local.layer, _local.granted)
