@@ -152,6 +152,11 @@ def test_fanout_state_is_not_granted():
     k = wl.Serial(wl.ReLU(), wl.Conv(None, 3)).kernel_fn(_state(2, 3, 6))
     assert _reuse._grantable((k, k), set()) == set()
     assert _reuse._grantable(k, set())  # alone, its tensors are the chain's to give
+    meta = k.replace(nngp=k.nngp.to("meta"), ntk=k.ntk.to("meta"))
+    assert _reuse._grantable(meta, set()) == _reuse._grantable(k, set()) - {
+        k.nngp.untyped_storage().data_ptr(),
+        k.ntk.untyped_storage().data_ptr(),
+    }  # tensors without memory of their own are never granted
 
 
 @pytest.mark.parametrize("name", sorted(

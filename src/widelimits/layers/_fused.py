@@ -161,9 +161,10 @@ def _taker(t: Tensor | None, ndim: int) -> Callable[[tuple], Tensor | None]:
 
 
 def _overlaps(a: Tensor, *others: Tensor | None) -> bool:
-    """Whether ``a`` shares its storage with any of ``others``."""
-    address = a.untyped_storage().data_ptr()
-    return any(o is not None and o.untyped_storage().data_ptr() == address for o in others)
+    """Whether ``a`` shares its storage with any of ``others`` (or may: tensors without memory
+    of their own count as sharing)."""
+    address = _reuse._storage(a)
+    return any(o is not None and _reuse._storage(o) == address for o in others)
 
 
 def _output(

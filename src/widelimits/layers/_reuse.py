@@ -13,12 +13,17 @@ one place, with one rule:
   a layer may pass tensors through unchanged, or return views of them), storages that appear
   more than once in the state or its branches (a `FanOut` hands the same state to several
   branches; ``cov1`` may be ``nngp``), and every storage when autograd records (in-place writes
-  would break the backward pass).
+  would break the backward pass).  One object as both ``cov1`` and ``cov2`` (a symmetric
+  kernel), or as both ``nngp`` and ``ntk`` (the NTK right after the first trainable layer),
+  counts once: the layers that take tensors handle those two cases by identity.
 - The granted layer — that layer object, not the layers it calls itself — may `take` a
   granted tensor once: it then owns it and may write over it (after it has read what it needs).
   A tensor is taken only if it is contiguous and spans its whole storage (so no other view can
   see part of it).  A layer calling other layers (`Parallel`, a custom layer) passes nothing
   on, so its sub-layers allocate as before: grants never flow where the chain cannot see.
+  (`Serial` and `Repeat` do pass their grant on to their first layer: their chain is the
+  layer.)  The rule assumes what layers already do: a layer keeps no reference to the tensors
+  of the states it returns.
 
 Grants are per thread (tiles run on several threads) and live only during the granted layer's
 call.  The values never depend on reuse (the same operations in the same order, written to other
@@ -39,7 +44,9 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["chain", "reuse", "reuse_enabled", "scratch", "set_reuse", "take"]
+__all__ = [
+    "chain", "reuse", "reuse_enabled", "scratch", "set_reuse", "take", "taken_count",
+]  # fmt: skip
 
 _ON, _OFF = ("1", "true", "yes", "on", ""), ("0", "false", "no", "off")
 
@@ -100,7 +107,12 @@ def taken_count() -> int:
 
 
 def _storage(t: Tensor) -> int:
-    return t.untyped_storage().data_ptr()
+    """The address of ``t``'s memory; 0 for tensors without one of their own (meta tensors,
+    torch.func wrappers, ...), which are never granted."""
+    try:
+        return t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return 0
 
 
 def _tensors(state) -> Iterator[Tensor]:
@@ -137,7 +149,7 @@ def _grantable(state, held: set[int]) -> set[int]:
     # (FanOut) counts twice.  The same object as cov1 and cov2 (a symmetric kernel), or as nngp
     # and ntk (the NTK right after the first trainable layer), counts once: the layers that
     # take tensors handle those two cases by identity.  Any other sharing counts twice.
-    seen: dict[int, int] = {}
+    seen: dict[int, int] = {0: 2}  # no memory of its own: never granted
     for s in states:
         fields = [s.nngp] + ([] if s.ntk is s.nngp else [s.ntk])
         fields += [s.cov1] + ([] if s.cov2 is s.cov1 else [s.cov2])
@@ -197,7 +209,7 @@ def take(layer, t: Tensor | None) -> bool:
     if t is None or _local.layer is not layer or not _local.granted or not t.numel():
         return False
     address = _storage(t)
-    if address not in _local.granted:
+    if not address or address not in _local.granted:
         return False
     _local.granted.discard(address)
     whole = t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.itemsize
