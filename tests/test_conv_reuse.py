@@ -314,3 +314,18 @@ def test_a_state_given_away_is_written_over_and_a_kept_one_is_not():
     assert not torch.equal(given.nngp, saved[0])  # ... and wrote over them
     for a in (out, out_given):
         assert torch.equal(a.nngp, ref.nngp) and torch.equal(a.ntk, ref.ntk)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_fully_connected_identical_with_and_without_reuse(symmetric):
+    """The same rule holds on the flat layout: the activations take Dense's outputs."""
+    net = wl.Serial(
+        wl.Dense(None, W_std=1.4, b_std=0.1), wl.ReLU(), wl.Dense(None, W_std=1.4), wl.Erf(),
+        wl.Dense(None, W_std=1.4, b_std=0.1), wl.ABReLU(-0.3, 1.2), wl.Dense(1),
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(13)
+    x1 = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    x2 = None if symmetric else torch.randn(4, 5, generator=gen, dtype=torch.float64)
+    on, off, taken = _both(net, x1, x2)
+    _assert_identical(on, off)
+    assert taken > 0
