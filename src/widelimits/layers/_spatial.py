@@ -392,22 +392,18 @@ def _recording(*tensors) -> bool:
 
 
 CHUNK_BYTES = 2**24
-"""Bytes of input per chunk of the leading (pairs) axis in `_separable`: a chunk's
-intermediates stay in the cache between the steps instead of going out to memory and back.
-Measured on a 3x3 window sum over 16 x 32^4 float32 pixel pairs, one thread: 4.1 ms per pair
-in one piece, 3.0-3.3 ms in chunks of 1 to 8 pairs (4 MiB to 32 MiB), best at 16 MiB."""
+"""Bytes of input per chunk of the leading (pairs) axis in `_separable`: a chunk's intermediates
+stay in the cache between the steps.  A 3x3 window sum over 16 x 32^4 float32 pixel pairs, one
+thread: 4.1 ms per pair in one piece, 3.0-3.3 ms in chunks of 4 to 32 MiB (best: 16 MiB)."""
 
 
 def _output_shape(t: Tensor, steps) -> list[int]:
+    """The shape of ``t`` after the window sums ``steps`` (see `_separable`)."""
     shape = list(t.shape)
     for axes, window, stride, padding in steps:
         for ax in axes:
             shape[ax] = pads(shape[ax], window, stride, padding)[2]
     return shape
-
-
-def _same_memory(a: Tensor, b: Tensor) -> bool:
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def _separable(
@@ -429,7 +425,8 @@ def _separable(
     (`CHUNK_BYTES`) when no step sums over it.
     """
     if out is not None:
-        if _recording(t, base, out) or (len(steps) < 2 and _same_memory(t, out)):
+        same = t.untyped_storage().data_ptr() == out.untyped_storage().data_ptr()
+        if _recording(t, base, out) or (len(steps) < 2 and same):
             raise ValueError(
                 "out= needs no autograd recording, and two window steps or more when it is t "
                 "itself (the first step reads t, the last writes out); leave out=None"
@@ -463,13 +460,7 @@ def _steps(t: Tensor, steps, scale: float, base, scratch: Scratch, out) -> Tenso
     """`_separable`'s steps in one piece."""
     for k, (axes, window, stride, padding) in enumerate(steps):
         last = k == len(steps) - 1
-        buffer = out
-        if not last:
-            shape = list(t.shape)
-            size = pads(t.shape[axes[0]], window, stride, padding)[2]
-            for ax in axes:
-                shape[ax] = size
-            buffer = scratch.get(k % 2, shape, t)
+        buffer = out if last else scratch.get(k % 2, _output_shape(t, steps[k : k + 1]), t)
         t = _axis_sum(
             t, axes, window, stride, padding,
             scale=scale if k == 0 else 1.0, base=base if last else None, out=buffer,
@@ -563,7 +554,7 @@ class SpatialPad(nn.Module):
         return f"window={self.window}, stride={self.stride}, padding={self.padding!r}"
 
 
-# -- window sums with one padding per axis, and the windows' counts of input pixels ---------
+# -- window sums with one padding per axis ------------------------------------------------------
 
 
 def conv_window_sum(
@@ -605,16 +596,3 @@ def pool_window_sum(
         for ax in (t.ndim - 2 * d + r, t.ndim - d + r):
             steps.append(((ax,), window[r], stride[r], paddings[r]))
     return _separable(t, steps, scale, None, scratch)
-
-
-def edge_counts(size: int, window: int, stride: int, padding: Padding) -> Tensor:
-    """How many inputs (not padding) each output's window covers along one axis, float64.
-
-    ``count[i] = #{a < window : 0 <= stride i + a - before < size}``; all equal to the window
-    for ``"valid"`` and ``"circular"`` (wrapped pixels are inputs).
-    """
-    before, _, out = pads(size, window, stride, padding)
-    start = stride * torch.arange(out, dtype=torch.float64) - before
-    if isinstance(padding, str) and padding != "same":
-        return torch.full((out,), float(window), dtype=torch.float64)
-    return (torch.clamp(start + window, max=size) - torch.clamp(start, min=0)).clamp(min=0)

@@ -20,7 +20,6 @@ from ._spatial import (
     check_fits,
     check_padding,
     check_sizes,
-    edge_counts,
     pads,
     pool_window_sum,
 )
@@ -48,6 +47,19 @@ def _spatial_features(in_features, name: str) -> SpatialFeatures:
             "(C, L), the shape of one example"
         )
     return in_features
+
+
+def edge_counts(size: int, window: int, stride: int, padding: Padding) -> Tensor:
+    """How many inputs (not padding) each output's window covers along one axis, float64.
+
+    ``count[i] = #{a < window : 0 <= stride i + a - before < size}``; all equal to the window
+    for ``"valid"`` and ``"circular"`` (wrapped pixels are inputs).
+    """
+    before, _, out = pads(size, window, stride, padding)
+    start = stride * torch.arange(out, dtype=torch.float64) - before
+    if isinstance(padding, str) and padding != "same":
+        return torch.full((out,), float(window), dtype=torch.float64)
+    return (torch.clamp(start + window, max=size) - torch.clamp(start, min=0)).clamp(min=0)
 
 
 class AvgPool(Layer):
