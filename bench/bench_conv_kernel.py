@@ -17,8 +17,11 @@ Three cases, each timed against a baseline measured in the same run:
 
     python bench/bench_conv_kernel.py [--n 100 200] [--dtype float32] [--device cpu|cuda]
         [--myrtle-n 4] [--no-nt] [--nt-python PATH] [--skip-small] [--skip-myrtle] [--thp]
-        [--threads T] [--in-place-dual]
+        [--threads T] [--in-place-dual] [--reuse on off] [--by-layer]
 
+Each Myrtle case runs with buffer reuse on and off (``--reuse``; `widelimits.layers._reuse`,
+off: ``WIDELIMITS_REUSE=0``, every layer writes into fresh tensors) and reports its page faults
+per call; ``--by-layer`` adds each layer's CPU time and page faults per pair.
 ``--in-place-dual`` swaps ReLU's dual map for `relu_dual_in_place` in the Myrtle cases (what a
 dual with few temporaries would give; the floor keeps the library's).  ``--thp`` sets
 ``THP_MEM_ALLOC_ENABLE=1`` in the Myrtle subprocesses (torch then asks for transparent huge
@@ -173,7 +176,46 @@ def relu_dual_in_place(k11, k22, k12, need_dot):
     return t, tdot
 
 
-def child(case: str, n: int, repeats: int, in_place_dual: bool = False) -> dict:
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def by_layer(net: wl.Serial, x1, x2, repeats: int) -> list[dict]:
+    """CPU ms and page faults per pair of each of ``net``'s layers (a wrapper around each
+    layer's kernel map; the layers are still chained with buffer reuse), the mean of
+    ``repeats`` calls after a warm-up."""
+    stats = [{"layer": repr(layer).split("(")[0], "cpu": 0.0, "faults": 0} for layer in net.layers]
+
+    def wrap(i: int, layer) -> None:
+        kernel_fn = layer.kernel_fn
+
+        def timed(k):
+            cpu, faults = time.thread_time(), _faults()
+            out = kernel_fn(k)
+            stats[i]["cpu"] += time.thread_time() - cpu
+            stats[i]["faults"] += _faults() - faults
+            return out
+
+        layer.kernel_fn = timed  # on the instance: the chain still passes this layer its grants
+
+    for i, layer in enumerate(net.layers):
+        wrap(i, layer)
+    net.kernel(x1, x2)
+    for s in stats:
+        s["cpu"], s["faults"] = 0.0, 0
+    for _ in range(repeats):
+        net.kernel(x1, x2)
+    pairs = x1.shape[0] * x2.shape[0]
+    return [
+        {"layer": s["layer"], "cpu_ms": 1e3 * s["cpu"] / repeats / pairs,
+         "faults": s["faults"] / repeats / pairs}
+        for s in stats
+    ]  # fmt: skip
+
+
+def child(
+    case: str, n: int, repeats: int, in_place_dual: bool = False, layers: bool = False
+) -> dict:
     """One Myrtle case or the floor, single-threaded, in this (fresh) process."""
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
@@ -196,20 +238,27 @@ def child(case: str, n: int, repeats: int, in_place_dual: bool = False) -> dict:
     x1 = torch.randn(n, 3, 32, 32, generator=gen)
     x2 = torch.randn(n, 3, 32, 32, generator=gen)
     net = wl.Myrtle(int(case.removeprefix("myrtle")))
-    before = _maxrss_mib()
+    before, faults = _maxrss_mib(), _faults()
     wall, cpu = _timed(lambda: net.kernel(x1, x2), repeats)
-    return {
+    out = {
         "wall_ms": 1e3 * wall / n**2,
         "cpu_ms": 1e3 * cpu / n**2,
         "peak_mib": _maxrss_mib() - before,
         "tile_mib": n * n * 32**4 * 4 / 2**20,
+        "faults_per_call": (_faults() - faults) / (repeats + 1),
     }
+    if layers:
+        out["layers"] = by_layer(net, x1, x2, repeats)
+    return out
 
 
-def run_child(case: str, n: int, repeats: int, args) -> dict:
-    env = dict(os.environ, THP_MEM_ALLOC_ENABLE="1") if args.thp else None
+def run_child(case: str, n: int, repeats: int, args, reuse: str = "on") -> dict:
+    env = dict(os.environ, WIDELIMITS_REUSE="1" if reuse == "on" else "0")
+    if args.thp:
+        env["THP_MEM_ALLOC_ENABLE"] = "1"
     cmd = [sys.executable, __file__, "--child", case, "--myrtle-n", str(n)]
     cmd += ["--repeats", str(repeats)] + (["--in-place-dual"] if args.in_place_dual else [])
+    cmd += ["--by-layer"] if args.by_layer and case != "floor" else []
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -229,14 +278,23 @@ def myrtle(args) -> None:
         f"{dual_c:.1f} ms CPU + 3x3 window sum {win_w:.1f} / {win_c:.1f} = "
         f"{floor_w:.1f} / {floor_c:.1f} ms"
     )
-    print("network    wall ms/pair  CPU ms/pair  vs floor (wall, CPU)  peak MiB  tile tensor MiB")
+    print(
+        "network   reuse  wall ms/pair  CPU ms/pair  vs floor (wall, CPU)  peak MiB  "
+        "tile tensor MiB  page faults/call"
+    )
     for case in ("myrtle5", "myrtle10"):
-        r = run_child(case, n, max(1, args.repeats - 1), args)
-        print(
-            f"{case:9s}  {r['wall_ms']:12.1f}  {r['cpu_ms']:11.1f}  "
-            f"{r['wall_ms'] / floor_w:8.2f} {r['cpu_ms'] / floor_c:8.2f}    "
-            f"{r['peak_mib']:8.0f}  {r['tile_mib']:8.0f}"
-        )
+        for reuse in args.reuse:
+            r = run_child(case, n, max(1, args.repeats - 1), args, reuse)
+            print(
+                f"{case:9s} {reuse:5s}  {r['wall_ms']:12.1f}  {r['cpu_ms']:11.1f}  "
+                f"{r['wall_ms'] / floor_w:8.2f} {r['cpu_ms'] / floor_c:8.2f}    "
+                f"{r['peak_mib']:8.0f}  {r['tile_mib']:8.0f}  {r['faults_per_call']:12.0f}"
+            )
+            for row in r.get("layers", []):
+                print(
+                    f"    {row['layer']:10s} {row['cpu_ms']:6.1f} ms CPU/pair "
+                    f"{row['faults']:8.0f} faults/pair"
+                )
     print(f"load after: {os.getloadavg()[0]:.1f}; target: Myrtle-5 <= 25 ms per pair\n")
 
 
@@ -256,12 +314,18 @@ def main() -> None:
     parser.add_argument(
         "--in-place-dual", action="store_true", help="Myrtle with `relu_dual_in_place` (what-if)"
     )
+    parser.add_argument(
+        "--reuse", nargs="+", choices=("on", "off"), default=["on", "off"],
+        help="Myrtle with buffer reuse on and/or off (WIDELIMITS_REUSE)",
+    )  # fmt: skip
+    parser.add_argument("--by-layer", action="store_true", help="Myrtle: CPU time per layer")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(child(args.child, args.myrtle_n, args.repeats, args.in_place_dual)))
+        result = child(args.child, args.myrtle_n, args.repeats, args.in_place_dual, args.by_layer)
+        print(json.dumps(result))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}\n")
     if not args.skip_small:

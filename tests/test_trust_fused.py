@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 import widelimits.layers._fused as fusedmod
-from widelimits.layers._fused import fused, fused_enabled, parse_switch, set_fused
+from widelimits._switches import parse_switch
+from widelimits.layers._fused import fused, fused_enabled, set_fused
 
-SWITCHES = ["WIDELIMITS_FUSED", "WIDELIMITS_NUMBA"]
+SWITCHES = ["WIDELIMITS_FUSED", "WIDELIMITS_NUMBA", "WIDELIMITS_REUSE"]
 
 
 @pytest.mark.parametrize("value", [1, 0, "yes", None, 1.0])

@@ -30,6 +30,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from .._switches import parse_switch
+from . import _reuse
+
 __all__ = ["BLOCK_ENTRIES", "fused", "fused_enabled", "layer_map", "set_fused"]
 
 
@@ -52,22 +55,6 @@ and 0.92 s on 4, 2^19-entry blocks 0.59 s and 0.46 s (one worker: 1.30 s and 1.5
 size is fixed per machine, not per call: elements at a block's end may take a different
 vectorised code path, so a size that followed the thread count would change the last bits of a
 result with it."""
-
-_ON, _OFF = ("1", "true", "yes", "on", ""), ("0", "false", "no", "off")
-
-
-def parse_switch(name: str, what: str) -> bool:
-    """The environment variable ``name`` (default on) as a bool; ``what`` says what turning it
-    off does, for the error message."""
-    value = os.environ.get(name, "1")
-    v = value.strip().lower()
-    if v not in _ON + _OFF:
-        raise ValueError(
-            f"{name} must be one of {_ON[:-1] + _OFF} (or empty), got {value!r}: set it to 0 "
-            f"for {what}, 1 (the default) otherwise"
-        )
-    return v in _ON
-
 
 _ENABLED = parse_switch("WIDELIMITS_FUSED", "the eager activation maps")
 
@@ -160,6 +147,28 @@ def _taker(t: Tensor | None, ndim: int) -> Callable[[tuple], Tensor | None]:
     return take
 
 
+def _overlaps(a: Tensor, *others: Tensor | None) -> bool:
+    """Whether ``a`` shares its storage with any of ``others`` (or may: tensors without memory
+    of their own count as sharing)."""
+    address = _reuse._storage(a)
+    return any(o is not None and _reuse._storage(o) == address for o in others)
+
+
+def _output(
+    activation, t: Tensor | None, shape, dtype, reads: tuple, device
+) -> tuple[Tensor, tuple]:
+    """The tensor to write an output of ``shape`` into: ``t`` itself when the layer owns it
+    (`_reuse.take`) and it fits, else a fresh one.  ``reads``: the other operands; small ones
+    that share ``t``'s memory (e.g. a self-covariance's pixel diagonal) are copied first."""
+    if t is not None and t.ndim and tuple(t.shape) == shape and t.dtype == dtype:
+        if _reuse.take(activation, t):
+            reads = tuple(
+                r.clone() if r is not None and r.ndim and _overlaps(t, r) else r for r in reads
+            )
+            return t, reads
+    return torch.empty(shape, dtype=dtype, device=device), reads
+
+
 def layer_map(
     activation, k11: Tensor, k22: Tensor, k12: Tensor, ntk: Tensor | None
 ) -> tuple[Tensor, Tensor | None]:
@@ -168,6 +177,13 @@ def layer_map(
 
     ``ntk`` may be ``None`` (then the second output is ``None``) or 0-dimensional (the zero NTK
     before any trainable layer).  The values equal ``activation.dual`` up to rounding.
+
+    When ``activation`` owns ``k12`` or ``ntk`` (`widelimits.layers._reuse`: they were granted
+    to it, nothing else holds them), T is written over ``k12`` and Tdot * ntk over ``ntk``
+    instead of into fresh tensors: ``dual_into`` is then called with ``t_out`` being the block
+    of ``k12`` and ``ntk_out`` the block of ``ntk`` (the same memory; when ``ntk`` is ``k12``,
+    ``ntk_out`` is the block of both), so it must read each entry of its inputs before writing
+    that entry of its outputs.
     """
     operands = (k11, k22, k12) if ntk is None else (k11, k22, k12, ntk)
     shape = _broadcast(*(x.shape for x in operands))
@@ -176,8 +192,19 @@ def layer_map(
         for x in operands:
             dtype = torch.promote_types(dtype, x.dtype)
         k11, k22, k12 = (x.to(dtype) for x in (k11, k22, k12))
-    t = torch.empty(shape, dtype=dtype, device=k12.device)
-    theta = None if ntk is None else torch.empty_like(t)
+    device = k12.device
+    if ntk is not None and ntk.ndim and _overlaps(k12, ntk):
+        # ntk is k12 (the NTK right after the first trainable layer): Tdot * ntk may go over
+        # it, T into a fresh tensor; other sharings (views) get two fresh outputs.
+        t = torch.empty(shape, dtype=dtype, device=device)
+        theta = torch.empty_like(t)
+        if ntk is k12:
+            theta, (k11, k22) = _output(activation, ntk, shape, dtype, (k11, k22), device)
+    else:
+        t, (k11, k22) = _output(activation, k12, shape, dtype, (k11, k22), device)
+        theta = None
+        if ntk is not None:
+            theta, (k11, k22) = _output(activation, ntk, shape, dtype, (k11, k22), device)
     if t.numel() == 0:
         return t, theta
     if activation.map_tile(k11, k22, k12, t, ntk, theta):

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._fused import parse_switch
+from .._switches import parse_switch
 
 __all__ = [
     "abrelu_into", "abrelu_outer", "compiled_enabled", "constants", "loops", "set_compiled",

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .._patterns import reads_patterns
 from ..kernel import Kernel
-from . import _chain as chain
+from . import _chain, _reuse
 from ._concat import align_branches, concatenate
 from ._spatial_concat import concatenate_spatial, resolve_axis, spatial_concat_features
 from .base import BuildContext, Layer, SpatialFeatures
@@ -61,16 +61,9 @@ class Serial(Layer):
         return self.layers
 
     def kernel_fn(self, k):
-        layers = self.flat_layers()
-        i = 0
-        while i < len(layers):
-            # a run of Dense and ReLU-family layers in one compiled pass where it applies
-            chained = chain.run(layers[i:], k)
-            if chained is None:
-                k, i = layers[i].kernel_fn(k), i + 1
-            else:
-                k, i = chained[0], i + chained[1]
-        return k
+        # layers in turn, reusing buffers (`_reuse`), and each run of Dense and ReLU-family
+        # layers in one compiled pass where it applies (`_chain`)
+        return _reuse.chain(self.flat_layers(), k, owner=self, runs=_chain.run)
 
     def flat_layers(self) -> list[Layer]:
         """The layers in order, nested `Serial`s expanded (the same composition)."""
@@ -397,12 +390,7 @@ class Repeat(Layer):
         return (self.layer,) * self.n  # n uses: walkers (e.g. counting hidden layers) see each
 
     def kernel_fn(self, k):
-        for t in range(self.n):
-            out = self.layer.kernel_fn(k)
-            if t == 0:
-                _check_same_shape(k, out)
-            k = out
-        return k
+        return _reuse.chain((self.layer,) * self.n, k, owner=self, check=_check_same_shape)
 
     def build_module(self, in_features, ctx: BuildContext):
         modules = []

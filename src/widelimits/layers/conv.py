@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
 from ..kernel import Kernel
+from . import _reuse
 from ._spatial import (
     Padding,
     Scratch,
@@ -134,15 +135,30 @@ class Conv(WeightLayer):
         scratch buffer (NTK parametrization, float scales)."""
         w2 = float(self.W_std) ** 2 / taps
         b2 = 0.0 if self.b_std is None else float(self.b_std) ** 2
-        scratch = Scratch()
+        scratch = _reuse.scratch("window sums", Scratch)
 
-        def affine(t: Tensor) -> Tensor:  # sigma_w^2 A(t) + sigma_b^2
-            out = conv_window_sum(t, d, full, window, stride, paddings, w2, None, scratch)
+        size = tuple(k.cov1.shape[1 : 1 + d])
+        keeps_size = size == tuple(
+            pads(n, w, s, p)[2] for n, w, s, p in zip(size, window, stride, paddings, strict=True)
+        )
+
+        def into(t: Tensor) -> Tensor | None:
+            # Write over t when this layer owns it, the output has t's shape (stride 1, "same")
+            # and the sum has two steps or more (only the first one reads t).
+            return t if d >= 2 and keeps_size and _reuse.take(self, t) else None
+
+        def affine(t: Tensor, reuse: bool = True) -> Tensor:  # sigma_w^2 A(t) + sigma_b^2
+            out = conv_window_sum(
+                t, d, full, window, stride, paddings, w2, None, scratch,
+                out=into(t) if reuse else None,
+            )  # fmt: skip
             if b2 == 0.0:
                 return out
             return out + b2 if _recording(out) else out.add_(b2)
 
-        nngp = affine(k.nngp)  # the largest tensor first: scratch is sized once
+        # The largest tensor first: scratch is sized once.  When ntk is nngp (the NTK right after
+        # the first trainable layer) only the NTK's sum may write over their memory.
+        nngp = affine(k.nngp, k.ntk is not k.nngp)
         cov1 = nngp if k.cov1 is k.nngp else affine(k.cov1)
         cov2 = cov1 if k.cov2 is k.cov1 else affine(k.cov2)
         theta = k.ntk
@@ -150,7 +166,9 @@ class Conv(WeightLayer):
         if theta is not None and theta.ndim == 0:  # the zero NTK before any trainable layer
             theta = theta if base is None else base
         elif theta is not None:  # K' + sigma_w^2 A(Theta), or sigma_w^2 A(Theta) if frozen
-            theta = conv_window_sum(theta, d, full, window, stride, paddings, w2, base, scratch)
+            theta = conv_window_sum(
+                theta, d, full, window, stride, paddings, w2, base, scratch, out=into(theta)
+            )
         return k.replace(
             nngp=nngp, ntk=theta, cov1=cov1, cov2=cov2, is_gaussian=True, width=self.finite_width
         )

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..kernel import Kernel, pixel_diagonal
+from . import _reuse
 from ._concat import per_branch
 from ._spatial import (
     Padding,
@@ -19,7 +20,6 @@ from ._spatial import (
     check_fits,
     check_padding,
     check_sizes,
-    edge_counts,
     pads,
     pool_window_sum,
 )
@@ -47,6 +47,19 @@ def _spatial_features(in_features, name: str) -> SpatialFeatures:
             "(C, L), the shape of one example"
         )
     return in_features
+
+
+def edge_counts(size: int, window: int, stride: int, padding: Padding) -> Tensor:
+    """How many inputs (not padding) each output's window covers along one axis, float64.
+
+    ``count[i] = #{a < window : 0 <= stride i + a - before < size}``; all equal to the window
+    for ``"valid"`` and ``"circular"`` (wrapped pixels are inputs).
+    """
+    before, _, out = pads(size, window, stride, padding)
+    start = stride * torch.arange(out, dtype=torch.float64) - before
+    if isinstance(padding, str) and padding != "same":
+        return torch.full((out,), float(window), dtype=torch.float64)
+    return (torch.clamp(start + window, max=size) - torch.clamp(start, min=0)).clamp(min=0)
 
 
 class AvgPool(Layer):
@@ -132,7 +145,8 @@ class AvgPool(Layer):
         if divisors is not None:
             norm = 1.0
 
-        scratch = Scratch()  # shared by the intermediates of nngp, ntk, cov1 and cov2
+        # shared by the intermediates of nngp, ntk, cov1 and cov2 (and the layers of a chain)
+        scratch = _reuse.scratch("window sums", Scratch)
 
         def pool(t: Tensor) -> Tensor:
             t = pool_window_sum(t, d, window, stride, paddings, 1.0 / norm, scratch)
