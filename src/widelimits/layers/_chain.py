@@ -51,6 +51,7 @@ def _applies(k) -> bool:
         and t.dtype in (torch.float32, torch.float64)
         and t.device.type == "cpu"
         and t.is_contiguous()
+        and k.cov1.dtype == t.dtype == k.cov2.dtype
         and (k.ntk is None or k.ntk.ndim == 0 or (k.ntk.shape == t.shape and k.ntk.is_contiguous()))
         and (k.ntk is None or k.ntk.ndim > 0 or float(k.ntk) == 0.0)
         and can_fuse(t, k.ntk, k.cov1, k.cov2)
