@@ -1,25 +1,10 @@
 """Layers: each class holds its finite module and its infinite-width kernel map."""
 
-from .activations import (
-    GELU,
-    RBF,
-    ABReLU,
-    Abs,
-    Activation,
-    Cos,
-    Erf,
-    Exp,
-    Gaussian,
-    Identity,
-    LeakyReLU,
-    RectifiedMonomial,
-    ReLU,
-    Sign,
-    Sin,
-)
+from .activations import ABReLU, Abs, Activation, Erf, Identity, LeakyReLU, ReLU
 from .aggregate import Aggregate
 from .attention import GlobalSelfAttention
 from .base import BuildContext, Layer, SpatialFeatures
+from .closed_forms import GELU, RBF, Cos, Exp, Gaussian, RectifiedMonomial, Sign, Sin
 from .combinators import (
     FanInConcat,
     FanInProd,
