@@ -297,3 +297,38 @@ def test_pixel_pairs_take_the_outer_path(monkeypatch):
     assert (12, 12) in calls  # (H W) x (H W) pixel pairs of one pair of examples
     ref = _eager(net, x, tile_size=2)
     assert _scaled(k.nngp, ref.nngp) < TOL and _scaled(k.ntk, ref.ntk) < TOL
+
+
+def test_damaged_numba_cache_is_bypassed_with_a_warning(monkeypatch):
+    """numba reads its on-disk cache before compiling, and a damaged cache file raises there
+    (checked by hand: garbage in the .nbi files gives a ValueError from pickle).  The first
+    use then warns, compiles the loops without the cache, and the kernels stay right."""
+    import numba
+
+    calls = []
+    original_warm_up = _jit_loops.warm_up
+
+    def damaged_then_fine():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("invalid literal for int() with base 10: 'arbage'")
+        original_warm_up()
+
+    recompiled = []
+
+    def njit(**options):  # no real recompilation: the test is about the control flow
+        assert "cache" not in options
+        return lambda fn: recompiled.append(fn.__name__) or getattr(_jit_loops, fn.__name__)
+
+    monkeypatch.setattr(_jit_loops, "warm_up", damaged_then_fine)
+    monkeypatch.setattr(numba, "njit", njit)
+    _jit._load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="cache"):
+            assert _jit.loops() is _jit_loops
+        assert sorted(recompiled) == sorted(_jit_loops.LOOPS) and len(calls) == 2
+    finally:
+        _jit._load.cache_clear()
+    net = wl.Serial(wl.Dense(), wl.ReLU(), wl.Dense())
+    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    assert _scaled(net.kernel(x).ntk, _eager(net, x).ntk) < TOL

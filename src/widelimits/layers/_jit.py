@@ -34,6 +34,8 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
+import warnings
 
 import numpy as np
 import torch
@@ -73,16 +75,41 @@ def set_compiled(enabled: bool) -> None:
     _ENABLED = enabled
 
 
+_loading = threading.Lock()
+
+
 @functools.cache
-def loops():
-    """The module of compiled loops (`_jit_loops`), or None without numba.  numba compiles each
-    loop once per dtype on first use and caches it on disk (a later process loads it in
-    milliseconds)."""
+def _load():
     try:
         from . import _jit_loops
     except ImportError:
         return None
+    try:
+        _jit_loops.warm_up()
+    except Exception as error:  # numba reads its cache before compiling: a damaged cache file
+        import numba
+
+        warnings.warn(
+            f"numba could not load the compiled loops of widelimits from its cache ({error!r}); "
+            "compiling them again without the cache in this process (delete numba's cache "
+            "files of widelimits/layers/_jit_loops.py to rebuild it)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        for name in _jit_loops.LOOPS:
+            loop = getattr(_jit_loops, name)
+            setattr(_jit_loops, name, numba.njit(nogil=True, error_model="numpy")(loop.py_func))
+        _jit_loops.warm_up()
     return _jit_loops
+
+
+def loops():
+    """The module of compiled loops (`_jit_loops`), or None without numba.  The first call
+    compiles every loop for both dtypes, or loads them from numba's on-disk cache (about two
+    seconds with numba's own import; compiling from scratch takes about ten, once per
+    machine); a damaged cache is bypassed with a warning."""
+    with _loading:
+        return _load()
 
 
 @functools.cache

@@ -13,6 +13,8 @@ import numba
 import numpy as np
 
 _OPTIONS = {"nogil": True, "error_model": "numpy", "cache": True}
+LOOPS = ("outer", "flat", "chain")
+"""The compiled entry points (each cached on disk by numba)."""
 _CHUNK = 512  # entries per row chunk of `chain`: its two buffers stay in the L1 cache
 
 
@@ -169,3 +171,16 @@ def chain(k12, ntk, t_out, ntk_out, ops, v1, v2, idx1, idx2, var_out, k, tiny, n
             if ntk_kind != 0:
                 for j in range(cols):
                     ntk_out[r, c0 + j] = tb[j]
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every loop for float32 and float64 on tiny arrays,
+    once, before any tile thread calls one."""
+    for dtype in (np.float32, np.float64):
+        k = np.array([0.5] * 16, dtype)  # stands in for the constants; values do not matter
+        one, v, m = dtype(1), np.ones(2, dtype), np.ones((2, 2), dtype)
+        idx = np.zeros(1, np.int64)
+        outer(v, v, m, m, m.copy(), m.copy(), one, one, k, one, True)
+        flat(v, v, v, v.copy(), v.copy(), one, one, k, one, True)
+        chain(m, m, m.copy(), m.copy(), np.zeros((1, 4), dtype), m, m, idx, idx, m.copy(), k, one,
+              1, OUTER)  # fmt: skip
