@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import widelimits as wl
-from widelimits.layers import _reuse, _spatial
+from widelimits.layers import _jit, _reuse, _spatial
 from widelimits.layers._reuse import reuse, taken_count
 from widelimits.layers.myrtle import BLOCKS
 
@@ -313,9 +313,12 @@ def test_a_state_given_away_is_written_over_and_a_kept_one_is_not():
         assert torch.equal(a.nngp, ref.nngp) and torch.equal(a.ntk, ref.ntk)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("symmetric", [False, True])
-def test_fully_connected_identical_with_and_without_reuse(symmetric):
-    """The same rule holds on the flat layout: the activations take Dense's outputs."""
+def test_fully_connected_identical_with_and_without_reuse(symmetric, compiled):
+    """The same rule holds on the flat layout: the activations take Dense's outputs.  (With
+    the compiled runs of `widelimits.layers._chain` the whole network is one run, which takes
+    nothing over; the values must not change either way.)"""
     net = wl.Serial(
         wl.Dense(None, W_std=1.4, b_std=0.1), wl.ReLU(), wl.Dense(None, W_std=1.4), wl.Erf(),
         wl.Dense(None, W_std=1.4, b_std=0.1), wl.ABReLU(-0.3, 1.2), wl.Dense(1),
@@ -323,6 +326,10 @@ def test_fully_connected_identical_with_and_without_reuse(symmetric):
     gen = torch.Generator().manual_seed(13)
     x1 = torch.randn(7, 5, generator=gen, dtype=torch.float64)
     x2 = None if symmetric else torch.randn(4, 5, generator=gen, dtype=torch.float64)
-    on, off, taken = _both(net, x1, x2)
+    _jit.set_compiled(compiled)
+    try:
+        on, off, taken = _both(net, x1, x2)
+    finally:
+        _jit.set_compiled(True)
     _assert_identical(on, off)
-    assert taken > 0
+    assert taken > 0 or compiled

@@ -116,8 +116,8 @@ def test_fused_path_is_taken_and_switch_works(monkeypatch):
         return original(*args)
 
     monkeypatch.setattr("widelimits.layers.activations.layer_map", spy)
-    # Erf: not one of the compiled runs of widelimits.layers._chain (tested in test_compiled)
-    net = wl.Serial(wl.Dense(), wl.Erf(), wl.Dense())
+    # GELU: not one of the compiled runs of widelimits.layers._chain (tested in test_compiled)
+    net = wl.Serial(wl.Dense(), wl.GELU(), wl.Dense())
     x = torch.randn(5, 3, dtype=torch.float64)
     net.kernel(x)
     assert calls, "the fused layer map was not used"

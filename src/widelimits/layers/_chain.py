@@ -1,4 +1,4 @@
-r"""Runs of Dense and ReLU-family layers in one compiled pass over a fully connected tile.
+r"""Runs of Dense layers and activations in one compiled pass over a fully connected tile.
 
 Layer by layer, a depth-L fully connected network reads and writes each tile L times: the
 activation's closed form is one compiled pass (`_jit`), but the tile (a few MiB) does not stay
@@ -17,8 +17,9 @@ examples' self-covariances: vectors, cheap), then hands the whole run to one com
 cache.  The result is the layer-by-layer one up to rounding (tests compare them to 1e-12 in
 float64).
 
-A layer joins a run by answering `chain_op` (Dense and `ABReLU`'s subclasses do; every other
-layer returns None and ends the run).  Runs are used only for plain flat tiles on the CPU with
+A layer joins a run by answering `chain_op`: Dense does, and so do the activations with a
+compiled form (`Activation.compiled_op`: the ReLU family and Erf); every other layer returns None
+and ends the run.  Runs are used only for plain flat tiles on the CPU with
 no gradient needed, when numba is installed and neither the fused nor the compiled maps are
 switched off; anything else goes layer by layer.
 """
@@ -34,10 +35,7 @@ from ..kernel import Kernel
 from . import _jit
 from ._fused import can_fuse
 
-__all__ = ["ACTIVATION", "run"]
-
-ACTIVATION = 4
-"""The ``kind`` of an activation's `chain_op` (0-3: Dense's NTK rules; see `_jit_loops.chain`)."""
+__all__ = ["run"]
 
 
 def _applies(k) -> bool:
@@ -71,7 +69,7 @@ def run(layers: Sequence, k: Kernel) -> tuple[Kernel, int] | None:
             break
         ops.append(step[0])
         state = state.replace(**step[1])  # what the layer does to the flags (width, ...)
-    activations = sum(op[0] == ACTIVATION for op in ops)
+    activations = sum(op[0] >= _jit.RELU for op in ops)
     if not activations:
         return None
     consts, tiny = _jit.constants(k.nngp.dtype)

@@ -1,9 +1,11 @@
-r"""Compiled layer maps of the ReLU family, one pass per block (optional: needs numba).
+r"""Compiled layer maps (optional: needs numba): the ReLU family and Erf in one pass per tile.
 
-`ABReLU`'s closed form (ReLU, LeakyReLU, Abs) written as torch operations is a dozen passes over
-each cache-sized block of `layer_map`, each paying torch's fixed cost of a few microseconds, and
-``acos`` alone is one of them.  Here the whole map is one compiled loop per block, vectorised by
-LLVM: per entry, with :math:`\rho = k_{12} / \sqrt{k_{11} k_{22}}` clamped to :math:`[-1, 1]`,
+An activation's closed form written as torch operations is a dozen passes over each cache-sized
+block of `layer_map`, each paying torch's fixed cost of a few microseconds.  Here an activation
+with a compiled form (`Activation.compiled_op`: `ABReLU` and its subclasses ReLU, LeakyReLU and
+Abs, and `Erf`) is one compiled loop (`_jit_loops.chain`, a run of one layer), vectorised by
+LLVM.  For `ABReLU`, per entry, with :math:`\rho = k_{12} / \sqrt{k_{11} k_{22}}` clamped to
+:math:`[-1, 1]`,
 
 .. math::
 
@@ -11,22 +13,25 @@ LLVM: per entry, with :math:`\rho = k_{12} / \sqrt{k_{11} k_{22}}` clamped to :m
     T = \dot T\, k_{12} + c \sqrt{k_{11} k_{22}} \sqrt{(1 - \rho)(1 + \rho)}, \qquad
     \Theta' = \dot T\, \Theta,
 
-with :math:`c = (a - b)^2 / (2\pi)` and :math:`d = (a^2 + b^2) / 2`.  :math:`\rho` is rounded as
-in the torch form (a division by :math:`\sqrt{k_{11} k_{22}}`, not a product with reciprocals), so
-an example paired with itself keeps :math:`\rho = 1` exactly: :math:`\arccos` is infinitely steep
-there, and one ulp off would move :math:`\dot T` by 1e-8.  `widelimits.layers._chain` runs the
-same map inside compiled runs of layers.  The arc cosine is a
-branch-free rational approximation (the classical one of fdlibm: :math:`\arcsin s = s + s\, z
-P(z) / Q(z)` with :math:`z = s^2` for :math:`|s| \le 1/2`, and
-:math:`\arccos x = 2 \arcsin\sqrt{(1 - x)/2}` above), accurate to one ulp in float64 and float32,
-so that every lane of a vector takes the same path.  No fast-math: each entry's result is the
-same wherever it sits in a block, so the block size and the thread count do not change a bit.
+with :math:`c = (a - b)^2 / (2\pi)` and :math:`d = (a^2 + b^2) / 2`; for `Erf` its closed form
+with :math:`\arcsin`.  Every intermediate is rounded as in the torch form (:math:`\rho` is a
+division by :math:`\sqrt{k_{11} k_{22}}`, not a product with reciprocals), so an example paired
+with itself keeps :math:`\rho = 1` exactly: :math:`\arccos` is infinitely steep there, and one
+ulp off would move :math:`\dot T` by 1e-8.  :math:`\arccos` and :math:`\arcsin` are fdlibm's
+rational approximation (:math:`\arcsin s = s + s\, z P(z) / Q(z)`, :math:`z = s^2`, for
+:math:`|s| \le 1/2`, and :math:`\arcsin x = \pi/2 - 2 \arcsin\sqrt{(1 - x)/2}` above) written
+without branches, so that every lane of a vector takes the same path; accurate to two ulp in
+float64 and float32.  No fast-math: each entry's result is the same wherever it sits in a block,
+so the block size and the thread count do not change a bit.  `widelimits.layers._chain` runs
+whole runs of Dense and such activations through the same loop.
 
-When numba is not installed (it is the optional extra ``widelimits[fast]``), or the blocks are not
-plain contiguous CPU float32/float64 arrays, `abrelu_into` returns False and the caller uses the
-torch closed form; both agree to rounding (tests compare them to 1e-12 in float64).  Set the
-environment variable ``WIDELIMITS_NUMBA=0`` before importing widelimits, or call
-``set_compiled(False)``, to use the torch closed form always.
+`map_outer` takes whole tiles whose entries are outer products of the two examples' variances
+(the flat tile; the pixel-pair layout, one pair of examples at a time); `map_block` takes one
+block of `layer_map`, any layout.  When numba is not installed (it is the optional extra
+``widelimits[fast]``), or the arrays are not plain contiguous CPU float32/float64 arrays, they
+return False and the caller uses the torch closed form; both agree to rounding (tests compare
+them to 1e-12 in float64).  Set the environment variable ``WIDELIMITS_NUMBA=0`` before importing
+widelimits, or call ``set_compiled(False)``, to use the torch closed forms always.
 """
 
 from __future__ import annotations
@@ -44,8 +49,13 @@ from torch import Tensor
 from .._switches import parse_switch
 
 __all__ = [
-    "abrelu_into", "abrelu_outer", "compiled_enabled", "constants", "loops", "set_compiled",
+    "compiled_enabled", "constants", "loops", "map_block", "map_outer", "set_compiled", "RELU",
+    "ERF",
 ]  # fmt: skip
+
+# The modes and activation kinds of `_jit_loops.chain` (kept here: that module needs numba).
+_OUTER, _EACH = 0, 3
+RELU, ERF = 4, 5
 
 # fdlibm's rational approximation of (arcsin(s) - s) / s^3 = P(z) / Q(z), z = s^2 <= 1/4
 _P = (
@@ -113,10 +123,11 @@ def loops():
 
 
 @functools.cache
-def constants(dtype: torch.dtype) -> tuple[np.ndarray, np.floating]:
-    """The loops' constants (`_CONSTANTS`) and the smallest normal number, in ``dtype``."""
-    np_dtype = np.float32 if dtype == torch.float32 else np.float64
-    return np.array(_CONSTANTS, dtype=np_dtype), np_dtype(torch.finfo(dtype).tiny)
+def constants(dtype) -> tuple[np.ndarray, np.floating]:
+    """The loops' constants (`_CONSTANTS`) and the smallest normal number, in ``dtype`` (float32
+    or float64, a torch or numpy dtype)."""
+    np_dtype = np.float32 if dtype in (torch.float32, np.float32) else np.float64
+    return np.array(_CONSTANTS, dtype=np_dtype), np_dtype(np.finfo(np_dtype).tiny)
 
 
 def _plain(t: Tensor | None, dtype: torch.dtype) -> bool:
@@ -140,72 +151,83 @@ def _outer_split(shape: tuple[int, ...], s11, s22) -> tuple[int, int] | None:
     return (m, s) if 0 < s < n and m < s else None
 
 
-def _arrays(
-    k12: Tensor, t_out: Tensor, ntk: Tensor | None, ntk_out: Tensor | None, c: float, d: float
-):
-    """None when the compiled maps do not apply; else the loops, constants and numpy views."""
-    dtype = t_out.dtype
-    shape = t_out.shape
-    if (
-        not _ENABLED
-        or dtype not in (torch.float32, torch.float64)
-        or k12.shape != shape
-        or (ntk is not None and ntk.shape != shape)
-        or not all(_plain(x, dtype) for x in (k12, t_out, ntk, ntk_out))
-        or (compiled := loops()) is None
-    ):
-        return None
-    consts, tiny = constants(dtype)
-    t_np = t_out.numpy()
-    ntk_np, ntk_out_np = (ntk.numpy(), ntk_out.numpy()) if ntk_out is not None else (t_np, t_np)
-    scalars = (consts.dtype.type(c), consts.dtype.type(d), consts, tiny, ntk_out is not None)
-    return compiled, k12.numpy(), ntk_np, t_np, ntk_out_np, scalars
+def _terms(op: tuple, v: Tensor) -> Tensor:
+    """An activation's variance term of k11 (see `_jit_loops._variance_term`), as torch
+    computes it in the activation's own closed form."""
+    return v if op[0] == RELU else 1 + op[2] * v
 
 
-def abrelu_outer(
-    k11: Tensor, k22: Tensor, k12: Tensor, t_out: Tensor, ntk: Tensor | None,
-    ntk_out: Tensor | None, c: float, d: float, max_slices: int = 4096,
+def _call(op, k12, ntk, t_out, ntk_out, v1, v2, mode) -> None:
+    """One compiled pass of the single layer ``op`` over ``k12`` (rows of entries)."""
+    consts, tiny = constants(t_out.dtype)
+    ops = np.array([op], dtype=consts.dtype)
+    idx = np.zeros(1, np.int64)
+    has_ntk = ntk_out is not None
+    loops().chain(
+        k12, ntk if has_ntk else k12, t_out, ntk_out if has_ntk else t_out, ops, v1, v2, idx,
+        idx, v1, consts, tiny, 1 if has_ntk else 0, mode,
+    )  # fmt: skip
+
+
+def _applies(k12: Tensor, t_out: Tensor, ntk: Tensor | None, ntk_out: Tensor | None) -> bool:
+    dtype, shape = t_out.dtype, t_out.shape
+    return (
+        _ENABLED
+        and dtype in (torch.float32, torch.float64)
+        and k12.shape == shape
+        and (ntk is None or ntk.shape == shape)
+        and all(_plain(x, dtype) for x in (k12, t_out, ntk, ntk_out))
+        and loops() is not None
+    )
+
+
+def map_outer(
+    op: tuple, k11: Tensor, k22: Tensor, k12: Tensor, t_out: Tensor, ntk: Tensor | None,
+    ntk_out: Tensor | None, max_slices: int = 4096,
 ) -> bool:  # fmt: skip
-    """`ABReLU`'s layer map over a whole tile whose entries are outer products of the two
-    examples' variances (`_outer_split`: the flat tile and the pixel-pair layout), one compiled
-    pass per slice of the leading axes, nothing materialised.  Returns False, having written
-    nothing, when it does not apply."""
-    split = _outer_split(tuple(t_out.shape), k11.shape, k22.shape)
+    """The layer map of the activation step ``op`` (`Activation.compiled_op`) over a whole
+    tile whose entries are outer products of the two examples' variances (`_outer_split`: the
+    flat tile and the pixel-pair layout), one compiled pass per slice of the leading axes,
+    nothing materialised.  Writes ``t_out`` and (if given) ``ntk_out``, which may be the
+    inputs' memory; returns False, having written nothing, when it does not apply."""
+    shape = tuple(t_out.shape)
+    split = _outer_split(shape, k11.shape, k22.shape)
     if split is None or k11.dtype != t_out.dtype or k22.dtype != t_out.dtype:
         return False
     m, s = split
-    shape = tuple(t_out.shape)
     lead, rows, cols = shape[:m], math.prod(shape[m:s]), math.prod(shape[s:])
-    if math.prod(lead) > max_slices or (arrays := _arrays(k12, t_out, ntk, ntk_out, c, d)) is None:
+    if math.prod(lead) > max_slices or not _applies(k12, t_out, ntk, ntk_out):
         return False
-    compiled, k12_np, ntk_np, t_np, ntk_out_np, scalars = arrays
     n = k12.ndim
-    a = k11.reshape((1,) * (n - k11.ndim) + tuple(k11.shape))
-    b = k22.reshape((1,) * (n - k22.ndim) + tuple(k22.shape))
+    a = _terms(op, k11.reshape((1,) * (n - k11.ndim) + tuple(k11.shape)))
+    b = _terms(op, k22.reshape((1,) * (n - k22.ndim) + tuple(k22.shape)))
+    arrays = [None if x is None else x.numpy() for x in (k12, ntk, t_out, ntk_out)]
     for index in itertools.product(*(range(x) for x in lead)):
         v1 = a[tuple(0 if a.shape[i] == 1 else x for i, x in enumerate(index))]
         v2 = b[tuple(0 if b.shape[i] == 1 else x for i, x in enumerate(index))]
-        v1 = v1.expand(shape[m:s] + (1,) * (n - s)).reshape(rows).contiguous().numpy()
-        v2 = v2.expand((1,) * (s - m) + shape[s:]).reshape(cols).contiguous().numpy()
-        views = (x[index].reshape(rows, cols) for x in (k12_np, ntk_np, t_np, ntk_out_np))
-        compiled.outer(v1, v2, *views, *scalars)
+        v1 = v1.expand(shape[m:s] + (1,) * (n - s)).reshape(1, rows).contiguous().numpy()
+        v2 = v2.expand((1,) * (s - m) + shape[s:]).reshape(1, cols).contiguous().numpy()
+        views = [None if x is None else x[index].reshape(rows, cols) for x in arrays]
+        _call(op, *views, v1, v2, _OUTER)
     return True
 
 
-def abrelu_into(
-    k11: Tensor, k22: Tensor, k12: Tensor, t_out: Tensor, ntk: Tensor | None,
-    ntk_out: Tensor | None, c: float, d: float,
+def map_block(
+    op: tuple, k11: Tensor, k22: Tensor, k12: Tensor, t_out: Tensor, ntk: Tensor | None,
+    ntk_out: Tensor | None,
 ) -> bool:  # fmt: skip
-    """`ABReLU`'s layer map on one block of `layer_map` (any layout), written into ``t_out``
-    and (if given) ``ntk_out``: `abrelu_outer` where it applies, else one compiled pass over
-    the block with k11 k22 formed by torch.  Returns False, having written nothing, when the
-    compiled maps do not apply (then the caller computes the block with torch)."""
-    if abrelu_outer(k11, k22, k12, t_out, ntk, ntk_out, c, d, max_slices=1):
+    """`map_outer` on one block of `layer_map` (any layout) where it applies, else one
+    compiled pass with each entry's variance terms materialised for the block.  Returns False,
+    having written nothing, when the compiled maps do not apply."""
+    if map_outer(op, k11, k22, k12, t_out, ntk, ntk_out, max_slices=1):
         return True
-    if (arrays := _arrays(k12, t_out, ntk, ntk_out, c, d)) is None:
+    if not _applies(k12, t_out, ntk, ntk_out) or k11.dtype != t_out.dtype:
         return False
-    compiled, k12_np, ntk_np, t_np, ntk_out_np, scalars = arrays
-    kk = torch.mul(k11, k22).clamp_(min=0).expand(t_out.shape).to(t_out.dtype).contiguous()
-    flat = (x.reshape(-1) for x in (kk.numpy(), k12_np, ntk_np, t_np, ntk_out_np))
-    compiled.flat(*flat, *scalars)
+    shape = t_out.shape
+
+    def terms(v: Tensor):
+        return _terms(op, v).expand(shape).contiguous().numpy().reshape(1, -1)
+
+    arrays = [None if x is None else x.numpy().reshape(1, -1) for x in (k12, ntk, t_out, ntk_out)]
+    _call(op, *arrays, terms(k11), terms(k22), _EACH)
     return True

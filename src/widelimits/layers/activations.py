@@ -25,10 +25,9 @@ from torch import Tensor, nn
 
 from .._numerics import angle, correlation, sine
 from ..kernel import Kernel
-from ._chain import ACTIVATION
 from ._concat import Concatenated
 from ._fused import can_fuse, layer_map
-from ._jit import abrelu_into, abrelu_outer
+from ._jit import ERF, RELU, map_block, map_outer
 from .base import BuildContext, Layer
 
 __all__ = ["Activation", "ABReLU", "ReLU", "LeakyReLU", "Abs", "Erf", "Identity"]
@@ -61,6 +60,34 @@ class Activation(Layer):
         """
         raise NotImplementedError
 
+    def compiled_op(self) -> tuple | None:
+        """This activation as one step of the compiled loop (`widelimits.layers._jit`): a row
+        of numbers, or ``None`` (the default) when it has no compiled form."""
+        return None
+
+    def chain_op(self, k):
+        # a step of `widelimits.layers._chain`'s compiled runs, on Gaussian inputs only (else
+        # kernel_fn raises its own error)
+        op = self.compiled_op()
+        if op is None or (self.requires_gaussian and not k.is_gaussian):
+            return None
+        return op, {"is_gaussian": False}
+
+    def map_tile(
+        self,
+        k11: Tensor,
+        k22: Tensor,
+        k12: Tensor,
+        t_out: Tensor,
+        ntk: Tensor | None,
+        ntk_out: Tensor | None,
+    ) -> bool:
+        """`dual_into` on a whole tile in compiled passes where the activation has a compiled
+        form and the tile's entries are outer products of the variances (`_jit.map_outer`);
+        returns False (nothing written) otherwise: then `layer_map` goes block by block."""
+        op = self.compiled_op()
+        return op is not None and map_outer(op, k11, k22, k12, t_out, ntk, ntk_out)
+
     def dual_into(
         self,
         k11: Tensor,
@@ -73,26 +100,19 @@ class Activation(Layer):
         r"""Write :math:`T` into ``t_out`` and, if ``ntk_out`` is given, :math:`\dot T` ``* ntk``.
 
         One block of `layer_map`'s fused pass (no gradients; the inputs broadcast to
-        ``t_out``).  The default evaluates `dual`; subclasses may fuse the closed form.
+        ``t_out``, and the outputs may be the inputs' memory): the compiled form
+        (`_jit.map_block`) where there is one, else `torch_into`.
         """
+        op = self.compiled_op()
+        if op is None or not map_block(op, k11, k22, k12, t_out, ntk, ntk_out):
+            self.torch_into(k11, k22, k12, t_out, ntk, ntk_out)
+
+    def torch_into(self, k11, k22, k12, t_out, ntk, ntk_out) -> None:
+        """`dual_into` with torch operations: `dual`, then copies; subclasses may fuse it."""
         t, tdot = self.dual(k11, k22, k12, ntk_out is not None)
         t_out.copy_(t)
         if ntk_out is not None:
             torch.mul(tdot, ntk, out=ntk_out)
-
-    def map_tile(
-        self,
-        k11: Tensor,
-        k22: Tensor,
-        k12: Tensor,
-        t_out: Tensor,
-        ntk: Tensor | None,
-        ntk_out: Tensor | None,
-    ) -> bool:
-        """`dual_into` on a whole tile (any layout) in compiled passes, if the activation has
-        them (`widelimits.layers._jit`); returns False (nothing written) when it does not apply:
-        then `layer_map` goes block by block."""
-        return False
 
     def layer_map(
         self, k11: Tensor, k22: Tensor, k12: Tensor, ntk: Tensor | None
@@ -176,20 +196,11 @@ class ABReLU(Activation):
         t = torch.addcmul(tdot * k12, prod, sin, value=c)
         return t, tdot
 
-    def _cd(self) -> tuple[float, float]:
-        return (self.a - self.b) ** 2 / (2 * math.pi), (self.a**2 + self.b**2) / 2
+    def compiled_op(self):
+        c, d = (self.a - self.b) ** 2 / (2 * math.pi), (self.a**2 + self.b**2) / 2
+        return (RELU, c, d, 0.0, 0.0, 0.0)
 
-    def chain_op(self, k):
-        # a step of `widelimits.layers._chain`'s compiled runs, on Gaussian inputs only (else
-        # kernel_fn raises its own error)
-        return ((ACTIVATION, *self._cd(), 0.0), {"is_gaussian": False}) if k.is_gaussian else None
-
-    def map_tile(self, k11, k22, k12, t_out, ntk, ntk_out):
-        return abrelu_outer(k11, k22, k12, t_out, ntk, ntk_out, *self._cd())
-
-    def dual_into(self, k11, k22, k12, t_out, ntk, ntk_out):
-        if abrelu_into(k11, k22, k12, t_out, ntk, ntk_out, *self._cd()):
-            return  # one compiled pass (numba installed and plain CPU blocks)
+    def torch_into(self, k11, k22, k12, t_out, ntk, ntk_out):
         # `dual` on one cache-sized block, in place: the correlation, sine and angle are
         # computed once for T and Tdot, and arccos (no gradient needed) is cheaper than atan2.
         # (Temporaries in reused per-thread buffers instead of fresh ones measured no faster.)
@@ -251,6 +262,11 @@ class Erf(Activation):
 
     def fn(self, x: Tensor) -> Tensor:
         return self.a * torch.erf(self.b * x) + self.c
+
+    def compiled_op(self):
+        # the constants as `dual` rounds them (see `_jit_loops._erf_entry`)
+        a2, b2 = self.a**2, self.b**2
+        return (ERF, a2 * (2 / math.pi), 2 * b2, self.c**2, a2 * b2 * (4 / math.pi), 4 * b2**2)
 
     def dual(self, k11, k22, k12, need_dot):
         b2 = self.b**2

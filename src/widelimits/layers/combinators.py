@@ -61,8 +61,8 @@ class Serial(Layer):
         return self.layers
 
     def kernel_fn(self, k):
-        # layers in turn, reusing buffers (`_reuse`), and each run of Dense and ReLU-family
-        # layers in one compiled pass where it applies (`_chain`)
+        # layers in turn, reusing buffers (`_reuse`), and each run of Dense layers and
+        # compiled activations in one compiled pass where it applies (`_chain`)
         return _reuse.chain(self.flat_layers(), k, owner=self, runs=_chain.run)
 
     def flat_layers(self) -> list[Layer]:

@@ -252,7 +252,7 @@ class Dense(WeightLayer):
             return None
         code = self._RULES[rule] + (rule == "standard" and self.b_std is not None)
         b2 = 0.0 if self.b_std is None else float(self.b_std) ** 2
-        op = (code, float(self.W_std) ** 2, b2, float(n))
+        op = (code, float(self.W_std) ** 2, b2, float(n), 0.0, 0.0)
         return op, {"is_gaussian": True, "width": self.finite_width}
 
     def build_module(self, in_features, ctx: BuildContext) -> tuple[nn.Module, int]:
