@@ -38,6 +38,9 @@ deterministic: what can be detected is refused the same way for every implementa
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,6 +49,8 @@ from torch import Tensor, nn
 from torch.func import jacrev, jvp, vjp, vmap
 
 from .._compute import _blocks, available_memory
+from .._threads import check_threads, run_parallel, torch_threads
+from ._cache import ChunkCache
 from ._functional import FunctionalModel, detached_values
 from .checks import (
     IMPLEMENTATIONS,
@@ -101,9 +106,13 @@ def jacobians(
         return vmap(jacrev(f), in_dims=(None, 0), randomness=randomness)(params, x)
 
 
-def jacobian_block(fm, params, frozen, x1, x2, outputs, pairs, stochastic=False) -> Tensor:
-    j1 = jacobians(fm, params, frozen, x1, stochastic)
-    j2 = j1 if x2 is None else jacobians(fm, params, frozen, x2, stochastic)
+def jacobian_block(
+    fm, params, frozen, x1, x2, outputs, pairs, stochastic=False, cache=None
+) -> Tensor:
+    """J1 J2^T, the per-example Jacobians from ``cache`` (a `ChunkCache`) when given."""
+    jac = cache or (lambda x: jacobians(fm, params, frozen, x, stochastic))
+    j1 = jac(x1)
+    j2 = j1 if x2 is None else jac(x2)
     return sum(contract(j1[k], j2[k], outputs, pairs) for k in params)
 
 
@@ -139,6 +148,24 @@ def ntk_vector_block(fm, params, frozen, x1, x2, outputs, pairs, batch: int) -> 
     return diag.mean(-1) if outputs == "trace" else diag
 
 
+def choose_implementation(gainful: int, covered: int, n_params: int, jacobian_fits: bool) -> str:
+    """The rule of ``implementation="auto"``, from the counts of selected parameters that the
+    structured method handles (``covered``) and handles with a gain (``gainful``, see
+    `StructuredNTK.gainful_parameters`).
+
+    Structured when the gainful ones are at least half; otherwise the Jacobian method when one
+    example's Jacobian fits the memory budget (for Linear layers over many positions, as in a
+    transformer, the structured method forms the same per-example weight gradients as the
+    Jacobian method and pays a factor pass on top: 1.3x to 1.5x slower measured on a 2-block
+    encoder); else structured when it covers half of them; else NTK-vector products.
+    """
+    if gainful >= n_params / 2:
+        return "structured"
+    if jacobian_fits:
+        return "jacobian"
+    return "structured" if covered >= n_params / 2 else "ntk_vector"
+
+
 def _math_attention():
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -161,6 +188,7 @@ def empirical_ntk(
     memory_budget: int | None = None,
     progress: bool | None = None,
     stochastic: bool = False,
+    threads: int | None = None,
 ) -> Tensor:
     r"""Empirical NTK of ``model`` between the batches ``x1`` and ``x2`` (``x1`` if None).
 
@@ -186,8 +214,6 @@ def empirical_ntk(
     the result is one random sample (Jacobian implementation; the diagonal x_i, x_i uses one
     draw, other pairs independent draws).
     """
-    from .structured import StructuredNTK
-
     if not isinstance(implementation, str) or implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     if not isinstance(outputs, str) or outputs not in ("trace", "full", "diagonal"):
@@ -203,10 +229,31 @@ def empirical_ntk(
             "stochastic=True needs one forward pass per example shared by both sides of each "
             f"kernel entry, which only implementation='jacobian' does; got {implementation!r}"
         )
+    threads = check_threads(threads)
     check_model(model, stochastic)
     chosen = select_parameters(model, params)
     x1, x2 = check_inputs(model, x1, x2)
-    fm = FunctionalModel(model)
+    options = dict(
+        outputs=outputs, diagonal=diagonal, implementation=implementation,
+        chunk_size=chunk_size, memory_budget=memory_budget, progress=progress,
+        stochastic=stochastic,
+    )  # fmt: skip
+    # The attention kernel choice is a process-wide setting: made once, for every thread.
+    with _math_attention():
+        if x1.device.type != "cpu":  # the device parallelises inside each (large) block
+            return _empirical_ntk(model, x1, x2, chosen, 1, **options)
+        # The checks and probes before the blocks are small operations: one torch thread too.
+        with torch_threads(1):
+            return _empirical_ntk(model, x1, x2, chosen, threads, **options)
+
+
+def _empirical_ntk(
+    model, x1, x2, chosen, threads, *, outputs, diagonal, implementation, chunk_size,
+    memory_budget, progress, stochastic,
+) -> Tensor:  # fmt: skip
+    from .structured import StructuredNTK
+
+    fm = FunctionalModel(model, copies=True)
     params_d, frozen = detached_values(model, chosen)
     state = {**params_d, **frozen}
     check_embedding_indices(fm, state, {"x1": x1} if x2 is None else {"x1": x1, "x2": x2})
@@ -221,12 +268,13 @@ def empirical_ntk(
     structured = None
     one_jacobian = 3 * n_out * n_params * itemsize  # one example's Jacobian, with temporaries
     if implementation in ("auto", "structured"):
-        structured = StructuredNTK(model, chosen, frozen, x1[:1], n_out, budget // 2)
+        structured = StructuredNTK(model, chosen, frozen, x1[:1], n_out, budget // 2, fm)
     if implementation == "auto":
-        if structured.covered_parameters() >= n_params / 2:
-            implementation = "structured"
-        else:
-            implementation = "jacobian" if one_jacobian <= budget else "ntk_vector"
+        n_rule = min(len(x1), len(x1) if x2 is None else len(x2))
+        implementation = choose_implementation(
+            structured.gainful_parameters(n_rule, outputs), structured.covered_parameters(),
+            n_params, one_jacobian <= budget,
+        )  # fmt: skip
     elif implementation == "jacobian" and one_jacobian > budget and chunk_size is None:
         raise MemoryError(
             f"one example's Jacobian ({n_out} outputs x {n_params} parameters) needs "
@@ -234,58 +282,124 @@ def empirical_ntk(
             "implementation='ntk_vector' or 'structured', or a larger memory_budget"
         )
 
-    n_max = min(len(x1), len(x1) if x2 is None else len(x2))
-    if chunk_size is not None:
-        size = chunk_size
-    elif implementation == "structured":  # half the budget for cached factors, half for work
-        size = structured.chunk_size(n_max, outputs, budget // 2)
+    # Blocks never depend on the thread count (nor, then, the result's rounding): their size
+    # comes from the memory budget and the machine's core count; the number of threads is
+    # capped by how many blocks' working memory the budget holds at once.
+    n1, n2 = len(x1), len(x1) if x2 is None else len(x2)
+    rows_of = None if diagonal else n2
+    cache, vectors = None, 1
+    if implementation == "structured":  # half the budget for cached factors, half for work
+        size = chunk_size or structured.chunk_size(min(n1, n2), outputs, budget // 2)
+        if chunk_size is None:  # factors are computed once per chunk: small pieces are cheap
+            size = piece_size(n1, rows_of, x2 is None, size)
+        workers = (budget // 2) // max(1, structured.block_bytes(size, outputs))
+    elif implementation == "jacobian":
+        size = chunk_size or max(1, min(n1, n2, int(budget // one_jacobian)))
+        every_jacobian = (n1 + (0 if x2 is None else n2)) * one_jacobian // 3
+        if not stochastic and every_jacobian <= budget // 2:
+            # Every chunk's Jacobians fit half the budget: each computed once, so the pieces
+            # can be small (with stochastic each chunk draws anew for each block instead).
+            cache = ChunkCache(lambda x: jacobians(fm, params_d, frozen, x), budget // 2)
+            if chunk_size is None:
+                size = piece_size(n1, rows_of, x2 is None, min(size, n1, n2))
+        workers = (budget - (budget // 2 if cache else 0)) // (2 * size * one_jacobian)
     else:
-        per_example = one_jacobian if implementation == "jacobian" else one_jacobian // 48
-        size = max(1, min(n_max, int(budget // per_example)))
+        size = chunk_size or max(1, min(n1, n2, int(budget // (one_jacobian // 48))))
+        vectors = max(1, min(size * n_out, int(budget // (2 * n_params * itemsize))))
+        # torch's forward-mode autodiff (jvp) keeps its dual level in a process-wide
+        # variable: two threads in jvp at once break each other's, so one thread.
+        workers = 1
+    threads = max(1, min(threads, int(workers)))
 
     def block(a: Tensor, b: Tensor | None, pairs: bool) -> Tensor:
         if implementation == "structured":
             return structured.block(a, b, outputs, pairs)
         if implementation == "jacobian":
-            return jacobian_block(fm, params_d, frozen, a, b, outputs, pairs, stochastic)
-        vectors = max(1, int(budget // (2 * n_params * itemsize)))
+            return jacobian_block(fm, params_d, frozen, a, b, outputs, pairs, stochastic, cache)
         return ntk_vector_block(fm, params_d, frozen, a, b, outputs, pairs, vectors)
 
-    return assemble(block, x1, x2, size, n_out, outputs, diagonal, progress)
+    return assemble(block, x1, x2, size, n_out, outputs, diagonal, progress, threads)
 
 
-def assemble(block, x1, x2, size, n_out, outputs, diagonal, progress) -> Tensor:
-    """Fill the result chunk pair by chunk pair; for x2=None only upper chunks, mirrored."""
+MIN_PIECE_ROWS = 32  # below this a block's fixed costs outweigh what another thread gains
+
+
+def pieces_wanted() -> int:
+    """Three pieces per core (up to 8 cores), so that threads finishing at different times
+    balance out; from the machine, not the thread count, so that results do not depend on it."""
+    return 3 * min(os.cpu_count() or 1, 8)
+
+
+def count_pieces(n1: int, n2: int | None, symmetric: bool, size: int) -> int:
+    """Blocks of ``size`` examples: row blocks (``n2=None``), upper chunk pairs or all pairs."""
+    rows = math.ceil(n1 / size)
+    if n2 is None:
+        return rows
+    return rows * (rows + 1) // 2 if symmetric else rows * math.ceil(n2 / size)
+
+
+def piece_size(n1: int, n2: int | None, symmetric: bool, size: int) -> int:
+    """``size`` reduced until there are `pieces_wanted` pieces, but not below
+    `MIN_PIECE_ROWS` examples (nor below ``size``'s own minimum of one)."""
+    target = pieces_wanted()
+    while size > MIN_PIECE_ROWS and count_pieces(n1, n2, symmetric, size) < target:
+        size = max(MIN_PIECE_ROWS, size - max(1, size // 8))
+    return size
+
+
+def assemble(block, x1, x2, size, n_out, outputs, diagonal, progress, threads=1) -> Tensor:
+    """Fill the result block by block, the blocks spread over ``threads`` threads, each on one
+    torch thread (`widelimits._threads.run_parallel`).
+
+    Blocks are chunk pairs (for x2=None only the upper ones, mirrored) or, with ``diagonal``,
+    chunks; each writes its own part of the result, so neither the order in which they finish
+    nor the number of threads changes a value.  Blocks pairing a chunk with itself (distinct
+    chunks) come first, so that the first blocks in flight compute different chunks' cached
+    quantities instead of waiting for each other's.
+    """
     from .._progress import progress_bar
 
     rows = chunks(len(x1), size)
-    if diagonal:
-        bar = progress_bar(rows, progress=progress, default=len(rows) >= 16, leave=False,
-                           desc="empirical kernel")  # fmt: skip
-        return torch.cat([block(x1[r], None, True) for r in bar])
     symmetric = x2 is None
-    cols = rows if symmetric else chunks(len(x2), size)
-    pairs = [
-        (r, c) for a, r in enumerate(rows) for b, c in enumerate(cols) if not symmetric or b >= a
-    ]
-    result = None
-    bar = progress_bar(pairs, progress=progress, default=len(pairs) >= 16, leave=False,
-                       desc="empirical kernel")  # fmt: skip
-    for r, c in bar:
-        same = symmetric and r == c
-        piece = block(x1[r], None if same else (x1 if symmetric else x2)[c], False)
-        if result is None:
-            n2 = len(x1) if symmetric else len(x2)
-            shape = output_shape(len(x1), n2, n_out, outputs, False)
-            result = piece.new_empty(shape)
-        result[r, c] = piece
-        if symmetric and not same:
-            result[c, r] = (
-                piece.transpose(0, 1).transpose(2, 3)
-                if outputs == "full"
-                else (piece.transpose(0, 1))
-            )
-    return result
+    if diagonal:
+        pieces = [(r, None) for r in rows]
+        shape_n = (len(x1), len(x1), True)
+    else:
+        cols = rows if symmetric else chunks(len(x2), size)
+        pieces = [
+            (r, c) for a, r in enumerate(rows) for b, c in enumerate(cols)
+            if not symmetric or b >= a
+        ]  # fmt: skip
+        pieces.sort(key=lambda rc: rc[0].start != rc[1].start)  # stable: same chunk first
+        shape_n = (len(x1), len(x1) if symmetric else len(x2), False)
+    result: list[Tensor] = []
+    lock = threading.Lock()  # allocation, and writes (autograd may record them)
+
+    def work(k: int) -> None:
+        r, c = pieces[k]
+        if diagonal:
+            piece = block(x1[r], None, True)
+        else:
+            same = symmetric and r == c
+            piece = block(x1[r], None if same else (x1 if symmetric else x2)[c], False)
+        with lock:
+            if not result:
+                shape = output_shape(*shape_n[:2], n_out, outputs, shape_n[2])
+                result.append(piece.new_full(shape, float("nan")))  # a missed block shows
+            out = result[0]
+            if diagonal:
+                out[r] = piece
+                return
+            out[r, c] = piece
+            if symmetric and r != c:
+                out[c, r] = piece.transpose(0, 1).transpose(2, 3) if outputs == "full" else (
+                    piece.transpose(0, 1)
+                )  # fmt: skip
+
+    with progress_bar(total=len(pieces), progress=progress, default=len(pieces) >= 16,
+                      leave=False, desc="empirical kernel") as bar:  # fmt: skip
+        run_parallel(work, len(pieces), threads, done=bar.update)
+    return result[0]
 
 
 def readout_features(
@@ -305,17 +419,23 @@ def readout_features(
     )
     if not targets:
         raise ValueError("the model has no Linear or Conv layer; pass readout=<module>")
+    if not any(m is readout for m in model.modules()) and readout is not None:
+        raise ValueError(
+            f"readout: the module {type(readout).__name__} is not part of the model; pass one "
+            "of its submodules (e.g. model.fc)"
+        )
 
     def record(m: nn.Module, inputs: tuple, out) -> None:
         seen.append((m, inputs[0]))
 
-    hooks = [m.register_forward_hook(record) for m in targets]
-    try:
-        with torch.no_grad():
-            fm(state, x)
-    finally:
-        for h in hooks:
-            h.remove()
+    with fm.borrow() as lent:  # hooks on a module tree this call alone uses
+        hooks = [lent.of(m).register_forward_hook(record) for m in targets]
+        try:
+            with torch.no_grad():
+                fm.call(lent.module, state, x)
+        finally:
+            for h in hooks:
+                h.remove()
     if not seen:
         raise ValueError("readout: the module was never called in the model's forward pass")
     return seen[-1][1].reshape(len(x), -1)
@@ -343,7 +463,7 @@ def empirical_nngp(
     x1, x2 = check_inputs(model, x1, x2)
     if diagonal and x2 is not None:
         raise ValueError("diagonal=True pairs each example with itself: leave x2=None")
-    fm = FunctionalModel(model)
+    fm = FunctionalModel(model, copies=True)
     params, frozen = detached_values(model, dict(model.named_parameters()))
     state = {**params, **frozen}
     check_embedding_indices(fm, state, {"x1": x1} if x2 is None else {"x1": x1, "x2": x2})
