@@ -230,8 +230,13 @@ class StructuredNTK:
             cw, cb = g.multipliers
             ok = True
             if g.weight is not None:
-                est = cw * torch.einsum("nlc,nlf->cf", gz[:, 0], a)
-                ok &= _close(est, true_of[id(g.weight)].reshape(est.shape))
+                # Both gradients applied to one random vector v: a wrong factorization differs
+                # by a matrix D != 0, and |D v| ~ |D|_F, at a matrix-vector product's cost.
+                gen = torch.Generator(device=a.device).manual_seed(gi)
+                v = torch.randn(a.shape[-1], generator=gen, dtype=a.dtype, device=a.device)
+                est_v = cw * torch.einsum("nlc,nl->c", gz[:, 0], a @ v)
+                true = true_of[id(g.weight)].reshape(est_v.shape[0], -1)
+                ok &= _close(est_v, true @ v)
             if g.bias is not None:
                 ok &= _close(cb * gz[:, 0].sum((0, 1)), true_of[id(g.bias)])
             if ok:
