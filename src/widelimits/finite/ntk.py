@@ -27,12 +27,26 @@ Three implementations compute the same numbers:
   factors, the cheaper of the two is used, layer by layer.  Parameters outside such layers
   (normalization, attention projections, tied weights) fall back to the Jacobian method.
 
-``implementation="auto"`` takes the structured path when Linear/Conv layers hold most of the
-selected parameters, else the Jacobian one while a single example's Jacobian fits the memory
-budget, else NTK-vector products.  Examples must not interact and outputs must be
+``implementation="auto"`` (`choose_implementation`) takes the structured path when most of the
+selected parameters sit in layers where factoring gains: Linear layers on the Gram route and
+convolutions.  Otherwise (Linear layers over many tokens, as in a transformer, whose
+per-example weight gradients the structured path forms too) the Jacobian one while a single
+example's Jacobian fits the memory budget, else the structured one if it covers most
+parameters, else NTK-vector products.  Examples must not interact and outputs must be
 deterministic: what can be detected is refused the same way for every implementation (see
-`widelimits.finite.checks`).  The caller's model is called with substituted values
-(`widelimits.finite._functional`), never modified.
+`widelimits.finite.checks`).  The caller's model is never called itself, nor modified: every
+forward pass runs on a copy of its module tree sharing its tensors, with substituted values
+(`widelimits.finite._functional`), so other threads may use the model meanwhile (a model
+that cannot be copied is called in place, one call at a time).
+
+On the CPU the result is computed in blocks (chunk pairs, or chunks with ``diagonal``) spread
+over ``threads`` Python threads, each block on one torch thread (`widelimits._threads`): on a
+busy machine torch's own threads, waiting for each other at the end of every small operation,
+made two threads up to 2.7x slower than one.  What depends on one chunk alone (factors,
+Jacobians) is computed once per chunk and kept while it fits half the memory budget
+(`widelimits.finite._cache`), so the chunks can be small enough to give every thread work.
+The blocks depend on the memory budget and the machine's core count, never on ``threads``,
+so the result is the same bit for bit whatever the number of threads.
 """
 
 from __future__ import annotations
@@ -205,6 +219,10 @@ def empirical_ntk(
     stays within ``memory_budget`` bytes (default: a quarter of the free memory), or
     ``chunk_size`` examples when given.  The result has the parameters' dtype and device.
     ``progress``: a bar on stderr (None: for 16 chunk pairs or more, when stderr is a terminal).
+    ``threads``: how many blocks are computed at once on the CPU, each on one torch thread
+    (default: ``torch.get_num_threads()``; fewer when the memory budget holds fewer blocks'
+    working memory, one for ``ntk_vector``, whose forward-mode derivatives are not
+    thread-safe in torch).  The result does not depend on it.
 
     The model and the inputs are left exactly as they were (parameters, ``requires_grad``,
     ``.grad``, buffers, mode, hooks; each forward pass gets a copy of its input batch).  Its
@@ -287,11 +305,12 @@ def _empirical_ntk(
     # capped by how many blocks' working memory the budget holds at once.
     n1, n2 = len(x1), len(x1) if x2 is None else len(x2)
     rows_of = None if diagonal else n2
+    on_cpu = x1.device.type == "cpu"  # a GPU parallelises inside each block: large ones
     cache, vectors = None, 1
     if implementation == "structured":  # half the budget for cached factors, half for work
         size = chunk_size or structured.chunk_size(min(n1, n2), outputs, budget // 2)
-        if chunk_size is None:  # factors are computed once per chunk: small pieces are cheap
-            size = piece_size(n1, rows_of, x2 is None, size)
+        if chunk_size is None and on_cpu:  # factors are computed once per chunk: small
+            size = piece_size(n1, rows_of, x2 is None, size)  # pieces cost little more
         workers = (budget // 2) // max(1, structured.block_bytes(size, outputs))
     elif implementation == "jacobian":
         size = chunk_size or max(1, min(n1, n2, int(budget // one_jacobian)))
@@ -300,7 +319,7 @@ def _empirical_ntk(
             # Every chunk's Jacobians fit half the budget: each computed once, so the pieces
             # can be small (with stochastic each chunk draws anew for each block instead).
             cache = ChunkCache(lambda x: jacobians(fm, params_d, frozen, x), budget // 2)
-            if chunk_size is None:
+            if chunk_size is None and on_cpu:
                 size = piece_size(n1, rows_of, x2 is None, min(size, n1, n2))
         workers = (budget - (budget // 2 if cache else 0)) // (2 * size * one_jacobian)
     else:
