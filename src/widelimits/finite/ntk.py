@@ -359,11 +359,12 @@ def count_pieces(n1: int, n2: int | None, symmetric: bool, size: int) -> int:
 
 def piece_size(n1: int, n2: int | None, symmetric: bool, size: int) -> int:
     """``size`` reduced until there are `pieces_wanted` pieces, but not below
-    `MIN_PIECE_ROWS` examples (nor below ``size``'s own minimum of one)."""
+    `MIN_PIECE_ROWS` examples (nor below ``size``'s own minimum of one), then evened out over
+    the chunks of ``n1``."""
     target = pieces_wanted()
     while size > MIN_PIECE_ROWS and count_pieces(n1, n2, symmetric, size) < target:
         size = max(MIN_PIECE_ROWS, size - max(1, size // 8))
-    return size
+    return math.ceil(n1 / math.ceil(n1 / size))  # as many chunks, of even sizes
 
 
 def assemble(block, x1, x2, size, n_out, outputs, diagonal, progress, threads=1) -> Tensor:
