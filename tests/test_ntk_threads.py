@@ -123,8 +123,9 @@ def test_default_blocks_are_shared_by_the_threads(monkeypatch):
 
 
 def test_piece_sizes():
-    """Pieces: at least the wanted number where the minimum piece allows it, never below
-    the minimum (unless the memory-derived size already is), never above the given size."""
+    """Pieces: even chunks, at least the wanted number where the minimum piece allows it,
+    never below the minimum (unless the memory-derived size already is), never above the
+    given size."""
     wanted = pieces_wanted()
     assert wanted >= 3
     for n1, n2, symmetric in [(1000, 1000, True), (1000, 300, False), (97, None, True)]:
@@ -132,8 +133,11 @@ def test_piece_sizes():
             got = piece_size(n1, n2, symmetric, size)
             assert got <= size
             assert got >= min(size, MIN_PIECE_ROWS)
-            if got > MIN_PIECE_ROWS:
-                assert count_pieces(n1, n2, symmetric, got) >= wanted
+            chunks = -(-n1 // got)
+            if got < size:
+                assert -(-n1 // chunks) == got  # even chunks
+                if count_pieces(n1, n2, symmetric, got) < wanted:
+                    assert n1 // (chunks + 1) < MIN_PIECE_ROWS  # one more: too small
     assert count_pieces(10, 10, True, 3) == 10  # 4 chunks: 4 + 3 + 2 + 1 upper pairs
     assert count_pieces(10, 4, False, 3) == 8
     assert count_pieces(10, None, True, 3) == 4

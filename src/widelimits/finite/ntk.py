@@ -361,10 +361,13 @@ def piece_size(n1: int, n2: int | None, symmetric: bool, size: int) -> int:
     """``size`` reduced until there are `pieces_wanted` pieces, but not below
     `MIN_PIECE_ROWS` examples (nor below ``size``'s own minimum of one), then evened out over
     the chunks of ``n1``."""
-    target = pieces_wanted()
+    target, most = pieces_wanted(), size
     while size > MIN_PIECE_ROWS and count_pieces(n1, n2, symmetric, size) < target:
         size = max(MIN_PIECE_ROWS, size - max(1, size // 8))
-    return math.ceil(n1 / math.ceil(n1 / size))  # as many chunks, of even sizes
+    even = math.ceil(n1 / math.ceil(n1 / size))  # as many chunks, of even sizes
+    if even < MIN_PIECE_ROWS <= size:  # one chunk fewer, within the memory-derived size
+        even = min(most, math.ceil(n1 / max(1, n1 // size)))
+    return even
 
 
 def assemble(block, x1, x2, size, n_out, outputs, diagonal, progress, threads=1) -> Tensor:
