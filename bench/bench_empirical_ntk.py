@@ -188,7 +188,7 @@ def child(case: str, impl: str, outputs: str, n: int, repeats: int, save: str | 
         call()
         times.append(time.perf_counter() - start)
     report = {
-        "picked": _picked(model, x[:2], outputs) if impl == "auto" else impl,
+        "picked": _picked(model, x, outputs) if impl == "auto" else impl,
         "best_s": min(times[1:]) if timed else first,
         "first_s": first,
         "repeats": timed,

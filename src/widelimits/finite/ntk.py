@@ -309,8 +309,10 @@ def _empirical_ntk(
     cache, vectors = None, 1
     if implementation == "structured":  # half the budget for cached factors, half for work
         size = chunk_size or structured.chunk_size(min(n1, n2), outputs, budget // 2)
-        if chunk_size is None and on_cpu:  # factors are computed once per chunk: small
-            size = piece_size(n1, rows_of, x2 is None, size)  # pieces cost little more
+        # Factors are computed once per chunk, so smaller pieces cost little more, unless a
+        # layer forms per-example weight gradients (those are formed again for every block).
+        if chunk_size is None and on_cpu and not structured.forms_weight_gradients(size, outputs):
+            size = piece_size(n1, rows_of, x2 is None, size)
         workers = (budget // 2) // max(1, structured.block_bytes(size, outputs))
     elif implementation == "jacobian":
         size = chunk_size or max(1, min(n1, n2, int(budget // one_jacobian)))

@@ -153,6 +153,10 @@ class StructuredNTK:
     def covered_parameters(self) -> int:
         return sum(g.n_params for g in self.groups)
 
+    def forms_weight_gradients(self, n: int, outputs: Outputs) -> bool:
+        """Whether a layer takes the per-example route in n x n blocks."""
+        return "per_example" in self._routes(n, n, outputs).values()
+
     def gainful_parameters(self, n: int, outputs: Outputs) -> int:
         """Parameters whose factored share of n x n blocks saves work over their Jacobian:
         those of layers on the Gram route (no per-example weight gradient is formed) and of
