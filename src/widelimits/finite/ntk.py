@@ -339,7 +339,11 @@ def _empirical_ntk(
             return jacobian_block(fm, params_d, frozen, a, b, outputs, pairs, stochastic, cache)
         return ntk_vector_block(fm, params_d, frozen, a, b, outputs, pairs, vectors)
 
-    return assemble(block, x1, x2, size, n_out, outputs, diagonal, progress, threads)
+    prepare = cache  # each chunk's quantities as pieces of their own, where all are kept
+    if implementation == "structured":
+        every = (n1 + (0 if x2 is None else n2)) * structured.chunk_bytes_per_example()
+        prepare = structured.prepare if every <= budget // 2 else None
+    return assemble(block, x1, x2, size, n_out, outputs, diagonal, progress, threads, prepare)
 
 
 # Below this, fixed costs (a forward pass per chunk, starting threads) outweigh what another
@@ -349,9 +353,9 @@ MIN_PIECE_ROWS = 64
 
 
 def pieces_wanted() -> int:
-    """Three pieces per core (up to 8 cores), so that threads finishing at different times
+    """Four pieces per core (up to 8 cores), so that threads finishing at different times
     balance out; from the machine, not the thread count, so that results do not depend on it."""
-    return 3 * min(os.cpu_count() or 1, 8)
+    return 4 * min(os.cpu_count() or 1, 8)
 
 
 def count_pieces(n1: int, n2: int | None, symmetric: bool, size: int) -> int:
@@ -375,15 +379,18 @@ def piece_size(n1: int, n2: int | None, symmetric: bool, size: int) -> int:
     return even
 
 
-def assemble(block, x1, x2, size, n_out, outputs, diagonal, progress, threads=1) -> Tensor:
+def assemble(
+    block, x1, x2, size, n_out, outputs, diagonal, progress, threads=1, prepare=None
+) -> Tensor:
     """Fill the result block by block, the blocks spread over ``threads`` threads, each on one
     torch thread (`widelimits._threads.run_parallel`).
 
     Blocks are chunk pairs (for x2=None only the upper ones, mirrored) or, with ``diagonal``,
     chunks; each writes its own part of the result, so neither the order in which they finish
-    nor the number of threads changes a value.  Blocks pairing a chunk with itself (distinct
-    chunks) come first, so that the first blocks in flight compute different chunks' cached
-    quantities instead of waiting for each other's.
+    nor the number of threads changes a value.  ``prepare(chunk)``, when given, computes and
+    caches what a block needs from one chunk alone: each chunk's is a piece of its own, run
+    before the blocks, so that the threads share those too in even pieces.  Blocks pairing a
+    chunk with itself come first.
     """
     from .._progress import progress_bar
 
@@ -400,11 +407,17 @@ def assemble(block, x1, x2, size, n_out, outputs, diagonal, progress, threads=1)
         ]  # fmt: skip
         pieces.sort(key=lambda rc: rc[0].start != rc[1].start)  # stable: same chunk first
         shape_n = (len(x1), len(x1) if symmetric else len(x2), False)
+    preps = []
+    if prepare is not None and not diagonal:
+        preps = [x1[r] for r in rows] + ([] if symmetric else [x2[c] for c in cols])
     result: list[Tensor] = []
     lock = threading.Lock()  # allocation, and writes (autograd may record them)
 
     def work(k: int) -> None:
-        r, c = pieces[k]
+        if k < len(preps):
+            prepare(preps[k])
+            return
+        r, c = pieces[k - len(preps)]
         if diagonal:
             piece = block(x1[r], None, True)
         else:
@@ -424,9 +437,10 @@ def assemble(block, x1, x2, size, n_out, outputs, diagonal, progress, threads=1)
                     piece.transpose(0, 1)
                 )  # fmt: skip
 
-    with progress_bar(total=len(pieces), progress=progress, default=len(pieces) >= 16,
+    count = len(preps) + len(pieces)
+    with progress_bar(total=count, progress=progress, default=len(pieces) >= 16,
                       leave=False, desc="empirical kernel") as bar:  # fmt: skip
-        run_parallel(work, len(pieces), threads, done=bar.update)
+        run_parallel(work, count, threads, done=bar.update)
     return result[0]
 
 

@@ -307,6 +307,18 @@ class StructuredNTK:
             total = rest if total is None else total + rest
         return total
 
+    def prepare(self, x: Tensor) -> None:
+        """Compute (and cache, if it fits) what blocks need from the chunk ``x`` alone."""
+        self._chunk(x)
+
+    def chunk_bytes_per_example(self) -> int:
+        """Bytes per example of a chunk's cached quantities: each layer's inputs and output
+        cotangents, and the Jacobians of the parameters left to the Jacobian method."""
+        item = next(iter(self.chosen.values())).element_size()
+        factors = sum(length * (self.n_out * c + f) for length, f, c in self.shapes.values())
+        n_left = sum(p.numel() for p in self.leftover.values())
+        return item * (factors + self.n_out * n_left)
+
     def _chunk_quantities(self, x: Tensor) -> tuple[dict, dict | None]:
         """A chunk's factors, and the Jacobians of the parameters outside them (if any)."""
         jac = jacobians(self.fm, self.leftover, self.frozen, x) if self.leftover else None
