@@ -222,3 +222,17 @@ def test_auto_takes_the_jacobian_path_on_a_transformer(monkeypatch):
         got = empirical_ntk(model, x)
         _close(got, empirical_ntk(model, x, implementation="structured"))
     assert chosen == ["jacobian", "structured", "structured"]
+
+
+def test_stochastic_samples_do_not_depend_on_threads():
+    """With Dropout drawing per-example masks, a seeded sample is the same for any thread
+    count (the draws keep their order), and differs for another seed (the check has power)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 16), nn.Dropout(0.5), nn.Linear(16, 2)).double().train()
+    x = torch.randn(9, 5, dtype=torch.float64)
+    samples = []
+    for threads in (1, 2, 1):
+        torch.manual_seed(3 if len(samples) < 2 else 4)
+        samples.append(empirical_ntk(model, x, stochastic=True, threads=threads, chunk_size=3))
+    assert torch.equal(samples[0], samples[1])
+    assert not torch.equal(samples[0], samples[2])

@@ -321,9 +321,13 @@ def _empirical_ntk(
             # Every chunk's Jacobians fit half the budget: each computed once, so the pieces
             # can be small (with stochastic each chunk draws anew for each block instead).
             cache = ChunkCache(lambda x: jacobians(fm, params_d, frozen, x), budget // 2)
-            if chunk_size is None and on_cpu:
-                size = piece_size(n1, rows_of, x2 is None, min(size, n1, n2))
+            if chunk_size is None:
+                size = max(1, min(size, int(budget // 2 // one_jacobian)))
+                if on_cpu:
+                    size = piece_size(n1, rows_of, x2 is None, size)
         workers = (budget - (budget // 2 if cache else 0)) // (2 * size * one_jacobian)
+        if stochastic:  # the random draws, from one generator, in a reproducible order
+            workers = 1
     else:
         size = chunk_size or max(1, min(n1, n2, int(budget // (one_jacobian // 48))))
         vectors = max(1, min(size * n_out, int(budget // (2 * n_params * itemsize))))
