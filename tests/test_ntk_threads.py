@@ -155,9 +155,10 @@ def test_bad_threads_are_refused_by_name(bad, error):
 @pytest.mark.parametrize("name", ["mlp", "encoder"])
 def test_concurrent_calls_on_one_model_are_independent(name):
     """Two Python threads computing NTKs of one model (each call on 2 threads) while a third
-    trains it: each gets its own serial result, and the trainer's forward passes see the
-    model's own parameters (gradients flow), as the computation never swaps them in the
-    model itself nor hooks it."""
+    trains it: each gets its own serial result bit for bit, and the trainer's forward passes
+    see the model's own parameters (gradients flow), as the computation never swaps them in
+    the model itself nor hooks it; the process-wide settings (torch's threads, the attention
+    kernels) are held until the last call ends, then restored."""
     old_threads = torch.get_num_threads()
     model, x = make(name, 40)
     xa, xb = x[:40], x[:17] * 1.3
@@ -202,9 +203,11 @@ def test_concurrent_calls_on_one_model_are_independent(name):
             w.start()
         for w in workers:
             w.join()
+        after = torch.get_num_threads()
     finally:
         torch.set_num_threads(old_threads)
     assert not failures, failures
+    assert after == old_threads  # the last call out restored torch's setting
     assert all(isinstance(p, nn.Parameter) for p in model.parameters())
 
 
