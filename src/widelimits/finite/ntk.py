@@ -454,7 +454,7 @@ def assemble(
         pieces.sort(key=lambda rc: rc[0].start != rc[1].start)  # stable: same chunk first
         shape_n = (len(x1), len(x1) if symmetric else len(x2), False)
     preps = []
-    if prepare is not None and not diagonal:
+    if prepare is not None and not diagonal and len(pieces) > 1:
         preps = [x1[r] for r in rows] + ([] if symmetric else [x2[c] for c in cols])
     result: list[Tensor] = []
     lock = threading.Lock()  # allocation, and writes (autograd may record them)
