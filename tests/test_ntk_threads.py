@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+import widelimits as wl
 from widelimits.finite import empirical_ntk
 from widelimits.finite import ntk as ntk_module
 from widelimits.finite.ntk import MIN_PIECE_ROWS, count_pieces, piece_size, pieces_wanted
@@ -43,7 +44,20 @@ def cnn() -> nn.Module:
     )  # fmt: skip
 
 
-MODELS = {"mlp": (mlp, (5,)), "cnn": (cnn, (2, 4, 4)), "encoder": (Encoder, (6, 3))}
+def attention() -> nn.Module:
+    """widelimits' GlobalSelfAttention network, built at width 16 (6 positions)."""
+    net = wl.Serial(
+        wl.Dense(), wl.GlobalSelfAttention(n_heads=2), wl.ReLU(), wl.GlobalAvgPool(), wl.Dense(2)
+    )
+    return net.build((3, 6), 16, seed=0)
+
+
+MODELS = {
+    "mlp": (mlp, (5,)),
+    "cnn": (cnn, (2, 4, 4)),
+    "encoder": (Encoder, (6, 3)),
+    "attention": (attention, (3, 6)),
+}
 
 
 def make(name: str, n: int, seed: int = 0):
@@ -214,17 +228,18 @@ def test_concurrent_calls_on_one_model_are_independent(name):
 def test_auto_takes_the_jacobian_path_on_a_transformer(monkeypatch):
     """Linear layers over many tokens gain nothing from factorization (the per-example weight
     gradients are formed either way) and attention is left to the Jacobian method anyway:
-    auto takes the Jacobian path there, the structured one for an MLP and a CNN."""
+    auto takes the Jacobian path there (a torch encoder, a widelimits attention network), the
+    structured one for an MLP and a CNN."""
     chosen = []
     real = ntk_module.choose_implementation
     monkeypatch.setattr(
         ntk_module, "choose_implementation", lambda *a: chosen.append(real(*a)) or chosen[-1]
     )
-    for name in ("encoder", "mlp", "cnn"):
+    for name in ("encoder", "attention", "mlp", "cnn"):
         model, x = make(name, 8)
         got = empirical_ntk(model, x)
         _close(got, empirical_ntk(model, x, implementation="structured"))
-    assert chosen == ["jacobian", "structured", "structured"]
+    assert chosen == ["jacobian", "jacobian", "structured", "structured"]
 
 
 def test_stochastic_samples_do_not_depend_on_threads():
