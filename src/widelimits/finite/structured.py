@@ -14,9 +14,10 @@ is then either the Gram route
 or, when positions are many, the per-example weight gradients g_o a^T formed from the same
 factors and contracted; the cheaper by a multiply count is used.  A layer called several times
 (shared weights) simply contributes more positions.  Before trusting a layer, the batch weight
-gradient sum_n sum_l g a^T is checked against autograd's on a probe example: a weight also used
-outside its module's forward (tied to an embedding, read by attention code directly) fails the
-check and, with every parameter outside Linear/Conv layers, goes to the Jacobian method.
+gradient sum_n sum_l g a^T is checked against autograd's on a probe example (both applied to
+a random vector): a weight also used outside its module's forward (tied to an embedding, read
+by attention code directly) fails the check and, with every parameter outside Linear/Conv
+layers, goes to the Jacobian method.
 """
 
 from __future__ import annotations
@@ -287,7 +288,8 @@ class StructuredNTK:
         return low
 
     def block(self, x1: Tensor, x2: Tensor | None, outputs: Outputs, pairs: bool) -> Tensor:
-        (f1, j1), (f2, j2) = self._chunk(x1), self._chunk(x1 if x2 is None else x2)
+        f1, j1 = self._chunk(x1)
+        f2, j2 = (f1, j1) if x2 is None else self._chunk(x2)
         n2 = len(x1) if x2 is None else len(x2)
         routes = self._routes(len(x1), n2, outputs)
         total = None
