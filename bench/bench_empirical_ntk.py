@@ -1,6 +1,8 @@
 """Benchmark: empirical NTK of finite torch networks, against neural-tangents' empirical_ntk_fn.
 
     python bench/bench_empirical_ntk.py [--repeats 3] [--resnet] [--nt-slow] [--no-nt]
+    python bench/bench_empirical_ntk.py --attention [--skip-mlp --no-nt]
+    python bench/bench_empirical_ntk.py --contention [--repeats 5]
 
 (a) MLP 3072-512-512-1 (``nn.Sequential`` of Linear/ReLU, float32, eval) on 100 standard-normal
     inputs, ``outputs="trace"``: every implementation of ``widelimits.finite.empirical_ntk``
@@ -15,6 +17,19 @@
     to the structured result.  An implementation estimated (from a run on 8 inputs; ~N for
     jacobian, ~N^2 for ntk_vector) to take more than ``--max-s`` seconds per call is measured on
     8 inputs only, which the table says.
+
+(d) ``--attention``: a 2-block ``nn.TransformerEncoder`` (d_model 64, 4 heads, feed-forward 2048,
+    eval) on 200 sequences of 16 tokens, mean-pooled into ``nn.Linear(64, 1)``, traced: the
+    structured, jacobian and auto implementations (``ntk_vector`` takes about 2 minutes here and
+    is left out), on one torch thread, with auto's pick.
+
+Contention mode (issue 14), ``--contention``: the MLP 3072-512-512-1 on 100, 400 and 1000 inputs
+with ``threads=1`` and with the default settings, beside each competing load of
+``bench/_load.py`` in turn (idle, one core taken, every core shared, a bursty multi-threaded
+job), all in one run; the median of ``--repeats`` calls after a warm-up, one-thread and default
+calls interleaved.  Targets (as the kernel's): under one-core and all-cores load the default
+within 1.3x of one thread under the same load, under the bursty load within 2x; idle, the
+default at least 1.7x faster than one thread where there is enough work (1000 inputs).
 
 Each of our measurements runs in a fresh process: one warm-up call on 2 inputs, one call whose
 peak resident-set growth is recorded (VmHWM reset through /proc/self/clear_refs just before),
@@ -37,6 +52,7 @@ import time
 from pathlib import Path
 
 import torch
+from _load import KINDS, competing_load, describe_machine_load
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,10 +120,29 @@ def resnet() -> nn.Module:
     return model.eval()
 
 
+class Encoder(nn.Module):
+    """2-block transformer encoder (d_model 64, 4 heads), mean over tokens, Linear(64, 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(64, 4, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(64, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x).mean(1))
+
+
+def encoder() -> nn.Module:
+    torch.manual_seed(0)
+    return Encoder().eval()
+
+
 CASES = {  # name: (model builder, input shape without N)
     "mlp1": (lambda: mlp(1), (3072,)),
     "mlp10": (lambda: mlp(10), (3072,)),
     "resnet": (resnet, (3, 32, 32)),
+    "encoder": (encoder, (16, 64)),
 }
 
 
@@ -128,6 +163,8 @@ def child(case: str, impl: str, outputs: str, n: int, repeats: int, save: str | 
     """Run in a fresh process: print peak extra memory and best time of one configuration."""
     from widelimits.finite import empirical_ntk
 
+    if case == "encoder":
+        torch.set_num_threads(1)
     model, x = CASES[case][0](), inputs(case, n)
 
     def call() -> torch.Tensor:
@@ -151,6 +188,7 @@ def child(case: str, impl: str, outputs: str, n: int, repeats: int, save: str | 
         call()
         times.append(time.perf_counter() - start)
     report = {
+        "picked": _picked(model, x, outputs) if impl == "auto" else impl,
         "best_s": min(times[1:]) if timed else first,
         "first_s": first,
         "repeats": timed,
@@ -158,6 +196,66 @@ def child(case: str, impl: str, outputs: str, n: int, repeats: int, save: str | 
         "peak_mib": peak / 1024,
     }
     print(json.dumps(report))
+
+
+def _picked(model, x, outputs) -> str:
+    """The implementation ``implementation="auto"`` takes (its rule, recorded on a call)."""
+    import widelimits.finite.ntk as ntk
+
+    picked, rule = [], ntk.choose_implementation
+    ntk.choose_implementation = lambda *a: picked.append(rule(*a)) or picked[-1]
+    try:
+        ntk.empirical_ntk(model, x, outputs=outputs)
+    finally:
+        ntk.choose_implementation = rule
+    return picked[0]
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def contention(repeats: int, kinds: list[str], sizes: list[int]) -> dict:
+    """``threads=1`` against the default, beside each competing load in turn (one run)."""
+    from widelimits.finite import empirical_ntk
+
+    model = mlp(1)
+    print("empirical NTK (auto = structured) of the MLP 3072-512-512-1, float32, x2=None")
+    print(f"torch {torch.__version__}, default {torch.get_num_threads()} threads; median of "
+          f"{repeats} after a warm-up; {describe_machine_load()} before the run\n")  # fmt: skip
+    print("load          n    one_t    default  def/1t  1t/def  target")
+    rows = {}
+    for kind in kinds:
+        with competing_load(kind):
+            for n in sizes:
+                x = inputs("mlp1", n)
+                one, default = [], []
+
+                def one_thread(x=x):
+                    return empirical_ntk(model, x, threads=1)
+
+                def default_settings(x=x):
+                    return empirical_ntk(model, x)
+
+                one_thread(), default_settings()  # warm-up
+                for _ in range(repeats):  # interleaved: a drifting load hits both alike
+                    one.append(seconds(one_thread))
+                    default.append(seconds(default_settings))
+                t1, td = sorted(one)[repeats // 2], sorted(default)[repeats // 2]
+                if kind == "idle":
+                    target, ok = "1t/def >= 1.7", t1 / td >= 1.7
+                else:
+                    limit = 2.0 if kind == "bursty" else 1.3
+                    target, ok = f"def/1t <= {limit}", td / t1 <= limit
+                rows[f"{kind}_{n}"] = {"one_thread_s": t1, "default_s": td, "met": ok}
+                print(f"{kind:10s}  {n:4d}  {t1:7.3f}  {td:9.3f}  {td / t1:6.2f}  {t1 / td:6.2f}"
+                      f"  {target} {'met' if ok else 'MISSED'}", flush=True)  # fmt: skip
+    print(f"\n{describe_machine_load()} after the run")
+    print("def/1t: default time over one-thread time under the same load (< 1: the default is "
+          "faster); 1t/def: its inverse, the speed-up of the default")  # fmt: skip
+    return rows
 
 
 def ours(case, impl, outputs, n, repeats, save=None) -> dict:
@@ -216,7 +314,8 @@ def ratio(label: str, num: dict | None, den: dict | None, op: str, target: float
 def compact(r: dict | None) -> dict | None:
     if r is None or "error" in r:
         return r
-    keep = ("best_s", "first_s", "compile_s", "repeats", "extra_mib", "peak_mib", "peak_rss_mib")
+    keep = ("picked", "best_s", "first_s", "compile_s", "repeats", "extra_mib", "peak_mib",
+            "peak_rss_mib")  # fmt: skip
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items() if k in keep}
 
 
@@ -228,12 +327,21 @@ def main() -> None:
     parser.add_argument("--no-nt", action="store_true", help="skip neural-tangents")
     parser.add_argument("--skip-mlp", action="store_true", help="only part (c)")
     parser.add_argument("--max-s", type=float, default=600.0, help="resnet: per-call limit")
+    parser.add_argument("--attention", action="store_true", help="also part (d), an encoder")
+    parser.add_argument("--contention", action="store_true",
+                        help="one thread vs the default under competing loads")  # fmt: skip
+    parser.add_argument("--loads", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 400, 1000])
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         case, impl, outputs, n = args.child
         return child(case, impl, outputs, int(n), args.repeats, args.save)
+    if args.contention:
+        rows = contention(args.repeats, args.loads, args.sizes)
+        print("\n" + json.dumps(rows))
+        return None
 
     def nt_(out: int, impl: int, full: bool = False) -> dict | None:
         return None if args.no_nt else nt(out, impl, full)
@@ -321,6 +429,16 @@ def main() -> None:
             k: {**compact(v), "n": v.get("n", 32)} if "error" not in v else v for k, v in c.items()
         }
         summary["resnet_rel_diff"] = diffs
+
+    if args.attention:
+        print("\n(d) 2-block transformer encoder, 200 sequences of 16 x 64, traced, 1 thread")
+        print(HEADER)
+        d = {impl: ours("encoder", impl, "trace", 200, args.repeats)
+             for impl in ("structured", "jacobian", "auto")}  # fmt: skip
+        for impl, r in d.items():
+            pick = f" (picked {r['picked']})" if impl == "auto" and "error" not in r else ""
+            row(f"widelimits {impl}{pick}", r)
+        summary["encoder"] = {k: compact(v) for k, v in d.items()}
 
     summary["parent_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("\n" + json.dumps(summary))

@@ -27,17 +27,35 @@ Three implementations compute the same numbers:
   factors, the cheaper of the two is used, layer by layer.  Parameters outside such layers
   (normalization, attention projections, tied weights) fall back to the Jacobian method.
 
-``implementation="auto"`` takes the structured path when Linear/Conv layers hold most of the
-selected parameters, else the Jacobian one while a single example's Jacobian fits the memory
-budget, else NTK-vector products.  Examples must not interact and outputs must be
+``implementation="auto"`` (`choose_implementation`) takes the structured path when most of the
+selected parameters sit in layers where factoring gains: Linear layers on the Gram route and
+convolutions.  Otherwise (Linear layers over many tokens, as in a transformer, whose
+per-example weight gradients the structured path forms too) the Jacobian one while a single
+example's Jacobian fits the memory budget, else the structured one if it covers most
+parameters, else NTK-vector products.  Examples must not interact and outputs must be
 deterministic: what can be detected is refused the same way for every implementation (see
-`widelimits.finite.checks`).  The caller's model is called with substituted values
-(`widelimits.finite._functional`), never modified.
+`widelimits.finite.checks`).  The caller's model is never called itself, nor modified: every
+forward pass runs on a copy of its module tree sharing its tensors, with substituted values
+(`widelimits.finite._functional`), so other threads may use the model meanwhile (a model
+that cannot be copied is called in place, one call at a time).
+
+On the CPU the result is computed in blocks (chunk pairs, or chunks with ``diagonal``) spread
+over ``threads`` Python threads, each block on one torch thread (`widelimits._threads`): on a
+busy machine torch's own threads, waiting for each other at the end of every small operation,
+made two threads up to 2.7x slower than one.  What depends on one chunk alone (factors,
+Jacobians) is computed once per chunk and kept while it fits half the memory budget
+(`widelimits.finite._cache`), so the chunks can be small enough to give every thread work.
+The blocks depend on the memory budget and the machine's core count, never on ``threads``,
+so the result is the same bit for bit whatever the number of threads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,6 +64,8 @@ from torch import Tensor, nn
 from torch.func import jacrev, jvp, vjp, vmap
 
 from .._compute import _blocks, available_memory
+from .._threads import check_threads, run_parallel
+from ._cache import ChunkCache
 from ._functional import FunctionalModel, detached_values
 from .checks import (
     IMPLEMENTATIONS,
@@ -101,9 +121,13 @@ def jacobians(
         return vmap(jacrev(f), in_dims=(None, 0), randomness=randomness)(params, x)
 
 
-def jacobian_block(fm, params, frozen, x1, x2, outputs, pairs, stochastic=False) -> Tensor:
-    j1 = jacobians(fm, params, frozen, x1, stochastic)
-    j2 = j1 if x2 is None else jacobians(fm, params, frozen, x2, stochastic)
+def jacobian_block(
+    fm, params, frozen, x1, x2, outputs, pairs, stochastic=False, cache=None
+) -> Tensor:
+    """J1 J2^T, the per-example Jacobians from ``cache`` (a `ChunkCache`) when given."""
+    jac = cache or (lambda x: jacobians(fm, params, frozen, x, stochastic))
+    j1 = jac(x1)
+    j2 = j1 if x2 is None else jac(x2)
     return sum(contract(j1[k], j2[k], outputs, pairs) for k in params)
 
 
@@ -139,6 +163,24 @@ def ntk_vector_block(fm, params, frozen, x1, x2, outputs, pairs, batch: int) -> 
     return diag.mean(-1) if outputs == "trace" else diag
 
 
+def choose_implementation(gainful: int, covered: int, n_params: int, jacobian_fits: bool) -> str:
+    """The rule of ``implementation="auto"``, from the counts of selected parameters that the
+    structured method handles (``covered``) and handles with a gain (``gainful``, see
+    `StructuredNTK.gainful_parameters`).
+
+    Structured when the gainful ones are at least half; otherwise the Jacobian method when one
+    example's Jacobian fits the memory budget (for Linear layers over many positions, as in a
+    transformer, the structured method forms the same per-example weight gradients as the
+    Jacobian method and pays a factor pass on top: 1.3x to 1.5x slower measured on a 2-block
+    encoder); else structured when it covers half of them; else NTK-vector products.
+    """
+    if gainful >= n_params / 2:
+        return "structured"
+    if jacobian_fits:
+        return "jacobian"
+    return "structured" if covered >= n_params / 2 else "ntk_vector"
+
+
 def _math_attention():
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -161,6 +203,7 @@ def empirical_ntk(
     memory_budget: int | None = None,
     progress: bool | None = None,
     stochastic: bool = False,
+    threads: int | None = None,
 ) -> Tensor:
     r"""Empirical NTK of ``model`` between the batches ``x1`` and ``x2`` (``x1`` if None).
 
@@ -177,6 +220,10 @@ def empirical_ntk(
     stays within ``memory_budget`` bytes (default: a quarter of the free memory), or
     ``chunk_size`` examples when given.  The result has the parameters' dtype and device.
     ``progress``: a bar on stderr (None: for 16 chunk pairs or more, when stderr is a terminal).
+    ``threads``: how many blocks are computed at once on the CPU, each on one torch thread
+    (default: ``torch.get_num_threads()``; fewer when the memory budget holds fewer blocks'
+    working memory, one for ``ntk_vector``, whose forward-mode derivatives are not
+    thread-safe in torch).  The result does not depend on it.
 
     The model and the inputs are left exactly as they were (parameters, ``requires_grad``,
     ``.grad``, buffers, mode, hooks; each forward pass gets a copy of its input batch).  Its
@@ -186,8 +233,6 @@ def empirical_ntk(
     the result is one random sample (Jacobian implementation; the diagonal x_i, x_i uses one
     draw, other pairs independent draws).
     """
-    from .structured import StructuredNTK
-
     if not isinstance(implementation, str) or implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     if not isinstance(outputs, str) or outputs not in ("trace", "full", "diagonal"):
@@ -203,10 +248,72 @@ def empirical_ntk(
             "stochastic=True needs one forward pass per example shared by both sides of each "
             f"kernel entry, which only implementation='jacobian' does; got {implementation!r}"
         )
+    threads = check_threads(threads)
     check_model(model, stochastic)
     chosen = select_parameters(model, params)
     x1, x2 = check_inputs(model, x1, x2)
-    fm = FunctionalModel(model)
+    options = dict(
+        outputs=outputs, diagonal=diagonal, implementation=implementation,
+        chunk_size=chunk_size, memory_budget=memory_budget, progress=progress,
+        stochastic=stochastic,
+    )  # fmt: skip
+    # The attention kernels without higher derivatives are switched off, and on the CPU the
+    # checks and probes before the blocks (small operations) run on one torch thread too.
+    with _MATH_ATTENTION.held():
+        if x1.device.type != "cpu":  # the device parallelises inside each (large) block
+            return _empirical_ntk(model, x1, x2, chosen, 1, **options)
+        with _ONE_TORCH_THREAD.held():
+            return _empirical_ntk(model, x1, x2, chosen, threads, **options)
+
+
+class _SharedSetting:
+    """A process-wide torch setting held while any call needs it: the first call in applies
+    it, the last one out restores what was there before.  (A context manager per call would,
+    when one call ends, restore the setting under another call still running in another
+    thread: a flash attention kernel without double backward, or torch's threads.)"""
+
+    def __init__(self, apply: Callable[[], Callable[[], None]]):
+        self._apply, self._restore = apply, None
+        self._lock, self._count = threading.Lock(), 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            if self._count == 0:
+                self._restore = self._apply()
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count -= 1
+                if self._count == 0:
+                    self._restore()
+
+
+def _apply_math_attention() -> Callable[[], None]:
+    context = _math_attention()
+    context.__enter__()
+    return lambda: context.__exit__(None, None, None)
+
+
+def _apply_one_torch_thread() -> Callable[[], None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return lambda: torch.set_num_threads(old)
+
+
+_MATH_ATTENTION = _SharedSetting(_apply_math_attention)
+_ONE_TORCH_THREAD = _SharedSetting(_apply_one_torch_thread)
+
+
+def _empirical_ntk(
+    model, x1, x2, chosen, threads, *, outputs, diagonal, implementation, chunk_size,
+    memory_budget, progress, stochastic,
+) -> Tensor:  # fmt: skip
+    from .structured import StructuredNTK
+
+    fm = FunctionalModel(model, copies=True)
     params_d, frozen = detached_values(model, chosen)
     state = {**params_d, **frozen}
     check_embedding_indices(fm, state, {"x1": x1} if x2 is None else {"x1": x1, "x2": x2})
@@ -221,12 +328,13 @@ def empirical_ntk(
     structured = None
     one_jacobian = 3 * n_out * n_params * itemsize  # one example's Jacobian, with temporaries
     if implementation in ("auto", "structured"):
-        structured = StructuredNTK(model, chosen, frozen, x1[:1], n_out, budget // 2)
+        structured = StructuredNTK(model, chosen, frozen, x1[:1], n_out, budget // 2, fm)
     if implementation == "auto":
-        if structured.covered_parameters() >= n_params / 2:
-            implementation = "structured"
-        else:
-            implementation = "jacobian" if one_jacobian <= budget else "ntk_vector"
+        n_rule = min(len(x1), len(x1) if x2 is None else len(x2))
+        implementation = choose_implementation(
+            structured.gainful_parameters(n_rule, outputs), structured.covered_parameters(),
+            n_params, one_jacobian <= budget,
+        )  # fmt: skip
     elif implementation == "jacobian" and one_jacobian > budget and chunk_size is None:
         raise MemoryError(
             f"one example's Jacobian ({n_out} outputs x {n_params} parameters) needs "
@@ -234,58 +342,152 @@ def empirical_ntk(
             "implementation='ntk_vector' or 'structured', or a larger memory_budget"
         )
 
-    n_max = min(len(x1), len(x1) if x2 is None else len(x2))
-    if chunk_size is not None:
-        size = chunk_size
-    elif implementation == "structured":  # half the budget for cached factors, half for work
-        size = structured.chunk_size(n_max, outputs, budget // 2)
+    # Blocks never depend on the thread count (nor, then, the result's rounding): their size
+    # comes from the memory budget and the machine's core count; the number of threads is
+    # capped by how many blocks' working memory the budget holds at once.
+    n1, n2 = len(x1), len(x1) if x2 is None else len(x2)
+    rows_of = None if diagonal else n2
+    on_cpu = x1.device.type == "cpu"  # a GPU parallelises inside each block: large ones
+    cache, vectors = None, 1
+    if implementation == "structured":  # half the budget for cached factors, half for work
+        size = chunk_size or structured.chunk_size(min(n1, n2), outputs, budget // 2)
+        # Factors are computed once per chunk, so smaller pieces cost little more, unless a
+        # layer forms per-example weight gradients (those are formed again for every block).
+        if chunk_size is None and on_cpu and not structured.forms_weight_gradients(size, outputs):
+            size = piece_size(n1, rows_of, x2 is None, size)
+        workers = (budget // 2) // max(1, structured.block_bytes(size, outputs))
+    elif implementation == "jacobian":
+        size = chunk_size or max(1, min(n1, n2, int(budget // one_jacobian)))
+        every_jacobian = (n1 + (0 if x2 is None else n2)) * one_jacobian // 3
+        if not stochastic and every_jacobian <= budget // 2:
+            # Every chunk's Jacobians fit half the budget: each computed once, so the pieces
+            # can be small (with stochastic each chunk draws anew for each block instead).
+            cache = ChunkCache(lambda x: jacobians(fm, params_d, frozen, x), budget // 2)
+            if chunk_size is None:
+                size = max(1, min(size, int(budget // 2 // one_jacobian)))
+                if on_cpu:
+                    size = piece_size(n1, rows_of, x2 is None, size)
+        workers = (budget - (budget // 2 if cache else 0)) // (2 * size * one_jacobian)
+        if stochastic:  # the random draws, from one generator, in a reproducible order
+            workers = 1
     else:
-        per_example = one_jacobian if implementation == "jacobian" else one_jacobian // 48
-        size = max(1, min(n_max, int(budget // per_example)))
+        size = chunk_size or max(1, min(n1, n2, int(budget // (one_jacobian // 48))))
+        vectors = max(1, min(size * n_out, int(budget // (2 * n_params * itemsize))))
+        # torch's forward-mode autodiff (jvp) keeps its dual level in a process-wide
+        # variable: two threads in jvp at once break each other's, so one thread.
+        workers = 1
+    threads = max(1, min(threads, int(workers)))
 
     def block(a: Tensor, b: Tensor | None, pairs: bool) -> Tensor:
         if implementation == "structured":
             return structured.block(a, b, outputs, pairs)
         if implementation == "jacobian":
-            return jacobian_block(fm, params_d, frozen, a, b, outputs, pairs, stochastic)
-        vectors = max(1, int(budget // (2 * n_params * itemsize)))
+            return jacobian_block(fm, params_d, frozen, a, b, outputs, pairs, stochastic, cache)
         return ntk_vector_block(fm, params_d, frozen, a, b, outputs, pairs, vectors)
 
-    return assemble(block, x1, x2, size, n_out, outputs, diagonal, progress)
+    prepare = cache  # each chunk's quantities as pieces of their own, where all are kept
+    if implementation == "structured":
+        every = (n1 + (0 if x2 is None else n2)) * structured.chunk_bytes_per_example()
+        prepare = structured.prepare if every <= budget // 2 else None
+    return assemble(block, x1, x2, size, n_out, outputs, diagonal, progress, threads, prepare)
 
 
-def assemble(block, x1, x2, size, n_out, outputs, diagonal, progress) -> Tensor:
-    """Fill the result chunk pair by chunk pair; for x2=None only upper chunks, mirrored."""
+# Below this, fixed costs (a forward pass per chunk, starting threads) outweigh what another
+# thread gains: 100 inputs of a 3072-512-512-1 MLP (18 ms) took 1.1x longer in 6 pieces of 34
+# on 2 threads than on one.
+MIN_PIECE_ROWS = 64
+
+
+def pieces_wanted() -> int:
+    """Four pieces per core (up to 8 cores), so that threads finishing at different times
+    balance out; from the machine, not the thread count, so that results do not depend on it."""
+    return 4 * min(os.cpu_count() or 1, 8)
+
+
+def count_pieces(n1: int, n2: int | None, symmetric: bool, size: int) -> int:
+    """Blocks of ``size`` examples: row blocks (``n2=None``), upper chunk pairs or all pairs."""
+    rows = math.ceil(n1 / size)
+    if n2 is None:
+        return rows
+    return rows * (rows + 1) // 2 if symmetric else rows * math.ceil(n2 / size)
+
+
+def piece_size(n1: int, n2: int | None, symmetric: bool, size: int) -> int:
+    """``size`` reduced until there are `pieces_wanted` pieces, but not below
+    `MIN_PIECE_ROWS` examples (nor below ``size``'s own minimum of one), then evened out over
+    the chunks of ``n1``."""
+    target, most = pieces_wanted(), size
+    while size > MIN_PIECE_ROWS and count_pieces(n1, n2, symmetric, size) < target:
+        size = max(MIN_PIECE_ROWS, size - max(1, size // 8))
+    even = math.ceil(n1 / math.ceil(n1 / size))  # as many chunks, of even sizes
+    if even < MIN_PIECE_ROWS <= size:  # one chunk fewer, within the memory-derived size
+        even = min(most, math.ceil(n1 / max(1, n1 // size)))
+    return even
+
+
+def assemble(
+    block, x1, x2, size, n_out, outputs, diagonal, progress, threads=1, prepare=None
+) -> Tensor:
+    """Fill the result block by block, the blocks spread over ``threads`` threads, each on one
+    torch thread (`widelimits._threads.run_parallel`).
+
+    Blocks are chunk pairs (for x2=None only the upper ones, mirrored) or, with ``diagonal``,
+    chunks; each writes its own part of the result, so neither the order in which they finish
+    nor the number of threads changes a value.  ``prepare(chunk)``, when given, computes and
+    caches what a block needs from one chunk alone: each chunk's is a piece of its own, run
+    before the blocks, so that the threads share those too in even pieces.  Blocks pairing a
+    chunk with itself come first.
+    """
     from .._progress import progress_bar
 
     rows = chunks(len(x1), size)
-    if diagonal:
-        bar = progress_bar(rows, progress=progress, default=len(rows) >= 16, leave=False,
-                           desc="empirical kernel")  # fmt: skip
-        return torch.cat([block(x1[r], None, True) for r in bar])
     symmetric = x2 is None
-    cols = rows if symmetric else chunks(len(x2), size)
-    pairs = [
-        (r, c) for a, r in enumerate(rows) for b, c in enumerate(cols) if not symmetric or b >= a
-    ]
-    result = None
-    bar = progress_bar(pairs, progress=progress, default=len(pairs) >= 16, leave=False,
-                       desc="empirical kernel")  # fmt: skip
-    for r, c in bar:
-        same = symmetric and r == c
-        piece = block(x1[r], None if same else (x1 if symmetric else x2)[c], False)
-        if result is None:
-            n2 = len(x1) if symmetric else len(x2)
-            shape = output_shape(len(x1), n2, n_out, outputs, False)
-            result = piece.new_empty(shape)
-        result[r, c] = piece
-        if symmetric and not same:
-            result[c, r] = (
-                piece.transpose(0, 1).transpose(2, 3)
-                if outputs == "full"
-                else (piece.transpose(0, 1))
-            )
-    return result
+    if diagonal:
+        pieces = [(r, None) for r in rows]
+        shape_n = (len(x1), len(x1), True)
+    else:
+        cols = rows if symmetric else chunks(len(x2), size)
+        pieces = [
+            (r, c) for a, r in enumerate(rows) for b, c in enumerate(cols)
+            if not symmetric or b >= a
+        ]  # fmt: skip
+        pieces.sort(key=lambda rc: rc[0].start != rc[1].start)  # stable: same chunk first
+        shape_n = (len(x1), len(x1) if symmetric else len(x2), False)
+    preps = []
+    if prepare is not None and not diagonal and len(pieces) > 1:
+        preps = [x1[r] for r in rows] + ([] if symmetric else [x2[c] for c in cols])
+    result: list[Tensor] = []
+    lock = threading.Lock()  # allocation, and writes (autograd may record them)
+
+    def work(k: int) -> None:
+        if k < len(preps):
+            prepare(preps[k])
+            return
+        r, c = pieces[k - len(preps)]
+        if diagonal:
+            piece = block(x1[r], None, True)
+        else:
+            same = symmetric and r == c
+            piece = block(x1[r], None if same else (x1 if symmetric else x2)[c], False)
+        with lock:
+            if not result:
+                shape = output_shape(*shape_n[:2], n_out, outputs, shape_n[2])
+                result.append(piece.new_full(shape, float("nan")))  # a missed block shows
+            out = result[0]
+            if diagonal:
+                out[r] = piece
+                return
+            out[r, c] = piece
+            if symmetric and r != c:
+                out[c, r] = piece.transpose(0, 1).transpose(2, 3) if outputs == "full" else (
+                    piece.transpose(0, 1)
+                )  # fmt: skip
+
+    count = len(preps) + len(pieces)
+    with progress_bar(total=count, progress=progress, default=len(pieces) >= 16,
+                      leave=False, desc="empirical kernel") as bar:  # fmt: skip
+        run_parallel(work, count, threads, done=bar.update)
+    return result[0]
 
 
 def readout_features(
@@ -305,17 +507,23 @@ def readout_features(
     )
     if not targets:
         raise ValueError("the model has no Linear or Conv layer; pass readout=<module>")
+    if not any(m is readout for m in model.modules()) and readout is not None:
+        raise ValueError(
+            f"readout: the module {type(readout).__name__} is not part of the model; pass one "
+            "of its submodules (e.g. model.fc)"
+        )
 
     def record(m: nn.Module, inputs: tuple, out) -> None:
         seen.append((m, inputs[0]))
 
-    hooks = [m.register_forward_hook(record) for m in targets]
-    try:
-        with torch.no_grad():
-            fm(state, x)
-    finally:
-        for h in hooks:
-            h.remove()
+    with fm.borrow() as lent:  # hooks on a module tree this call alone uses
+        hooks = [lent.of(m).register_forward_hook(record) for m in targets]
+        try:
+            with torch.no_grad():
+                fm.call(lent.module, state, x)
+        finally:
+            for h in hooks:
+                h.remove()
     if not seen:
         raise ValueError("readout: the module was never called in the model's forward pass")
     return seen[-1][1].reshape(len(x), -1)
@@ -343,7 +551,7 @@ def empirical_nngp(
     x1, x2 = check_inputs(model, x1, x2)
     if diagonal and x2 is not None:
         raise ValueError("diagonal=True pairs each example with itself: leave x2=None")
-    fm = FunctionalModel(model)
+    fm = FunctionalModel(model, copies=True)
     params, frozen = detached_values(model, dict(model.named_parameters()))
     state = {**params, **frozen}
     check_embedding_indices(fm, state, {"x1": x1} if x2 is None else {"x1": x1, "x2": x2})

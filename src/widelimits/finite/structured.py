@@ -14,9 +14,10 @@ is then either the Gram route
 or, when positions are many, the per-example weight gradients g_o a^T formed from the same
 factors and contracted; the cheaper by a multiply count is used.  A layer called several times
 (shared weights) simply contributes more positions.  Before trusting a layer, the batch weight
-gradient sum_n sum_l g a^T is checked against autograd's on a probe example: a weight also used
-outside its module's forward (tied to an embedding, read by attention code directly) fails the
-check and, with every parameter outside Linear/Conv layers, goes to the Jacobian method.
+gradient sum_n sum_l g a^T is checked against autograd's on a probe example (both applied to
+a random vector): a weight also used outside its module's forward (tied to an embedding, read
+by attention code directly) fails the check and, with every parameter outside Linear/Conv
+layers, goes to the Jacobian method.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers.dense import DenseModule
+from ._cache import ChunkCache
 from ._functional import FunctionalModel
-from .ntk import Outputs, contract, jacobian_block
+from .ntk import Outputs, contract, jacobians
 
 # Layers z = c W a + d b; c and d are the module's ``weight_multiplier`` / ``bias_multiplier``
 # when it has them (widelimits' Dense in NTK parametrization), else 1.
@@ -98,10 +100,14 @@ class StructuredNTK:
         probe: Tensor,
         n_out: int,
         cache_bytes: int = 0,
+        fm: FunctionalModel | None = None,
     ):
         self.model, self.n_out, self.chosen = model, n_out, chosen
-        self.fm, self._frozen_all = FunctionalModel(model), frozen
-        self.cache_bytes, self._cache, self._cached_bytes = cache_bytes, {}, 0
+        self.fm = fm if fm is not None else FunctionalModel(model, copies=True)
+        self._frozen_all = frozen
+        # A chunk pairs with every other chunk: its factors (and the Jacobians of the
+        # parameters left to the Jacobian method) are kept while they fit.
+        self._chunk = ChunkCache(self._chunk_quantities, cache_bytes)
         self.groups = self._find_groups(model, chosen)
         self._verify(probe)
         covered = {id(p) for g in self.groups for p in (g.weight, g.bias) if p is not None}
@@ -148,25 +154,46 @@ class StructuredNTK:
     def covered_parameters(self) -> int:
         return sum(g.n_params for g in self.groups)
 
+    def forms_weight_gradients(self, n: int, outputs: Outputs) -> bool:
+        """Whether a layer takes the per-example route in n x n blocks."""
+        return "per_example" in self._routes(n, n, outputs).values()
+
+    def gainful_parameters(self, n: int, outputs: Outputs) -> int:
+        """Parameters whose factored share of n x n blocks saves work over their Jacobian:
+        those of layers on the Gram route (no per-example weight gradient is formed) and of
+        convolutions (whose per-example weight gradients the Jacobian method forms slowly,
+        one batched convolution backward per example)."""
+        routes = self._routes(n, n, outputs)
+        return sum(
+            g.n_params
+            for gi, g in enumerate(self.groups)
+            if routes.get(gi) == "gram" or isinstance(g.modules[0], (nn.Conv1d, nn.Conv2d))
+        )
+
     # ------------------------------------------------------------------------------ factors
     def factors(self, x: Tensor, extra: tuple = ()):
         """Per group: inputs A (N, L, F) and cotangents G (N, O, L, C); also autograd's
         gradients of sum_n f_0(x_n) w.r.t. ``extra`` tensors (for the probe check)."""
+        with self.fm.borrow() as lent:  # hooks on a module tree this call alone uses
+            return self._factors(lent, x, extra)
+
+    def _factors(self, lent, x: Tensor, extra: tuple):
         records: dict[int, list[tuple[nn.Module, Tensor, Tensor]]] = {}
-        index = {id(m): gi for gi, g in enumerate(self.groups) for m in g.modules}
+        index = {id(lent.of(m)): gi for gi, g in enumerate(self.groups) for m in g.modules}
 
         def hook(m, inputs, out):
             records.setdefault(index[id(m)], []).append((m, inputs[0].detach(), out))
             return out.clone()  # later in-place ops must not touch the tensor we differentiate
 
-        hooks = [m.register_forward_hook(hook) for g in self.groups for m in g.modules]
+        hooks = [lent.of(m).register_forward_hook(hook) for g in self.groups for m in g.modules]
         # Fresh leaves stand in for the parameters: the caller's keep requires_grad and .grad.
         leaves = {k: v.detach().requires_grad_() for k, v in self.chosen.items()}
         leaf_of = {id(v): leaves[k] for k, v in self.chosen.items()}
         extra = [leaf_of[id(t)] for t in extra]
         try:
             with torch.enable_grad():
-                out = self.fm({**self._frozen_all, **leaves}, x).reshape(len(x), -1)
+                values = {**self._frozen_all, **leaves}
+                out = self.fm.call(lent.module, values, x).reshape(len(x), -1)
                 zs = [z for gi in sorted(records) for _, _, z in records[gi]]
                 grads, extra_grads = [], None
                 for o in range(out.shape[1]):
@@ -192,19 +219,6 @@ class StructuredNTK:
             result[gi] = (torch.cat(a_parts, 1), torch.cat(g_parts, 2))
         return result, extra_grads
 
-    def _cached_factors(self, x: Tensor) -> dict:
-        """Factors of a chunk, kept while they fit ``cache_bytes`` (a chunk pairs with every
-        other chunk, so recomputing would cost a forward and O backward passes each time)."""
-        key = (x.data_ptr(), tuple(x.shape), tuple(x.stride()))
-        if key in self._cache:
-            return self._cache[key]
-        facts, _ = self.factors(x)
-        size = sum(t.numel() * t.element_size() for pair in facts.values() for t in pair)
-        if self._cached_bytes + size <= self.cache_bytes:
-            self._cache[key] = facts
-            self._cached_bytes += size
-        return facts
-
     def _verify(self, probe: Tensor) -> None:
         """Keep only groups whose factored batch gradient matches autograd's."""
         self.shapes: dict[int, tuple[int, int, int]] = {}
@@ -221,8 +235,13 @@ class StructuredNTK:
             cw, cb = g.multipliers
             ok = True
             if g.weight is not None:
-                est = cw * torch.einsum("nlc,nlf->cf", gz[:, 0], a)
-                ok &= _close(est, true_of[id(g.weight)].reshape(est.shape))
+                # Both gradients applied to one random vector v: a wrong factorization differs
+                # by a matrix D != 0, and |D v| ~ |D|_F, at a matrix-vector product's cost.
+                gen = torch.Generator(device=a.device).manual_seed(gi)
+                v = torch.randn(a.shape[-1], generator=gen, dtype=a.dtype, device=a.device)
+                est_v = cw * torch.einsum("nlc,nl->c", gz[:, 0], a @ v)
+                true = true_of[id(g.weight)].reshape(est_v.shape[0], -1)
+                ok &= _close(est_v, true @ v)
             if g.bias is not None:
                 ok &= _close(cb * gz[:, 0].sum((0, 1)), true_of[id(g.bias)])
             if ok:
@@ -269,8 +288,8 @@ class StructuredNTK:
         return low
 
     def block(self, x1: Tensor, x2: Tensor | None, outputs: Outputs, pairs: bool) -> Tensor:
-        f1 = self._cached_factors(x1)
-        f2 = f1 if x2 is None else self._cached_factors(x2)
+        f1, j1 = self._chunk(x1)
+        f2, j2 = (f1, j1) if x2 is None else self._chunk(x2)
         n2 = len(x1) if x2 is None else len(x2)
         routes = self._routes(len(x1), n2, outputs)
         total = None
@@ -286,9 +305,26 @@ class StructuredNTK:
                 part = part + cb**2 * contract(g1.sum(2), g2.sum(2), outputs, pairs)
             total = part if total is None else total + part
         if self.leftover:
-            rest = jacobian_block(self.fm, self.leftover, self.frozen, x1, x2, outputs, pairs)
+            rest = sum(contract(j1[k], j2[k], outputs, pairs) for k in self.leftover)
             total = rest if total is None else total + rest
         return total
+
+    def prepare(self, x: Tensor) -> None:
+        """Compute (and cache, if it fits) what blocks need from the chunk ``x`` alone."""
+        self._chunk(x)
+
+    def chunk_bytes_per_example(self) -> int:
+        """Bytes per example of a chunk's cached quantities: each layer's inputs and output
+        cotangents, and the Jacobians of the parameters left to the Jacobian method."""
+        item = next(iter(self.chosen.values())).element_size()
+        factors = sum(length * (self.n_out * c + f) for length, f, c in self.shapes.values())
+        n_left = sum(p.numel() for p in self.leftover.values())
+        return item * (factors + self.n_out * n_left)
+
+    def _chunk_quantities(self, x: Tensor) -> tuple[dict, dict | None]:
+        """A chunk's factors, and the Jacobians of the parameters outside them (if any)."""
+        jac = jacobians(self.fm, self.leftover, self.frozen, x) if self.leftover else None
+        return self.factors(x)[0], jac
 
 
 def _weight_share(a1, g1, a2, g2, outputs: Outputs, pairs: bool, route: str) -> Tensor:
