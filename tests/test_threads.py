@@ -195,3 +195,39 @@ def test_progress_bar_with_threads(capsys):
     net = fc_net()
     net.kernel(inputs("fc", 30, torch.float32, seed=6), tile_size=4, threads=2, progress=True)
     assert "kernel tiles" in capsys.readouterr().err
+
+
+def test_overlapping_calls_restore_the_thread_setting():
+    """Calls overlapping in several Python threads hold one torch thread together, and the
+    setting they found comes back when the last ends (a per-call restore would leave torch on
+    one thread, or switch it back under a call still running); a nested explicit setting is
+    honoured and undone."""
+    import threading
+
+    from widelimits._threads import ONE_TORCH_THREAD
+
+    before = torch.get_num_threads()
+    with torch_threads(3):
+        seen = []
+        inside = threading.Barrier(2)
+
+        def call():
+            with ONE_TORCH_THREAD.held():
+                inside.wait()  # both calls are inside at once
+                seen.append(torch.get_num_threads())
+                inside.wait()
+
+        workers = [threading.Thread(target=call) for _ in range(2)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert seen == [1, 1] and torch.get_num_threads() == 3
+        with ONE_TORCH_THREAD.held():
+            with torch_threads(2):
+                with torch_threads(1):
+                    assert torch.get_num_threads() == 1
+                assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == before

@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 import numpy as np
 import torch
 
-__all__ = ["check_threads", "torch_threads", "run_parallel"]
+__all__ = ["ONE_TORCH_THREAD", "SharedSetting", "check_threads", "torch_threads", "run_parallel"]
 
 
 def check_threads(threads, arg: str = "threads") -> int:
@@ -37,13 +37,64 @@ def check_threads(threads, arg: str = "threads") -> int:
     return int(threads)
 
 
+class SharedSetting:
+    """A process-wide torch setting held while any call needs it: the first call in applies
+    it, the last one out restores what was there before.  (A context manager per call would,
+    when one call ends, restore the setting under another call still running in another
+    thread: a flash attention kernel without double backward, or torch's threads.)
+
+    ``applied()`` (optional) says whether the setting is in force: a call that finds it changed
+    by other code since (e.g. a nested ``torch_threads(2)``) applies it again for itself and
+    puts back what it found when it ends."""
+
+    def __init__(
+        self, apply: Callable[[], Callable[[], None]], applied: Callable[[], bool] | None = None
+    ):
+        self._apply, self._applied, self._restore = apply, applied, None
+        self._lock, self._count = threading.Lock(), 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        own = None
+        with self._lock:
+            if self._count == 0:
+                self._restore = self._apply()
+            elif self._applied is not None and not self._applied():
+                own = self._apply()
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count -= 1
+                if own is not None:
+                    own()
+                if self._count == 0:
+                    self._restore()
+
+
+def _apply_one_torch_thread() -> Callable[[], None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return lambda: torch.set_num_threads(old)
+
+
+ONE_TORCH_THREAD = SharedSetting(_apply_one_torch_thread, lambda: torch.get_num_threads() == 1)
+"""torch on one intra-op thread while any call holds it (kernel tiles, empirical NTK blocks)."""
+
 _setting_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run torch on ``n`` intra-op threads, restoring the previous setting afterwards (also
-    after an exception).  The setting is process-wide (`torch.set_num_threads`)."""
+    after an exception).  The setting is process-wide (`torch.set_num_threads`): for one
+    thread, calls overlapping in several Python threads share `ONE_TORCH_THREAD`, and the last
+    one out restores the setting; other counts are for one caller at a time."""
+    if n == 1:
+        with ONE_TORCH_THREAD.held():
+            yield
+        return
     with _setting_lock:
         old = torch.get_num_threads()
         torch.set_num_threads(n)

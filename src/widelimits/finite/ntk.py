@@ -55,7 +55,7 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -64,7 +64,7 @@ from torch import Tensor, nn
 from torch.func import jacrev, jvp, vjp, vmap
 
 from .._compute import _blocks, available_memory
-from .._threads import check_threads, run_parallel
+from .._threads import ONE_TORCH_THREAD, SharedSetting, check_threads, run_parallel
 from ._cache import ChunkCache
 from ._functional import FunctionalModel, detached_values
 from .checks import (
@@ -262,33 +262,8 @@ def empirical_ntk(
     with _MATH_ATTENTION.held():
         if x1.device.type != "cpu":  # the device parallelises inside each (large) block
             return _empirical_ntk(model, x1, x2, chosen, 1, **options)
-        with _ONE_TORCH_THREAD.held():
+        with ONE_TORCH_THREAD.held():
             return _empirical_ntk(model, x1, x2, chosen, threads, **options)
-
-
-class _SharedSetting:
-    """A process-wide torch setting held while any call needs it: the first call in applies
-    it, the last one out restores what was there before.  (A context manager per call would,
-    when one call ends, restore the setting under another call still running in another
-    thread: a flash attention kernel without double backward, or torch's threads.)"""
-
-    def __init__(self, apply: Callable[[], Callable[[], None]]):
-        self._apply, self._restore = apply, None
-        self._lock, self._count = threading.Lock(), 0
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        with self._lock:
-            if self._count == 0:
-                self._restore = self._apply()
-            self._count += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._count -= 1
-                if self._count == 0:
-                    self._restore()
 
 
 def _apply_math_attention() -> Callable[[], None]:
@@ -297,14 +272,7 @@ def _apply_math_attention() -> Callable[[], None]:
     return lambda: context.__exit__(None, None, None)
 
 
-def _apply_one_torch_thread() -> Callable[[], None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    return lambda: torch.set_num_threads(old)
-
-
-_MATH_ATTENTION = _SharedSetting(_apply_math_attention)
-_ONE_TORCH_THREAD = _SharedSetting(_apply_one_torch_thread)
+_MATH_ATTENTION = SharedSetting(_apply_math_attention)
 
 
 def _empirical_ntk(
