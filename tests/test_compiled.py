@@ -197,7 +197,7 @@ def test_chain_runs_and_switches_off(monkeypatch):
     x = torch.randn(9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     k = net.kernel(x, tile_size=4)
     assert {_jit_loops.OUTER, _jit_loops.PAIRS, _jit_loops.SELF} <= set(calls)
-    for switch in (lambda: fused(False), _switched_off):
+    for switch in (lambda: fused(False), lambda: _jit.COMPILED(False)):
         calls.clear()
         with switch():
             k_off = net.kernel(x, tile_size=4)
@@ -208,14 +208,6 @@ def test_chain_runs_and_switches_off(monkeypatch):
     assert not calls
     k_grad.sum().backward()
     assert _scaled(k.ntk, k_grad.detach()) < TOL and torch.isfinite(xg.grad).all()
-
-
-class _switched_off:
-    def __enter__(self):
-        _jit.set_compiled(False)
-
-    def __exit__(self, *exc):
-        _jit.set_compiled(True)
 
 
 def test_chain_without_numba_uses_torch(monkeypatch):

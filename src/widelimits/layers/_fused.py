@@ -25,12 +25,12 @@ import contextlib
 import itertools
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from .._switches import parse_switch
+from .._switches import Switch
 from . import _reuse
 
 __all__ = ["BLOCK_ENTRIES", "fused", "fused_enabled", "layer_map", "set_fused"]
@@ -56,37 +56,28 @@ size is fixed per machine, not per call: elements at a block's end may take a di
 vectorised code path, so a size that followed the thread count would change the last bits of a
 result with it."""
 
-_ENABLED = parse_switch("WIDELIMITS_FUSED", "the eager activation maps")
+FUSED = Switch("WIDELIMITS_FUSED", "the eager activation maps")
 
 
 def fused_enabled() -> bool:
     """Whether activations use the fused layer maps (when no gradient is needed)."""
-    return _ENABLED
+    return FUSED.on
 
 
 def set_fused(enabled: bool) -> None:
     """Turn the fused layer maps on or off for the whole process (the eager path is the
     reference; both give the same values up to rounding)."""
-    global _ENABLED
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be True or False, got {enabled!r}")
-    _ENABLED = enabled
+    FUSED.set(enabled)
 
 
-@contextlib.contextmanager
-def fused(enabled: bool) -> Iterator[None]:
+def fused(enabled: bool) -> contextlib.AbstractContextManager[None]:
     """Context manager: the fused layer maps on (``True``) or off (``False``) inside it."""
-    previous = fused_enabled()
-    set_fused(enabled)
-    try:
-        yield
-    finally:
-        set_fused(previous)
+    return FUSED(enabled)
 
 
 def can_fuse(*tensors: Tensor | None) -> bool:
     """True when the fused path applies: enabled, and no tensor needs a gradient."""
-    if not _ENABLED:
+    if not FUSED.on:
         return False
     if not torch.is_grad_enabled():
         return True

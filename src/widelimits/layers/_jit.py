@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._switches import parse_switch
+from .._switches import Switch
 
 __all__ = [
     "compiled_enabled", "constants", "loops", "map_block", "map_outer", "set_compiled", "RELU",
@@ -68,21 +68,18 @@ _Q = (-2.40339491173441421878e00, 2.02094576023350569471e00, -6.8828397160545329
 # arithmetic would promote it to float64 (half the vector lanes).
 _CONSTANTS = (*_P, *_Q, 0.5, 1.0, 2.0, math.pi, math.pi / 2, 0.0)
 
-_ENABLED = parse_switch("WIDELIMITS_NUMBA", "the torch closed forms instead of compiled ones")
+COMPILED = Switch("WIDELIMITS_NUMBA", "the torch closed forms instead of compiled ones")
 
 
 def compiled_enabled() -> bool:
     """Whether the compiled maps are used when numba is importable."""
-    return _ENABLED
+    return COMPILED.on
 
 
 def set_compiled(enabled: bool) -> None:
     """Use the compiled maps (``True``, the default when numba is installed) or always the torch
-    closed form (``False``); both give the same values up to rounding."""
-    global _ENABLED
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be True or False, got {enabled!r}")
-    _ENABLED = enabled
+    closed forms (``False``); both give the same values up to rounding."""
+    COMPILED.set(enabled)
 
 
 _loading = threading.Lock()
@@ -172,7 +169,7 @@ def _call(op, k12, ntk, t_out, ntk_out, v1, v2, mode) -> None:
 def _applies(k12: Tensor, t_out: Tensor, ntk: Tensor | None, ntk_out: Tensor | None) -> bool:
     dtype, shape = t_out.dtype, t_out.shape
     return (
-        _ENABLED
+        COMPILED.on
         and dtype in (torch.float32, torch.float64)
         and k12.shape == shape
         and (ntk is None or ntk.shape == shape)

@@ -43,37 +43,28 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from .._switches import parse_switch
+from .._switches import Switch
 
 __all__ = [
     "chain", "reuse", "reuse_enabled", "scratch", "set_reuse", "take", "taken_count",
 ]  # fmt: skip
 
-_ENABLED = parse_switch("WIDELIMITS_REUSE", "fresh output tensors in every layer")
+REUSE = Switch("WIDELIMITS_REUSE", "fresh output tensors in every layer")
 
 
 def reuse_enabled() -> bool:
     """Whether layers may write their outputs over inputs that nothing else holds."""
-    return _ENABLED
+    return REUSE.on
 
 
 def set_reuse(enabled: bool) -> None:
     """Turn buffer reuse on or off for the whole process (results do not change)."""
-    global _ENABLED
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be True or False, got {enabled!r}")
-    _ENABLED = enabled
+    REUSE.set(enabled)
 
 
-@contextlib.contextmanager
-def reuse(enabled: bool) -> Iterator[None]:
+def reuse(enabled: bool) -> contextlib.AbstractContextManager[None]:
     """Context manager: buffer reuse on (``True``) or off (``False``) inside it."""
-    previous = reuse_enabled()
-    set_reuse(enabled)
-    try:
-        yield
-    finally:
-        set_reuse(previous)
+    return REUSE(enabled)
 
 
 class _Thread(threading.local):
@@ -167,7 +158,7 @@ def chain(
     ``runs(layers[i:], k)``: ``(state, count)`` when the next ``count`` layers run as one step
     (`widelimits.layers._chain`, which takes nothing over), or None.
     """
-    enabled = _ENABLED and bool(layers)
+    enabled = REUSE.on and bool(layers)
     if enabled:
         inherited = set(_local.granted) if owner is not None and _local.layer is owner else set()
         if give:
@@ -217,7 +208,7 @@ def take(layer, t: Tensor | None) -> bool:
 def scratch(name: str, factory: Callable[[], object]) -> object:
     """The per-thread object ``name`` (made by ``factory``) shared by the layers of the
     outermost running chain, dropped when it returns; a fresh one outside any chain."""
-    if _local.depth == 0 or not _ENABLED:
+    if _local.depth == 0 or not REUSE.on:
         return factory()
     obj = _local.pooled.get(name)
     if obj is None:

@@ -66,7 +66,7 @@ class Serial(Layer):
         return _reuse.chain(self.flat_layers(), k, owner=self, runs=_chain.run)
 
     def flat_layers(self) -> list[Layer]:
-        """The layers in order, nested `Serial`s expanded (the same composition)."""
+        """The layers in order, nested `Serial` layers expanded (the same composition)."""
         return [x for layer in self.layers for x in (
             layer.flat_layers() if isinstance(layer, Serial) else [layer]
         )]  # fmt: skip
