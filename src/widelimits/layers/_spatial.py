@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._compiled_windows import axis_sum, separable_sum
+
 PADDINGS = ("same", "valid", "circular")
 
 MAX_SIZE = 2**31 - 1
@@ -341,6 +343,9 @@ def _axis_sum(
     one write and two adds.  Not differentiable (``out=`` and in-place adds): callers use
     `window_sum` when autograd is recording.
     """
+    if (plan := _compiled_plan(t, [(axes, window, stride, padding)])) is not None:
+        if (done := axis_sum(t, axes, *plan[0][1:], scale, base, out)) is not None:
+            return done  # one compiled pass
     size, covering, terms = _plan(t.ndim, tuple(axes), t.shape[axes[0]], window, stride, padding)
     shape = list(t.shape)
     for ax in axes:
@@ -456,8 +461,19 @@ def _separable(
     return _steps(t, steps, scale, base, scratch, out)
 
 
+def _compiled_plan(t: Tensor, steps) -> list | None:
+    """``[(axes, output size, taps)]`` of the window sums ``steps`` for `_compiled_windows`,
+    or None when one has a stride or circular padding (the compiled sums do not cover them)."""
+    if any(s != 1 or p == "circular" for _, _, s, p in steps):
+        return None
+    return [(axes, *effective_taps(t.shape[axes[0]], w, 1, p)) for axes, w, _, p in steps]
+
+
 def _steps(t: Tensor, steps, scale: float, base, scratch: Scratch, out) -> Tensor:
-    """`_separable`'s steps in one piece."""
+    """`_separable`'s steps in one piece (both in one compiled pass where that applies)."""
+    plan = _compiled_plan(t, steps)
+    if plan is not None and (done := separable_sum(t, plan, scale, base, out)) is not None:
+        return done
     for k, (axes, window, stride, padding) in enumerate(steps):
         last = k == len(steps) - 1
         buffer = out if last else scratch.get(k % 2, _output_shape(t, steps[k : k + 1]), t)
