@@ -166,10 +166,12 @@ def separable_sum(
     scale: float,
     base: Tensor | None,
     out: Tensor | None,
+    shift: float = 0.0,
 ) -> Tensor | None:
     """The two steps ``[(axes, size, taps), ...]`` of a 2-D pixel-pair window sum (axes
     ``(-4, -2)`` then ``(-3, -1)``, see `axis_sum`) in one pass (`_jit_windows.pair2_sum`),
-    when both outputs keep the input's size; None, having written nothing, otherwise.  ``out``
+    when both outputs keep the input's size, plus ``shift`` after the sum; None, having written
+    nothing, otherwise.  ``out``
     may be ``t`` itself (written over plane by plane once no output reads that plane)."""
     if len(steps) != 2 or t.ndim < 4:
         return None
@@ -189,7 +191,10 @@ def separable_sum(
     loops, out, mode = checked
     shape4 = (math.prod(t.shape[:-4]), n1, n2, n1 * n2)
     t_np, out_np, base_np = _views(t, out, base, shape4, shape4)
-    alpha, zero, one = _scalars(t.dtype, scale, 0.0, 1.0)
+    alpha, zero, one, add = _scalars(t.dtype, scale, 0.0, 1.0, shift)
     in_place = out.data_ptr() == t.data_ptr()
-    loops.pair2_sum(t_np, out_np, base_np, offsets1, offsets2, alpha, zero, one, mode, in_place)
+    loops.pair2_sum(
+        t_np, out_np, base_np, offsets1, offsets2, alpha, zero, one, mode, in_place, add,
+        shift != 0.0,
+    )  # fmt: skip
     return out

@@ -75,8 +75,9 @@ def _pair_rows(src, dst, base, i, taps, alpha, zero, mode, covering, cols, shift
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _plane(src, dst, base, inside, taps, alpha, zero, mode, covering):
-    # every output row of `plane_sum` for one index a: src, dst and base (n, B n)
+def _plane(src, dst, base, inside, taps, alpha, zero, mode, covering, shift, has_shift):
+    # every output row of `plane_sum` for one index a: src, dst and base (n, B n); then
+    # + shift (after the sum, while the row is in the L1 cache) if has_shift
     n, plane = src.shape[0], src.shape[1]
     for i in range(n):
         row = dst[i]
@@ -93,6 +94,9 @@ def _plane(src, dst, base, inside, taps, alpha, zero, mode, covering):
             s = src[i + o, lo + o : hi + o]
             for f in range(hi - lo):
                 d[f] = d[f] + alpha * s[f] if keep[f] else d[f]
+        if has_shift:
+            for f in range(plane):
+                row[f] += shift
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -148,11 +152,11 @@ def plane_sum(t, out, base, taps, alpha, zero, mode, covering):
     """
     inside = _inside(taps, t.shape[1], t.shape[2])
     for a in range(t.shape[0]):
-        _plane(t[a], out[a], base[a], inside, taps, alpha, zero, mode, covering)
+        _plane(t[a], out[a], base[a], inside, taps, alpha, zero, mode, covering, zero, False)
 
 
 @numba.njit(**_OPTIONS)
-def pair2_sum(t, out, base, taps1, taps2, alpha, zero, one, mode, in_place):
+def pair2_sum(t, out, base, taps1, taps2, alpha, zero, one, mode, in_place, shift, has_shift):
     r"""The two steps of a 2-D pixel-pair window sum whose output keeps the input's size, one
     plane at a time: ``t``, ``out`` and ``base`` are ``(A, n1, n2, n1 n2)`` (pixel p = (i1,
     i2), then q = (j1, j2) flattened), and each list of offsets starts with 0 (which reads every
@@ -166,7 +170,8 @@ def pair2_sum(t, out, base, taps1, taps2, alpha, zero, one, mode, in_place):
             t[a, i_1 + o_1, i_2 + o_2, (j_1 + o_1)(j_2 + o_2)],
 
     the same adds in the same order as the two steps one after the other (so the same values
-    to the bit), reading ``t`` and writing ``out`` once instead of twice each.
+    to the bit), reading ``t`` and writing ``out`` once instead of twice each; then ``+ shift``
+    if ``has_shift`` (the torch path's add after the sum).
 
     ``in_place``: ``out`` is ``t``.  Output plane i1 reads the input planes ``i1 + o1``, so it
     waits in a ring of planes until the last output that reads input plane i1 (``i1 - min
@@ -183,9 +188,11 @@ def pair2_sum(t, out, base, taps1, taps2, alpha, zero, one, mode, in_place):
         for i in range(n1):
             _pair_rows(src, u, u, i, taps1, alpha, zero, NONE, True, n2, 1)
             if not in_place:
-                _plane(u, dst[i], base[a, i], inside, taps2, one, zero, mode, True)
+                _plane(u, dst[i], base[a, i], inside, taps2, one, zero, mode, True, shift,
+                       has_shift)  # fmt: skip
                 continue
-            _plane(u, ring[i % (back + 1)], base[a, i], inside, taps2, one, zero, mode, True)
+            _plane(u, ring[i % (back + 1)], base[a, i], inside, taps2, one, zero, mode, True,
+                   shift, has_shift)  # fmt: skip
             if i >= back:  # no output after i reads input plane i - back
                 _copy(dst[i - back], ring[(i - back) % (back + 1)])
         if in_place:

@@ -412,15 +412,11 @@ def _output_shape(t: Tensor, steps) -> list[int]:
 
 
 def _separable(
-    t: Tensor,
-    steps,
-    scale: float,
-    base: Tensor | None,
-    scratch: Scratch | None,
-    out: Tensor | None = None,
-) -> Tensor:
+    t: Tensor, steps, scale: float, base: Tensor | None, scratch: Scratch | None,
+    out: Tensor | None = None, shift: float = 0.0,
+) -> Tensor:  # fmt: skip
     """Apply the window sums ``steps`` = [(axes, window, stride, padding), ...] one after the
-    other: ``base + scale * (sum over the windows of every step)``.
+    other: ``base + scale * (sum over the windows of every step)``, then ``+ shift``.
 
     Each step sums over its own axes, so the steps commute and compose into the product window
     (e.g. a 3x3 window as 3 + 3 taps).  ``scale`` goes into the first step and ``base`` into the
@@ -444,7 +440,8 @@ def _separable(
         for axes, window, stride, padding in steps:
             t = window_sum(t, axes, window, stride, padding)
         t = t if scale == 1.0 else scale * t
-        return t if base is None else base + t
+        t = t if base is None else base + t
+        return t + shift if shift else t
     scratch = Scratch() if scratch is None else scratch
     summed = {ax for axes, *_ in steps for ax in axes}
     per_index = t[0].numel() * t.element_size() if t.ndim and t.shape[0] else 0
@@ -456,9 +453,9 @@ def _separable(
         for i in range(0, t.shape[0], step):
             j = min(i + step, t.shape[0])
             b = base[i:j] if chunked else base
-            _steps(t[i:j], steps, scale, b, scratch, out[i:j])
+            _steps(t[i:j], steps, scale, b, scratch, out[i:j], shift)
         return out
-    return _steps(t, steps, scale, base, scratch, out)
+    return _steps(t, steps, scale, base, scratch, out, shift)
 
 
 def _compiled_plan(t: Tensor, steps) -> list | None:
@@ -469,10 +466,10 @@ def _compiled_plan(t: Tensor, steps) -> list | None:
     return [(axes, *effective_taps(t.shape[axes[0]], w, 1, p)) for axes, w, _, p in steps]
 
 
-def _steps(t: Tensor, steps, scale: float, base, scratch: Scratch, out) -> Tensor:
+def _steps(t: Tensor, steps, scale: float, base, scratch: Scratch, out, shift: float) -> Tensor:
     """`_separable`'s steps in one piece (both in one compiled pass where that applies)."""
     plan = _compiled_plan(t, steps)
-    if plan is not None and (done := separable_sum(t, plan, scale, base, out)) is not None:
+    if plan is not None and (done := separable_sum(t, plan, scale, base, out, shift)) is not None:
         return done
     for k, (axes, window, stride, padding) in enumerate(steps):
         last = k == len(steps) - 1
@@ -481,7 +478,7 @@ def _steps(t: Tensor, steps, scale: float, base, scratch: Scratch, out) -> Tenso
             t, axes, window, stride, padding,
             scale=scale if k == 0 else 1.0, base=base if last else None, out=buffer,
         )  # fmt: skip
-    return t
+    return t.add_(shift) if shift else t
 
 
 def conv_sum(
@@ -504,11 +501,7 @@ def conv_sum(
     on (p_2, q_2), ...: 3 + 3 strided adds for a 3x3 filter instead of 9 (see `_separable`,
     also for ``out``).
     """
-    steps = []
-    for r in range(d):
-        axes = (t.ndim - 2 * d + r, t.ndim - d + r) if full else (t.ndim - d + r,)
-        steps.append((axes, window[r], stride[r], padding))
-    return _separable(t, steps, scale, base, scratch, out)
+    return conv_window_sum(t, d, full, window, stride, (padding,) * d, scale, base, scratch, out)
 
 
 def pool_sum(
@@ -574,25 +567,17 @@ class SpatialPad(nn.Module):
 
 
 def conv_window_sum(
-    t: Tensor,
-    d: int,
-    full: bool,
-    window: Sequence[int],
-    stride: Sequence[int],
-    paddings: Sequence[Padding],
-    scale: float = 1.0,
-    base: Tensor | None = None,
-    scratch: Scratch | None = None,
-    out: Tensor | None = None,
-) -> Tensor:
-    """`conv_sum` with one padding per spatial axis (``paddings``, see `axis_paddings`)."""
-    if all(p == paddings[0] for p in paddings) and isinstance(paddings[0], str):
-        return conv_sum(t, d, full, window, stride, paddings[0], scale, base, scratch, out)
+    t: Tensor, d: int, full: bool, window: Sequence[int], stride: Sequence[int],
+    paddings: Sequence[Padding], scale: float = 1.0, base: Tensor | None = None,
+    scratch: Scratch | None = None, out: Tensor | None = None, shift: float = 0.0,
+) -> Tensor:  # fmt: skip
+    """`conv_sum` with one padding per spatial axis (``paddings``, see `axis_paddings`), plus
+    ``shift`` after the sum (a bias variance, added while each entry is in the cache)."""
     steps = []
     for r in range(d):
         axes = (t.ndim - 2 * d + r, t.ndim - d + r) if full else (t.ndim - d + r,)
         steps.append((axes, window[r], stride[r], paddings[r]))
-    return _separable(t, steps, scale, base, scratch, out)
+    return _separable(t, steps, scale, base, scratch, out, shift)
 
 
 def pool_window_sum(
