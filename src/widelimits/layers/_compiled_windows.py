@@ -49,8 +49,8 @@ def windows():
     return _jit_windows
 
 
-def _plain(x: Tensor, dtype: torch.dtype) -> bool:
-    return x.dtype == dtype and x.device.type == "cpu" and x.is_contiguous()
+def _plain(x: Tensor, dtype: torch.dtype, contiguous: bool = True) -> bool:
+    return x.dtype == dtype and x.device.type == "cpu" and (x.is_contiguous() or not contiguous)
 
 
 def _shares_memory(x: Tensor, y: Tensor) -> bool:
@@ -76,19 +76,22 @@ def _ordered(n: int, size: int, taps: Sequence[tuple[int, int]]) -> tuple[np.nda
 def _checked(
     t: Tensor, shape: list[int], base: Tensor | None, out: Tensor | None, in_place: bool = False
 ):
-    """The compiled loops and ``(out, base mode)`` (``out`` allocated if None) when the compiled
-    path applies to a sum of ``t`` into ``shape``; None otherwise.  ``in_place``: ``out`` may
-    be ``t`` itself (then the base mode is never `IN_OUT`)."""
+    """``(loops, t, base, out, base mode)`` when the compiled path applies to a sum of ``t``
+    into ``shape`` (``out`` allocated if None), None otherwise.  ``t`` and ``base`` come back
+    contiguous: a strided view (a permuted kernel) is copied rather than sent to the torch
+    path, whose adds round differently, so that a kernel's covariances and variances always
+    take the same path (an example paired with itself must keep a correlation of exactly 1).
+    ``in_place``: ``out`` may be ``t`` itself (then the base mode is never `IN_OUT`)."""
     dtype = t.dtype
     same = out is not None and out.data_ptr() == t.data_ptr() and out.shape == t.shape
     if (
         not _jit.compiled_enabled()
         or dtype not in (torch.float32, torch.float64)
-        or not _plain(t, dtype)
+        or not _plain(t, dtype, contiguous=False)
         or t.numel() == 0
         or math.prod(shape) == 0
         or (torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (t, base)))
-        or (base is not None and (list(base.shape) != shape or not _plain(base, dtype)))
+        or (base is not None and (list(base.shape) != shape or not _plain(base, dtype, False)))
         or (out is not None and (list(out.shape) != shape or not _plain(out, dtype)))
         or (out is not None and _shares_memory(out, t) and not (in_place and same))
         or (out is not None and base is not None and _shares_memory(out, base)
@@ -96,12 +99,14 @@ def _checked(
         or (loops := windows()) is None
     ):  # fmt: skip
         return None
+    t = t.contiguous()
+    base = None if base is None else base.contiguous()
     out = t.new_empty(shape) if out is None else out
     if base is None:
-        return loops, out, loops.NONE
+        return loops, t, base, out, loops.NONE
     if base.data_ptr() == out.data_ptr() and not same:
-        return loops, out, loops.IN_OUT
-    return loops, out, loops.SEPARATE
+        return loops, t, base, out, loops.IN_OUT
+    return loops, t, base, out, loops.SEPARATE
 
 
 def _scalars(dtype: torch.dtype, *values: float) -> list[np.floating]:
@@ -142,7 +147,7 @@ def axis_sum(
         or (checked := _checked(t, shape, base, out)) is None
     ):
         return None
-    loops, out, mode = checked
+    loops, t, base, out, mode = checked
     p = axes[0]
     lead, n = math.prod(t.shape[:p]), t.shape[p]
     middle = math.prod(t.shape[p + 1 : axes[1]]) if pair else 1
@@ -188,7 +193,7 @@ def separable_sum(
         or (checked := _checked(t, list(t.shape), base, out, in_place=True)) is None
     ):
         return None
-    loops, out, mode = checked
+    loops, t, base, out, mode = checked
     shape4 = (math.prod(t.shape[:-4]), n1, n2, n1 * n2)
     t_np, out_np, base_np = _views(t, out, base, shape4, shape4)
     alpha, zero, one, add = _scalars(t.dtype, scale, 0.0, 1.0, shift)
