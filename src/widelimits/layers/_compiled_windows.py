@@ -124,6 +124,7 @@ def _views(t: Tensor, out: Tensor, base: Tensor | None, t_shape, out_shape):
 def axis_sum(
     t: Tensor,
     axes: Sequence[int],
+    stride: int,
     size: int,
     taps: Sequence[tuple[int, int]],
     scale: float,
@@ -131,9 +132,10 @@ def axis_sum(
     out: Tensor | None,
 ) -> Tensor | None:
     """``base + scale * sum_o t[..., i + o, ..., j + o, ...]`` over the offsets ``taps`` (from
-    `_spatial.effective_taps`, stride 1, zero padding) on the one or two ``axes``, into ``out``
+    `_spatial.effective_taps`, zero padding) on the one or two ``axes``, into ``out``
     (allocated if None) with output size ``size`` on those axes.  Returns None, having written
-    nothing, where the compiled path does not apply (see the module docstring)."""
+    nothing, where the compiled path does not apply (a ``stride`` other than 1, and see the
+    module docstring)."""
     axes = tuple(ax % t.ndim for ax in axes)
     shape = list(t.shape)
     for ax in axes:
@@ -141,7 +143,8 @@ def axis_sum(
     offsets, covering = _ordered(t.shape[axes[0]], size, taps)
     pair = len(axes) == 2
     if (
-        len(axes) not in (1, 2)
+        stride != 1
+        or len(axes) not in (1, 2)
         or (pair and (axes[0] >= axes[1] or t.shape[axes[0]] != t.shape[axes[1]]))
         or len(offsets) == 0
         or (checked := _checked(t, shape, base, out)) is None
@@ -167,28 +170,36 @@ def axis_sum(
 
 def separable_sum(
     t: Tensor,
-    steps: Sequence[tuple[tuple[int, ...], int, Sequence[tuple[int, int]]]],
+    steps: Sequence[tuple[tuple[int, ...], int, int, Sequence[tuple[int, int]]]],
     scale: float,
     base: Tensor | None,
     out: Tensor | None,
     shift: float = 0.0,
 ) -> Tensor | None:
-    """The two steps ``[(axes, size, taps), ...]`` of a 2-D pixel-pair window sum (axes
-    ``(-4, -2)`` then ``(-3, -1)``, see `axis_sum`) in one pass (`_jit_windows.pair2_sum`),
-    when both outputs keep the input's size, plus ``shift`` after the sum; None, having written
-    nothing, otherwise.  ``out``
-    may be ``t`` itself (written over plane by plane once no output reads that plane)."""
-    if len(steps) != 2 or t.ndim < 4:
+    """The steps ``[(axes, stride, size, taps), ...]`` of a 2-D pixel-pair window sum in one
+    pass, plus ``shift`` after the sum: a convolution's two (axes ``(-4, -2)`` then ``(-3,
+    -1)``, stride 1, outputs of the input's size; `_jit_windows.pair2_sum`) or a pooling's
+    four (axes -4, -2, -3, -1, one window and stride per pixel axis, no ``base``;
+    `_jit_windows.pool2_sum`).  None, having written nothing, otherwise.  ``out`` may be ``t``
+    itself for a convolution (written over plane by plane once no output reads that plane)."""
+    nd = t.ndim
+    axes = [tuple(ax % nd for ax in step[0]) for step in steps]
+    if nd < 4 or t.shape[-4:-2] != t.shape[-2:]:
         return None
-    (axes1, size1, taps1), (axes2, size2, taps2) = steps
-    nd, n1, n2 = t.ndim, t.shape[-4], t.shape[-3]
+    if axes == [(nd - 4, nd - 2), (nd - 3, nd - 1)]:
+        return _conv2(t, steps, scale, base, out, shift)
+    if axes == [(nd - 4,), (nd - 2,), (nd - 3,), (nd - 1,)] and base is None and shift == 0.0:
+        return _pool2(t, steps, scale, out)
+    return None
+
+
+def _conv2(t: Tensor, steps, scale: float, base, out, shift: float) -> Tensor | None:
+    (_, stride1, size1, taps1), (_, stride2, size2, taps2) = steps
+    n1, n2 = t.shape[-4], t.shape[-3]
     offsets1, covering1 = _ordered(n1, size1, taps1)
     offsets2, covering2 = _ordered(n2, size2, taps2)
     if (
-        tuple(ax % nd for ax in axes1) != (nd - 4, nd - 2)
-        or tuple(ax % nd for ax in axes2) != (nd - 3, nd - 1)
-        or tuple(t.shape[-4:]) != (n1, n2, n1, n2)
-        or (size1, size2) != (n1, n2)
+        (stride1, stride2, size1, size2) != (1, 1, n1, n2)
         or not (len(offsets1) and len(offsets2) and covering1 and covering2)
         or (checked := _checked(t, list(t.shape), base, out, in_place=True)) is None
     ):
@@ -202,4 +213,22 @@ def separable_sum(
         t_np, out_np, base_np, offsets1, offsets2, alpha, zero, one, mode, in_place, add,
         shift != 0.0,
     )  # fmt: skip
+    return out
+
+
+def _pool2(t: Tensor, steps, scale: float, out) -> Tensor | None:
+    (_, stride1, size1, taps1), q1, (_, stride2, size2, taps2), q2 = steps
+    shape = [*t.shape[:-4], size1, size2, size1, size2]
+    if (
+        (q1[1:], q2[1:]) != ((stride1, size1, taps1), (stride2, size2, taps2))  # p as q
+        or any(count != 1 for _, count in (*taps1, *taps2))
+        or (checked := _checked(t, shape, None, out)) is None
+    ):
+        return None
+    loops, t, _, out, _ = checked
+    n1, n2, lead = t.shape[-4], t.shape[-3], math.prod(t.shape[:-4])
+    t_np, out_np, _ = _views(t, out, None, (lead, n1, n2, n1 * n2), (lead, *shape[-4:-2], -1))
+    alpha, zero, one = _scalars(t.dtype, scale, 0.0, 1.0)
+    offsets1, offsets2 = (np.array([d for d, _ in x], dtype=np.int64) for x in (taps1, taps2))
+    loops.pool2_sum(t_np, out_np, offsets1, stride1, offsets2, stride2, alpha, zero, one)
     return out

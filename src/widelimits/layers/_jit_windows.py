@@ -206,3 +206,53 @@ def _copy(dst, src):
         d, s = dst[r], src[r]
         for f in range(s.shape[0]):
             d[f] = s[f]
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _strided(src, dst, taps, stride, first, alpha, zero):
+    # dst[p, i] = sum over the taps d with 0 <= r < n, r = stride (first + i) + d, of
+    # alpha src[p, r]: a window sum with a stride along the middle axis of (P, n, Q) arrays
+    n = src.shape[1]
+    for p in range(dst.shape[0]):
+        for i in range(dst.shape[1]):
+            row = dst[p, i]
+            for f in range(row.shape[0]):
+                row[f] = zero
+            for k in range(taps.shape[0]):
+                r = stride * (first + i) + taps[k]
+                if r < 0 or r >= n:
+                    continue
+                s = src[p, r]
+                for f in range(row.shape[0]):
+                    row[f] += alpha * s[f]
+
+
+@numba.njit(**_OPTIONS)
+def pool2_sum(t, out, taps1, stride1, taps2, stride2, alpha, zero, one):
+    r"""A 2-D pooling window sum of the full pixel-pair layout in one pass: ``t`` is ``(A, n1,
+    n2, n1 n2)``, ``out`` ``(A, m1, m2, m1 m2)``, and output index I on an axis of size n
+    (stride s) reads the inputs ``s I + d`` for the offsets d of its ``taps`` inside ``[0,
+    n)`` (zero padding).  Per output plane ``(a, I1)`` the four axes are summed one after the
+    other in cache-resident buffers (i1, then i2, j1, j2), ``alpha`` times the first:
+
+    .. math::
+
+        out[a, I_1, I_2, J_1 J_2] = \alpha \sum_{d_1, d_2, e_1, e_2}
+            t[a, s_1 I_1 + d_1, s_2 I_2 + d_2, (s_1 J_1 + e_1)(s_2 J_2 + e_2)],
+
+    so ``t`` is read once and only ``out`` written (the torch path writes and reads back an
+    intermediate per axis).
+    """
+    n1, n2 = t.shape[1], t.shape[2]
+    m1, m2 = out.shape[1], out.shape[2]
+    u1 = np.empty((1, 1, n2 * n1 * n2), t.dtype)
+    u2 = np.empty((1, m2, n1 * n2), t.dtype)
+    u3 = np.empty((m2, m1, n2), t.dtype)
+    for a in range(t.shape[0]):
+        src = t[a].reshape((1, n1, n2 * n1 * n2))
+        for i in range(m1):
+            _strided(src, u1, taps1, stride1, i, alpha, zero)
+            _strided(u1.reshape((1, n2, n1 * n2)), u2, taps2, stride2, 0, one, zero)
+            _strided(u2.reshape((m2, n1, n2)), u3, taps1, stride1, 0, one, zero)
+            _strided(u3.reshape((m2 * m1, n2, 1)), out[a, i].reshape((m2 * m1, m2, 1)), taps2,
+                     stride2, 0, one, zero)  # fmt: skip

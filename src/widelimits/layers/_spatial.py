@@ -344,7 +344,7 @@ def _axis_sum(
     `window_sum` when autograd is recording.
     """
     if (plan := _compiled_plan(t, [(axes, window, stride, padding)])) is not None:
-        if (done := axis_sum(t, axes, *plan[0][1:], scale, base, out)) is not None:
+        if (done := axis_sum(t, *plan[0], scale, base, out)) is not None:
             return done  # one compiled pass
     size, covering, terms = _plan(t.ndim, tuple(axes), t.shape[axes[0]], window, stride, padding)
     shape = list(t.shape)
@@ -459,11 +459,11 @@ def _separable(
 
 
 def _compiled_plan(t: Tensor, steps) -> list | None:
-    """``[(axes, output size, taps)]`` of the window sums ``steps`` for `_compiled_windows`,
-    or None when one has a stride or circular padding (the compiled sums do not cover them)."""
-    if any(s != 1 or p == "circular" for _, _, s, p in steps):
+    """``[(axes, stride, output size, taps)]`` of the window sums ``steps`` for
+    `_compiled_windows`, or None with circular padding (the compiled sums do not cover it)."""
+    if any(p == "circular" for *_, p in steps):
         return None
-    return [(axes, *effective_taps(t.shape[axes[0]], w, 1, p)) for axes, w, _, p in steps]
+    return [(axes, s, *effective_taps(t.shape[axes[0]], w, s, p)) for axes, w, s, p in steps]
 
 
 def _steps(t: Tensor, steps, scale: float, base, scratch: Scratch, out, shift: float) -> Tensor:
