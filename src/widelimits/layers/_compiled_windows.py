@@ -17,11 +17,16 @@ tensor is read once and written once per axis pair.  The adds are those of the t
 its order (``base`` first, then the offset that reads every output, then the others), so both
 agree to rounding.
 
-It applies to contiguous CPU float32/float64 tensors with stride 1 and zero padding ("same",
-"valid" or explicit), outside autograd, and with ``out`` not sharing memory with ``t``; in every
-other case (circular padding, strides, a broadcast ``base``, no numba, ``WIDELIMITS_NUMBA=0``
-or `widelimits.layers._jit.set_compiled` ``(False)``) `axis_sum` returns None and the caller
-uses the torch path.
+It applies to the pixel-pair (full) layout of CPU float32/float64 tensors (strided views are
+copied first), with stride 1 and zero padding ("same", "valid" or explicit) for convolutions and
+any window and stride for a 2-D pooling, outside autograd, with ``out`` not sharing memory with
+``t`` (except a 2-D convolution written over its input).  In every other case (circular
+padding, strides in a convolution, the per-pixel layout's one-axis sums, whose tensors are small
+enough for the torch path's adds to stay in the cache, a broadcast ``base``, no numba,
+``WIDELIMITS_NUMBA=0`` or `widelimits.layers._jit.set_compiled` ``(False)``) the functions
+return None and the caller uses the torch path.  Which path a sum takes depends only on the
+layout and the geometry, never on the tensor, so a kernel's covariances and its variances are
+always rounded alike.
 """
 
 from __future__ import annotations
@@ -132,7 +137,7 @@ def axis_sum(
     out: Tensor | None,
 ) -> Tensor | None:
     """``base + scale * sum_o t[..., i + o, ..., j + o, ...]`` over the offsets ``taps`` (from
-    `_spatial.effective_taps`, zero padding) on the one or two ``axes``, into ``out``
+    `_spatial.effective_taps`, zero padding) on the axis pair ``axes``, into ``out``
     (allocated if None) with output size ``size`` on those axes.  Returns None, having written
     nothing, where the compiled path does not apply (a ``stride`` other than 1, and see the
     module docstring)."""
@@ -141,30 +146,28 @@ def axis_sum(
     for ax in axes:
         shape[ax] = size
     offsets, covering = _ordered(t.shape[axes[0]], size, taps)
-    pair = len(axes) == 2
     if (
         stride != 1
-        or len(axes) not in (1, 2)
-        or (pair and (axes[0] >= axes[1] or t.shape[axes[0]] != t.shape[axes[1]]))
+        or len(axes) != 2
+        or axes[0] >= axes[1]
+        or t.shape[axes[0]] != t.shape[axes[1]]
         or len(offsets) == 0
         or (checked := _checked(t, shape, base, out)) is None
     ):
         return None
     loops, t, base, out, mode = checked
-    p = axes[0]
-    lead, n = math.prod(t.shape[:p]), t.shape[p]
-    middle = math.prod(t.shape[p + 1 : axes[1]]) if pair else 1
-    rest = math.prod(t.shape[axes[1] + 1 :]) if pair else math.prod(t.shape[p + 1 :])
+    p, q = axes
+    lead, n, middle = math.prod(t.shape[:p]), t.shape[p], math.prod(t.shape[p + 1 : q])
+    rest = math.prod(t.shape[q + 1 :])
     alpha, zero = _scalars(t.dtype, scale, 0.0)
-    if pair and size == n and rest == 1:  # the last axis pair, output of the input's size
+    if size == n and rest == 1:  # the last axis pair, output of the input's size
         shape3 = (lead, n, middle * n)
         t_np, out_np, base_np = _views(t, out, base, shape3, shape3)
         loops.plane_sum(t_np, out_np, base_np, offsets, alpha, zero, mode, covering)
     else:
-        t_shape = (lead, n, middle, n * rest if pair else rest)
-        out_shape = (lead, size, middle, size * rest if pair else rest)
+        t_shape, out_shape = (lead, n, middle, n * rest), (lead, size, middle, size * rest)
         t_np, out_np, base_np = _views(t, out, base, t_shape, out_shape)
-        loops.pair_sum(t_np, out_np, base_np, offsets, alpha, zero, pair, mode, covering)
+        loops.pair_sum(t_np, out_np, base_np, offsets, alpha, zero, mode, covering)
     return out
 
 

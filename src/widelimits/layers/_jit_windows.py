@@ -49,11 +49,11 @@ def _first(dst, base, src, alpha, zero, mode, covering):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _pair_rows(src, dst, base, i, taps, alpha, zero, mode, covering, cols, shift):
-    # output rows (i, b) for every b of `pair_sum`: src (n, B, nq C), dst and base (B, mq C)
+def _pair_rows(src, dst, base, i, taps, alpha, zero, mode, covering, cols):
+    # output rows (i, b) for every b of `pair_sum`: src (n, B, n C), dst and base (B, m C)
     n, width = src.shape[0], dst.shape[1]
-    nq, mq = src.shape[2] // cols, width // cols
-    first = taps[0] * cols * shift
+    m = width // cols
+    first = taps[0] * cols
     for b in range(dst.shape[0]):
         row = dst[b]
         if covering:
@@ -65,9 +65,7 @@ def _pair_rows(src, dst, base, i, taps, alpha, zero, mode, covering, cols, shift
             o = taps[k]
             if i + o < 0 or i + o >= n:
                 continue
-            lo = max(0, -o) * cols if shift else 0
-            hi = min(mq, nq - o) * cols if shift else width
-            off = o * cols if shift else 0
+            lo, hi, off = max(0, -o) * cols, min(m, n - o) * cols, o * cols
             d = row[lo:hi]
             s = src[i + o, b, lo + off : hi + off]
             for f in range(hi - lo):
@@ -111,17 +109,16 @@ def _inside(taps, n, plane):
 
 
 @numba.njit(**_OPTIONS)
-def pair_sum(t, out, base, taps, alpha, zero, shift, mode, covering):
-    r"""One window sum over an axis pair (or one axis), zero padding, stride 1, in one pass.
+def pair_sum(t, out, base, taps, alpha, zero, mode, covering):
+    r"""One window sum over an axis pair, zero padding, stride 1, in one pass.
 
-    ``t`` is ``(A, n, B, nq C)`` and ``out`` ``(A, m, B, mq C)``: the summed p-axis second, the
+    ``t`` is ``(A, n, B, n C)`` and ``out`` ``(A, m, B, m C)``: the summed p-axis second, the
     q-axis and everything after it flattened last, so that the offset o moves the last axis by
-    ``o C`` (``shift`` = 1, a pixel pair) or not at all (``shift`` = 0, one axis: nq = mq = 1).
-    Per row ``(a, i, b)`` and flat column ``f = j C + c``,
+    ``o C``.  Per row ``(a, i, b)`` and flat column ``f = j C + c``,
 
     .. math::
 
-        out[a, i, b, f] = base[a, i, b, f] + \sum_{o} \alpha\, t[a, i + o, b, f + s\,o\,C]
+        out[a, i, b, f] = base[a, i, b, f] + \sum_{o} \alpha\, t[a, i + o, b, f + o\,C]
 
     over the offsets ``taps`` (in that order, the order of the torch path's adds) whose rows
     ``i + o`` and columns ``j + o`` stay inside ``[0, n)`` (the others read padding: zeros).
@@ -131,11 +128,10 @@ def pair_sum(t, out, base, taps, alpha, zero, shift, mode, covering):
     go in memory order, so the hardware prefetcher follows the reads and the writes; the input
     rows a row reads were read a plane earlier, and are still in the L2 cache.
     """
-    cols = out.shape[3] // out.shape[1] if shift else out.shape[3]  # C
+    cols = out.shape[3] // out.shape[1]  # C
     for a in range(t.shape[0]):
         for i in range(out.shape[1]):
-            _pair_rows(t[a], out[a, i], base[a, i], i, taps, alpha, zero, mode, covering, cols,
-                       shift)  # fmt: skip
+            _pair_rows(t[a], out[a, i], base[a, i], i, taps, alpha, zero, mode, covering, cols)
 
 
 @numba.njit(**_OPTIONS)
@@ -186,7 +182,7 @@ def pair2_sum(t, out, base, taps1, taps2, alpha, zero, one, mode, in_place, shif
     for a in range(t.shape[0]):
         src, dst = t[a], out[a]
         for i in range(n1):
-            _pair_rows(src, u, u, i, taps1, alpha, zero, NONE, True, n2, 1)
+            _pair_rows(src, u, u, i, taps1, alpha, zero, NONE, True, n2)
             if not in_place:
                 _plane(u, dst[i], base[a, i], inside, taps2, one, zero, mode, True, shift,
                        has_shift)  # fmt: skip
@@ -256,3 +252,4 @@ def pool2_sum(t, out, taps1, stride1, taps2, stride2, alpha, zero, one):
             _strided(u2.reshape((m2, n1, n2)), u3, taps1, stride1, 0, one, zero)
             _strided(u3.reshape((m2 * m1, n2, 1)), out[a, i].reshape((m2 * m1, m2, 1)), taps2,
                      stride2, 0, one, zero)  # fmt: skip
+
