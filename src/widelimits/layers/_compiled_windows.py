@@ -86,7 +86,8 @@ def _checked(
     contiguous: a strided view (a permuted kernel) is copied rather than sent to the torch
     path, whose adds round differently, so that a kernel's covariances and variances always
     take the same path (an example paired with itself must keep a correlation of exactly 1).
-    ``in_place``: ``out`` may be ``t`` itself (then the base mode is never `IN_OUT`)."""
+    ``in_place``: ``out`` may be ``t`` itself (then the base mode is never `IN_OUT`), and a
+    copy of ``t`` is written over rather than a fresh ``out`` allocated."""
     dtype = t.dtype
     same = out is not None and out.data_ptr() == t.data_ptr() and out.shape == t.shape
     if (
@@ -104,9 +105,11 @@ def _checked(
         or (loops := windows()) is None
     ):  # fmt: skip
         return None
+    copied = not t.is_contiguous()
     t = t.contiguous()
     base = None if base is None else base.contiguous()
-    out = t.new_empty(shape) if out is None else out
+    if out is None:  # a copy of t is nobody else's: written over in place when that works
+        out = t if copied and in_place and list(t.shape) == shape else t.new_empty(shape)
     if base is None:
         return loops, t, base, out, loops.NONE
     if base.data_ptr() == out.data_ptr() and not same:
