@@ -343,7 +343,7 @@ def _axis_sum(
     one write and two adds.  Not differentiable (``out=`` and in-place adds): callers use
     `window_sum` when autograd is recording.
     """
-    if (plan := _compiled_plan(t, [(axes, window, stride, padding)])) is not None:
+    if len(axes) == 2 and (plan := _compiled_plan(t, [(axes, window, stride, padding)])):
         if (done := axis_sum(t, *plan[0], scale, base, out)) is not None:
             return done  # one compiled pass
     size, covering, terms = _plan(t.ndim, tuple(axes), t.shape[axes[0]], window, stride, padding)
