@@ -24,9 +24,9 @@ any window and stride for a 2-D pooling, outside autograd, with ``out`` not shar
 padding, strides in a convolution, the per-pixel layout's one-axis sums, whose tensors are small
 enough for the torch path's adds to stay in the cache, a broadcast ``base``, no numba,
 ``WIDELIMITS_NUMBA=0`` or `widelimits.layers._jit.set_compiled` ``(False)``) the functions
-return None and the caller uses the torch path.  Which path a sum takes depends only on the
-layout and the geometry, never on the tensor, so a kernel's covariances and its variances are
-always rounded alike.
+return None and the caller uses the torch path.  Outside autograd, which path a sum takes
+depends on the layout and the geometry, not on the tensor's memory layout, so a kernel's
+covariances and its variances are rounded alike.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""The numba loop of `_compiled_windows` (imported only when numba is installed).
+"""The numba loops of `_compiled_windows` (imported only when numba is installed).
 
 Same conventions as `_jit_loops`: ``nogil`` (tiles run on several Python threads),
-``error_model="numpy"`` and no fast-math (an entry's result does not depend on where it sits),
-scalars passed in the arrays' dtype (a float64 scalar would promote float32 arithmetic), and
-a private row buffer between what the loop reads and what it writes, so that LLVM's run-time
-overlap checks pass and the loops stay vectorised even when ``out`` is ``base``'s memory.
+``error_model="numpy"`` and no fast-math (an entry's result does not depend on where it sits, so
+neither the chunking nor the thread count changes a bit), and scalars passed in the arrays'
+dtype (a float64 scalar would promote float32 arithmetic).  No loop reads memory it writes,
+except an entry of ``base`` read just before the same entry of ``out`` is written: so LLVM's
+run-time overlap checks pass and every loop runs vectorised.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ def _first(dst, base, src, alpha, zero, mode, covering):
 
 
 # The loops write straight into ``out``, which never shares memory with ``t`` (the caller makes
-# sure) and is ``base`` only in mode IN_OUT, where no loop reads ``base``: so LLVM's run-time
-# overlap checks pass and every loop runs vectorised (`_jit_loops` explains the fallback).
-# Inner loops index slices from 0: an index that might be negative gets a wrap-around select
-# per entry, which stops vectorisation.
+# sure; `pair2_sum` in place goes through a ring of planes) and is ``base`` only in mode IN_OUT,
+# where no loop reads ``base``: LLVM's run-time overlap checks pass and every loop runs
+# vectorised (`_jit_loops` explains the scalar fallback).  Inner loops index slices from 0: an
+# index that might be negative gets a wrap-around select per entry, which stops vectorisation.
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -124,9 +125,8 @@ def pair_sum(t, out, base, taps, alpha, zero, mode, covering):
     ``i + o`` and columns ``j + o`` stay inside ``[0, n)`` (the others read padding: zeros).
     ``covering``: the first offset reads every output.  ``mode``: how ``base`` (shaped like
     ``out``) comes (`NONE`, `SEPARATE`, `IN_OUT`); ``alpha`` and ``zero`` are in the arrays'
-    dtype.  The rows
-    go in memory order, so the hardware prefetcher follows the reads and the writes; the input
-    rows a row reads were read a plane earlier, and are still in the L2 cache.
+    dtype.  The rows go in memory order, so the hardware prefetcher follows the reads and the
+    writes; the input rows a row reads were read a plane earlier, and are still in the L2 cache.
     """
     cols = out.shape[3] // out.shape[1]  # C
     for a in range(t.shape[0]):
