@@ -252,4 +252,3 @@ def pool2_sum(t, out, taps1, stride1, taps2, stride2, alpha, zero, one):
             _strided(u2.reshape((m2, n1, n2)), u3, taps1, stride1, 0, one, zero)
             _strided(u3.reshape((m2 * m1, n2, 1)), out[a, i].reshape((m2 * m1, m2, 1)), taps2,
                      stride2, 0, one, zero)  # fmt: skip
-
