@@ -229,10 +229,24 @@ def child(
         relu = wl.ReLU()
         dual = _timed(lambda: relu.dual(v1, v2, k12, True), repeats)
         window = _timed(lambda: conv_sum(k12, 2, True, (3, 3), (1, 1), "same"), repeats)
-        return {
+        out = {
             "relu_dual_ms": [1e3 * t / p for t in dual],
             "window_ms": [1e3 * t / p for t in window],
         }
+        # the window sum alone, compiled (`_compiled_windows`) and the torch path, into a fresh
+        # tensor and in place (out=t, as a Conv that owns its input does)
+        from widelimits.layers import _jit
+
+        for path in ("compiled", "torch"):
+            _jit.set_compiled(path == "compiled")
+            fresh = _timed(lambda: conv_sum(k12, 2, True, (3, 3), (1, 1), "same"), repeats)
+            over = _timed(
+                lambda: conv_sum(k12, 2, True, (3, 3), (1, 1), "same", out=k12), repeats
+            )  # values grow (scale 1), timing does not change
+            out[f"window_{path}_ms"] = 1e3 * fresh[1] / p
+            out[f"window_{path}_in_place_ms"] = 1e3 * over[1] / p
+        _jit.set_compiled(True)
+        return out
     if in_place_dual:
         wl.ReLU.dual = lambda self, k11, k22, k12, need_dot: relu_dual_in_place(k11, k22, k12, 0)
     x1 = torch.randn(n, 3, 32, 32, generator=gen)
@@ -277,6 +291,11 @@ def myrtle(args) -> None:
         f"floor per pair (32^4 layout, {FLOOR_PAIRS} pairs): ReLU dual {dual_w:.1f} ms wall / "
         f"{dual_c:.1f} ms CPU + 3x3 window sum {win_w:.1f} / {win_c:.1f} = "
         f"{floor_w:.1f} / {floor_c:.1f} ms"
+    )
+    print(
+        "3x3 window sum alone, CPU ms per pair, fresh output / in place: compiled "
+        f"{floor['window_compiled_ms']:.2f} / {floor['window_compiled_in_place_ms']:.2f}, "
+        f"torch path {floor['window_torch_ms']:.2f} / {floor['window_torch_in_place_ms']:.2f}"
     )
     print(
         "network   reuse  wall ms/pair  CPU ms/pair  vs floor (wall, CPU)  peak MiB  "

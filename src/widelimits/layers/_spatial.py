@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._compiled_windows import axis_sum, separable_sum
+
 PADDINGS = ("same", "valid", "circular")
 
 MAX_SIZE = 2**31 - 1
@@ -341,6 +343,9 @@ def _axis_sum(
     one write and two adds.  Not differentiable (``out=`` and in-place adds): callers use
     `window_sum` when autograd is recording.
     """
+    if len(axes) == 2 and (plan := _compiled_plan(t, [(axes, window, stride, padding)])):
+        if (done := axis_sum(t, *plan[0], scale, base, out)) is not None:
+            return done  # one compiled pass
     size, covering, terms = _plan(t.ndim, tuple(axes), t.shape[axes[0]], window, stride, padding)
     shape = list(t.shape)
     for ax in axes:
@@ -407,15 +412,11 @@ def _output_shape(t: Tensor, steps) -> list[int]:
 
 
 def _separable(
-    t: Tensor,
-    steps,
-    scale: float,
-    base: Tensor | None,
-    scratch: Scratch | None,
-    out: Tensor | None = None,
-) -> Tensor:
+    t: Tensor, steps, scale: float, base: Tensor | None, scratch: Scratch | None,
+    out: Tensor | None = None, shift: float = 0.0,
+) -> Tensor:  # fmt: skip
     """Apply the window sums ``steps`` = [(axes, window, stride, padding), ...] one after the
-    other: ``base + scale * (sum over the windows of every step)``.
+    other: ``base + scale * (sum over the windows of every step)``, then ``+ shift``.
 
     Each step sums over its own axes, so the steps commute and compose into the product window
     (e.g. a 3x3 window as 3 + 3 taps).  ``scale`` goes into the first step and ``base`` into the
@@ -439,7 +440,8 @@ def _separable(
         for axes, window, stride, padding in steps:
             t = window_sum(t, axes, window, stride, padding)
         t = t if scale == 1.0 else scale * t
-        return t if base is None else base + t
+        t = t if base is None else base + t
+        return t + shift if shift else t
     scratch = Scratch() if scratch is None else scratch
     summed = {ax for axes, *_ in steps for ax in axes}
     per_index = t[0].numel() * t.element_size() if t.ndim and t.shape[0] else 0
@@ -451,13 +453,24 @@ def _separable(
         for i in range(0, t.shape[0], step):
             j = min(i + step, t.shape[0])
             b = base[i:j] if chunked else base
-            _steps(t[i:j], steps, scale, b, scratch, out[i:j])
+            _steps(t[i:j], steps, scale, b, scratch, out[i:j], shift)
         return out
-    return _steps(t, steps, scale, base, scratch, out)
+    return _steps(t, steps, scale, base, scratch, out, shift)
 
 
-def _steps(t: Tensor, steps, scale: float, base, scratch: Scratch, out) -> Tensor:
-    """`_separable`'s steps in one piece."""
+def _compiled_plan(t: Tensor, steps) -> list | None:
+    """``[(axes, stride, output size, taps)]`` of the window sums ``steps`` for
+    `_compiled_windows`, or None with circular padding (the compiled sums do not cover it)."""
+    if any(p == "circular" for *_, p in steps):
+        return None
+    return [(axes, s, *effective_taps(t.shape[axes[0]], w, s, p)) for axes, w, s, p in steps]
+
+
+def _steps(t: Tensor, steps, scale: float, base, scratch: Scratch, out, shift: float) -> Tensor:
+    """`_separable`'s steps in one piece (both in one compiled pass where that applies)."""
+    plan = _compiled_plan(t, steps)
+    if plan is not None and (done := separable_sum(t, plan, scale, base, out, shift)) is not None:
+        return done
     for k, (axes, window, stride, padding) in enumerate(steps):
         last = k == len(steps) - 1
         buffer = out if last else scratch.get(k % 2, _output_shape(t, steps[k : k + 1]), t)
@@ -465,7 +478,7 @@ def _steps(t: Tensor, steps, scale: float, base, scratch: Scratch, out) -> Tenso
             t, axes, window, stride, padding,
             scale=scale if k == 0 else 1.0, base=base if last else None, out=buffer,
         )  # fmt: skip
-    return t
+    return t.add_(shift) if shift else t
 
 
 def conv_sum(
@@ -488,11 +501,7 @@ def conv_sum(
     on (p_2, q_2), ...: 3 + 3 strided adds for a 3x3 filter instead of 9 (see `_separable`,
     also for ``out``).
     """
-    steps = []
-    for r in range(d):
-        axes = (t.ndim - 2 * d + r, t.ndim - d + r) if full else (t.ndim - d + r,)
-        steps.append((axes, window[r], stride[r], padding))
-    return _separable(t, steps, scale, base, scratch, out)
+    return conv_window_sum(t, d, full, window, stride, (padding,) * d, scale, base, scratch, out)
 
 
 def pool_sum(
@@ -558,25 +567,17 @@ class SpatialPad(nn.Module):
 
 
 def conv_window_sum(
-    t: Tensor,
-    d: int,
-    full: bool,
-    window: Sequence[int],
-    stride: Sequence[int],
-    paddings: Sequence[Padding],
-    scale: float = 1.0,
-    base: Tensor | None = None,
-    scratch: Scratch | None = None,
-    out: Tensor | None = None,
-) -> Tensor:
-    """`conv_sum` with one padding per spatial axis (``paddings``, see `axis_paddings`)."""
-    if all(p == paddings[0] for p in paddings) and isinstance(paddings[0], str):
-        return conv_sum(t, d, full, window, stride, paddings[0], scale, base, scratch, out)
+    t: Tensor, d: int, full: bool, window: Sequence[int], stride: Sequence[int],
+    paddings: Sequence[Padding], scale: float = 1.0, base: Tensor | None = None,
+    scratch: Scratch | None = None, out: Tensor | None = None, shift: float = 0.0,
+) -> Tensor:  # fmt: skip
+    """`conv_sum` with one padding per spatial axis (``paddings``, see `axis_paddings`), plus
+    ``shift`` after the sum (a bias variance, added while each entry is in the cache)."""
     steps = []
     for r in range(d):
         axes = (t.ndim - 2 * d + r, t.ndim - d + r) if full else (t.ndim - d + r,)
         steps.append((axes, window[r], stride[r], paddings[r]))
-    return _separable(t, steps, scale, base, scratch, out)
+    return _separable(t, steps, scale, base, scratch, out, shift)
 
 
 def pool_window_sum(

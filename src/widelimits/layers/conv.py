@@ -14,7 +14,6 @@ from ._spatial import (
     Padding,
     Scratch,
     SpatialPad,
-    _recording,
     as_tuple,
     axis_paddings,
     check_fits,
@@ -148,13 +147,10 @@ class Conv(WeightLayer):
             return t if d >= 2 and keeps_size and _reuse.take(self, t) else None
 
         def affine(t: Tensor, reuse: bool = True) -> Tensor:  # sigma_w^2 A(t) + sigma_b^2
-            out = conv_window_sum(
+            return conv_window_sum(
                 t, d, full, window, stride, paddings, w2, None, scratch,
-                out=into(t) if reuse else None,
+                out=into(t) if reuse else None, shift=b2,
             )  # fmt: skip
-            if b2 == 0.0:
-                return out
-            return out + b2 if _recording(out) else out.add_(b2)
 
         # The largest tensor first: scratch is sized once.  When ntk is nngp (the NTK right after
         # the first trainable layer) only the NTK's sum may write over their memory.
