@@ -320,13 +320,13 @@ def test_damaged_numba_cache_is_bypassed_with_a_warning(monkeypatch):
 
     monkeypatch.setattr(_jit_loops, "warm_up", damaged_then_fine)
     monkeypatch.setattr(numba, "njit", njit)
-    _jit._load.cache_clear()
+    _jit.load.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="cache"):
             assert _jit.loops() is _jit_loops
         assert sorted(recompiled) == sorted(_jit_loops.LOOPS) and len(calls) == 2
     finally:
-        _jit._load.cache_clear()
+        _jit.load.cache_clear()
     net = wl.Serial(wl.Dense(), wl.ReLU(), wl.Dense())
     x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
     assert _scaled(net.kernel(x).ntk, _eager(net, x).ntk) < TOL

@@ -31,7 +31,6 @@ covariances and its variances are rounded alike.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
@@ -44,14 +43,11 @@ from . import _jit
 __all__ = ["axis_sum", "separable_sum", "windows"]
 
 
-@functools.cache
 def windows():
-    """The module of compiled window loops (`_jit_windows`), or None without numba."""
-    try:
-        from . import _jit_windows
-    except ImportError:
-        return None
-    return _jit_windows
+    """The module of compiled window loops (`_jit_windows`), or None without numba (see
+    `_jit.load`)."""
+    with _jit._loading:
+        return _jit.load("_jit_windows")
 
 
 def _plain(x: Tensor, dtype: torch.dtype, contiguous: bool = True) -> bool:

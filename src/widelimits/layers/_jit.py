@@ -37,6 +37,7 @@ widelimits, or call ``set_compiled(False)``, to use the torch closed forms alway
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 import math
 import threading
@@ -82,41 +83,45 @@ def set_compiled(enabled: bool) -> None:
     COMPILED.set(enabled)
 
 
-_loading = threading.Lock()
+_loading = threading.RLock()
 
 
 @functools.cache
-def _load():
+def load(name: str):
+    """The module of compiled loops ``name`` (`_jit_loops`, `_jit_windows`) with its loops
+    compiled for both dtypes or loaded from numba's on-disk cache (its ``warm_up``); None
+    without numba.  numba reads its cache before compiling, so a damaged cache file raises
+    there: then the loops are compiled again without the cache, with a warning."""
     try:
-        from . import _jit_loops
+        module = importlib.import_module(f"{__package__}.{name}")
     except ImportError:
         return None
     try:
-        _jit_loops.warm_up()
-    except Exception as error:  # numba reads its cache before compiling: a damaged cache file
+        module.warm_up()
+    except Exception as error:
         import numba
 
         warnings.warn(
-            f"numba could not load the compiled loops of widelimits from its cache ({error!r}); "
-            "compiling them again without the cache in this process (delete numba's cache "
-            "files of widelimits/layers/_jit_loops.py to rebuild it)",
+            f"numba could not load the compiled loops of widelimits.layers.{name} from its "
+            f"cache ({error!r}); compiling them again without the cache in this process "
+            f"(delete numba's cache files of widelimits/layers/{name}.py to rebuild it)",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
-        for name in _jit_loops.LOOPS:
-            loop = getattr(_jit_loops, name)
-            setattr(_jit_loops, name, numba.njit(nogil=True, error_model="numpy")(loop.py_func))
-        _jit_loops.warm_up()
-    return _jit_loops
+        for loop in module.LOOPS:
+            jitted = numba.njit(nogil=True, error_model="numpy")(getattr(module, loop).py_func)
+            setattr(module, loop, jitted)
+        module.warm_up()
+    return module
 
 
 def loops():
     """The module of compiled loops (`_jit_loops`), or None without numba.  The first call
-    compiles every loop for both dtypes, or loads them from numba's on-disk cache (about two
+    compiles the loop for both dtypes, or loads it from numba's on-disk cache (about two
     seconds with numba's own import; compiling from scratch takes about ten, once per
     machine); a damaged cache is bypassed with a warning."""
     with _loading:
-        return _load()
+        return load("_jit_loops")
 
 
 @functools.cache

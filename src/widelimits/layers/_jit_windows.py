@@ -14,6 +14,8 @@ import numba
 import numpy as np
 
 _OPTIONS = {"nogil": True, "error_model": "numpy", "cache": True}
+LOOPS = ("pair_sum", "plane_sum", "pair2_sum", "pool2_sum")
+"""The compiled entry points (each cached on disk by numba)."""
 
 
 NONE, SEPARATE, IN_OUT = 0, 1, 2
@@ -252,3 +254,17 @@ def pool2_sum(t, out, taps1, stride1, taps2, stride2, alpha, zero, one):
             _strided(u2.reshape((m2, n1, n2)), u3, taps1, stride1, 0, one, zero)
             _strided(u3.reshape((m2 * m1, n2, 1)), out[a, i].reshape((m2 * m1, m2, 1)), taps2,
                      stride2, 0, one, zero)  # fmt: skip
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every loop for float32 and float64 on tiny arrays,
+    once, before any tile thread calls one."""
+    for dtype in (np.float32, np.float64):
+        one, zero = dtype(1), dtype(0)
+        taps = np.zeros(1, np.int64)
+        t3, t4 = np.ones((1, 2, 4), dtype), np.ones((1, 2, 2, 4), dtype)
+        plane_sum(t3, t3.copy(), t3.copy(), taps, one, zero, SEPARATE, True)
+        pair_sum(t4, t4.copy(), t4.copy(), taps, one, zero, SEPARATE, True)
+        pair2_sum(t4, t4.copy(), t4.copy(), taps, taps, one, zero, one, SEPARATE, False, zero,
+                  False)  # fmt: skip
+        pool2_sum(t4, t4.copy(), taps, 1, taps, 1, one, zero, one)
