@@ -77,7 +77,8 @@ def _block(seed: int, rows: int, cols: int, dtype=torch.float64):
 
 
 @pytest.mark.parametrize(
-    "act", [wl.ReLU(), wl.LeakyReLU(0.2), wl.Abs(), wl.ABReLU(-0.4, 1.3), wl.Erf(1.3, 0.7, 0.2)],
+    "act",
+    [wl.ReLU(), wl.LeakyReLU(0.2), wl.Abs(), wl.ABReLU(-0.4, 1.3), wl.Erf(1.3, 0.7, 0.2)],
     ids=repr,
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -330,3 +331,29 @@ def test_damaged_numba_cache_is_bypassed_with_a_warning(monkeypatch):
     net = wl.Serial(wl.Dense(), wl.ReLU(), wl.Dense())
     x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
     assert _scaled(net.kernel(x).ntk, _eager(net, x).ntk) < TOL
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pixel_pair_input_covariances(dtype):
+    """The compiled pixel-pair covariances of the inputs (a few channels) against the batched
+    product: equal to rounding, and an example's own covariance symmetric to the bit."""
+    from widelimits import _compute
+
+    g = torch.Generator().manual_seed(9)
+    a, b = (
+        torch.randn(3, 3, 4, 5, generator=g, dtype=dtype),
+        torch.randn(2, 3, 4, 5, generator=g, dtype=dtype),
+    )
+    cross = _compute._cross(a, b, "full")
+    ref = torch.einsum("ncp,mcq->nmpq", a.reshape(3, 3, -1), b.reshape(2, 3, -1))
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert _scaled(cross.reshape(ref.shape), ref) < tol
+    var = _compute._variances(a, "full").reshape(3, 20, 20)
+    assert torch.equal(var, var.transpose(1, 2))
+    assert (
+        _scaled(var, torch.bmm(a.reshape(3, 3, -1).transpose(1, 2), a.reshape(3, 3, -1)) / 3) < tol
+    )
+    # more channels than the loop is for, or gradients: the batched product
+    wide = torch.randn(2, _compute.SMALL_GRAM_CHANNELS + 1, 3, 3, generator=g, dtype=dtype)
+    assert _compute._pixel_gram(wide, wide, diagonal=False) is None
+    assert _compute._pixel_gram(a.clone().requires_grad_(), a, diagonal=True) is None

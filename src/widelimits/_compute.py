@@ -136,11 +136,42 @@ def _symmetric_pixels(t: Tensor, same: Tensor | None, layout: str, lead: int) ->
     return torch.where(mask, (t + _swap_pixels(t, lead)) / 2, t)
 
 
+SMALL_GRAM_CHANNELS = 16
+"""Up to this many channels, the pixel-pair input covariances are a compiled loop over the
+channels (`layers._jit_pixels`, when numba is installed) instead of a batched product."""
+
+
+def _pixel_gram(a: Tensor, b: Tensor, diagonal: bool) -> Tensor | None:
+    """The pixel-pair products of `layers._jit_pixels` (``(N, M, P, P)``, or ``(N, 1, P, P)``
+    with ``diagonal``), or None where the compiled loop does not apply."""
+    from .layers import _jit  # here: the layers import this module
+
+    c = a.shape[1]
+    if (
+        c > SMALL_GRAM_CHANNELS
+        or a.device.type != "cpu"
+        or a.dtype not in (torch.float32, torch.float64)
+        or b.dtype != a.dtype
+        or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+        or not _jit.compiled_enabled()
+        or (loops := _jit.load_locked("_jit_pixels")) is None
+    ):
+        return None
+    fa, fb = a.reshape(len(a), c, -1).contiguous(), b.reshape(len(b), c, -1).contiguous()
+    p = fa.shape[2]
+    out = a.new_empty((len(a), 1 if diagonal else len(b), p, p))
+    loops.pixel_gram(fa.numpy(), fb.numpy(), out.numpy(), diagonal)
+    return out
+
+
 def _variances(x: Tensor, layout: str) -> Tensor:
     """K0(x, x) for each example: |x|^2 / d, per pixel (N, *S), or per pixel pair (N, *S, *S)."""
     if layout != "full":
         return (x * x).sum(1) / x.shape[1]
     n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
+    g = _pixel_gram(x, x, diagonal=True)
+    if g is not None:  # symmetric bit for bit by construction
+        return g.div_(c).reshape(n, *spatial, *spatial)
     f = x.reshape(n, c, -1)
     g = torch.bmm(f.transpose(1, 2), f)
     # Symmetric bit for bit, so that pixel pairs (p, q) and (q, p) stay equal through the layers.
@@ -162,7 +193,10 @@ def _cross(a: Tensor, b: Tensor, layout: str) -> Tensor:
         else:
             out = torch.einsum("ncp,mcp->nmp", fa, fb)
         return out.reshape(len(a), len(b), *spatial)
-    return torch.einsum("ncp,mcq->nmpq", fa, fb).reshape(len(a), len(b), *spatial, *spatial)
+    g = _pixel_gram(a, b, diagonal=False)
+    if g is None:
+        g = torch.einsum("ncp,mcq->nmpq", fa, fb)
+    return g.reshape(len(a), len(b), *spatial, *spatial)
 
 
 def _input_state(

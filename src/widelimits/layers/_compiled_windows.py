@@ -46,8 +46,7 @@ __all__ = ["axis_sum", "separable_sum", "windows"]
 def windows():
     """The module of compiled window loops (`_jit_windows`), or None without numba (see
     `_jit.load`)."""
-    with _jit._loading:
-        return _jit.load("_jit_windows")
+    return _jit.load_locked("_jit_windows")
 
 
 def _plain(x: Tensor, dtype: torch.dtype, contiguous: bool = True) -> bool:

@@ -115,13 +115,18 @@ def load(name: str):
     return module
 
 
+def load_locked(name: str):
+    """`load` under the loading lock (tile threads may ask at once)."""
+    with _loading:
+        return load(name)
+
+
 def loops():
     """The module of compiled loops (`_jit_loops`), or None without numba.  The first call
     compiles the loop for both dtypes, or loads it from numba's on-disk cache (about two
     seconds with numba's own import; compiling from scratch takes about ten, once per
     machine); a damaged cache is bypassed with a warning."""
-    with _loading:
-        return load("_jit_loops")
+    return load_locked("_jit_loops")
 
 
 @functools.cache
