@@ -57,6 +57,9 @@ __all__ = [
 # The modes and activation kinds of `_jit_loops.chain` (kept here: that module needs numba).
 _OUTER, _EACH = 0, 3
 RELU, ERF = 4, 5
+MIN_SLICE = 2**14
+"""Entries of a slice below which `map_outer` leaves a tile with several slices to `map_block`'s
+blocks: each slice costs tens of microseconds of Python (8x8 images have 4096 pixel pairs)."""
 
 # fdlibm's rational approximation of (arcsin(s) - s) / s^3 = P(z) / Q(z), z = s^2 <= 1/4
 _P = (
@@ -203,7 +206,8 @@ def map_outer(
         return False
     m, s = split
     lead, rows, cols = shape[:m], math.prod(shape[m:s]), math.prod(shape[s:])
-    if math.prod(lead) > max_slices or not _applies(k12, t_out, ntk, ntk_out):
+    small = math.prod(lead) > 1 and rows * cols < MIN_SLICE  # Python's cost per slice
+    if math.prod(lead) > max_slices or small or not _applies(k12, t_out, ntk, ntk_out):
         return False
     n = k12.ndim
     a = _terms(op, k11.reshape((1,) * (n - k11.ndim) + tuple(k11.shape)))
