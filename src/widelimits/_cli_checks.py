@@ -140,7 +140,10 @@ def _check_kernel_sizes(args: argparse.Namespace, net, shapes: dict) -> None:
     itemsize = torch.empty((), dtype=getattr(torch, args.dtype)).element_size()
     x = torch.empty(shape, device="meta")
     try:
-        _tile_edge(None, None, torch.device("cpu"), itemsize, _pair_entries(x, _layout(net, x)))
+        _tile_edge(
+            None, None, torch.device("cpu"), itemsize, _pair_entries(x, layout := _layout(net, x)),
+            layout,
+        )
     except MemoryError as err:
         raise UsageError(f"--arch on --data of shape {shape}: {err}") from None
     if not hasattr(args, "tile"):  # only `kernel compute` writes a store (at --out)
