@@ -180,3 +180,14 @@ def test_sweep_errors():
         KernelDynamics(torch.ones(3, 2), torch.zeros(2)).run(torch.zeros(2), 1)
     with pytest.raises(ValueError, match="y_train"):
         KernelDynamics(torch.ones(3, 2), torch.zeros(3))
+
+
+def test_width_sweep_does_not_depend_on_threads():
+    """The trainings spread over threads (each on one torch thread) give the same records
+    bit for bit as one after the other; bad ``threads`` values are refused by name."""
+    cfg = SweepConfig(scalings=("NTK", "MF"), widths=(32, 64), seeds=1, steps=3, n_train=32,
+                      kernel_points=8, records=2, limits=False)  # fmt: skip
+    one, two = width_sweep(cfg, threads=1), width_sweep(cfg, threads=2)
+    assert one["runs"] == two["runs"]
+    with pytest.raises(ValueError, match="threads"):
+        width_sweep(cfg, threads=0)
