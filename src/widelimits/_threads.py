@@ -136,8 +136,19 @@ def run_parallel(
                 work(k)
                 tick()
             return
+        failed = threading.Event()
+
+        def guarded(k: int) -> None:  # after a failure the queued calls return at once
+            if failed.is_set():
+                return
+            try:
+                work(k)
+            except BaseException:
+                failed.set()
+                raise
+
         pool = ThreadPoolExecutor(workers, "widelimits", initializer=_one_torch_thread)
-        futures = [pool.submit(work, k) for k in range(count)]
+        futures = [pool.submit(guarded, k) for k in range(count)]
         try:
             pending = set(futures)
             while pending:
