@@ -22,7 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_conv_kernel import best_time  # same folder: run as python bench/bench_aggregate.py
+from bench_conv_kernel import (  # same folder: run as python bench/bench_aggregate.py
+    best_time,
+    print_row,
+)
 from nt_side import graph_patterns as patterns  # the graphs neural-tangents is given
 
 import widelimits as wl
@@ -85,19 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             net = gnn(implementation)
             ours, k = best_time(lambda net=net, x=xt, p=p: net.kernel(x, pattern=p),
                                 args.repeats, args.device)  # fmt: skip
-            if ref is None:
-                print(f"{implementation:8s} {n:4d}  {ours:12.3f}     -        -        -")
-                continue
-            diff = max(
-                float(np.abs(getattr(k, g).double().cpu().numpy() - ref[g]).max())
-                / float(np.abs(ref[g]).max())
-                for g in ("nngp", "ntk")
-            )
-            nt_s = nt["best_s"]
-            print(
-                f"{implementation:8s} {n:4d}  {ours:12.3f}  {nt_s:7.3f}  {nt_s / ours:7.1f}  "
-                f"{diff:9.1e}"
-            )
+            print_row(implementation, n, ours, k, nt, ref)
     print(f"load after: {os.getloadavg()[0]:.1f}")
 
 

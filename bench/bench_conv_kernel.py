@@ -73,6 +73,21 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def print_row(label: str, n: int, ours: float, k, nt: dict | None, ref: dict | None) -> None:
+    """One row of a side-by-side table: our time, neural-tangents' (if run), their ratio and
+    the largest difference of NNGP and NTK relative to the reference's scale."""
+    if nt is None or ref is None:
+        print(f"{label:8s} {n:4d}  {ours:12.3f}     -        -        -")
+        return
+    diff = max(
+        float(np.abs(getattr(k, g).double().cpu().numpy() - ref[g]).max())
+        / float(np.abs(ref[g]).max())
+        for g in ("nngp", "ntk")
+    )
+    nt_s = nt["best_s"]
+    print(f"{label:8s} {n:4d}  {ours:12.3f}  {nt_s:7.3f}  {nt_s / ours:7.1f}  {diff:9.1e}")
+
+
 def best_time(fn, repeats: int, device: str) -> tuple[float, object]:
     result = fn()  # warm-up
     sync(device)
@@ -104,6 +119,7 @@ def small_images(args) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 save = Path(tmp) / "nt.npz"
                 nt = None if args.no_nt else nt_run(n, readout, args.dtype, save, args.nt_python)
+                ref = None
                 if nt is not None:
                     ref = np.load(save)
                     x = torch.from_numpy(ref["x"]).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
@@ -113,19 +129,7 @@ def small_images(args) -> None:
                 x = x.to(dtype=dtype, device=args.device)
                 net = two_layer_cnn(readout)
                 ours, k = best_time(lambda net=net, x=x: net.kernel(x), args.repeats, args.device)
-                if nt is None:
-                    print(f"{readout:8s} {n:4d}  {ours:12.3f}     -        -        -")
-                    continue
-                diff = max(
-                    float(np.abs(getattr(k, g).double().cpu().numpy() - ref[g]).max())
-                    / float(np.abs(ref[g]).max())
-                    for g in ("nngp", "ntk")
-                )
-                nt_s = nt["best_s"]
-                print(
-                    f"{readout:8s} {n:4d}  {ours:12.3f}  {nt_s:7.3f}  {nt_s / ours:7.1f}  "
-                    f"{diff:9.1e}"
-                )
+                print_row(readout, n, ours, k, nt, ref)
     print(f"load after: {os.getloadavg()[0]:.1f}")
     print("target: nt/ours >= 10 with global pooling, >= 3 with Flatten\n")
 
