@@ -90,7 +90,7 @@ def run(layers: Sequence, k: Kernel) -> tuple[Kernel, int] | None:
     for cov in (k.cov1,) if k.cov2 is k.cov1 else (k.cov1, k.cov2):
         out = torch.empty_like(cov)
         var = torch.empty((activations, len(cov)), dtype=cov.dtype)
-        call(cov, out, out, out, var, var, none, none, var, 0, loops.SELF)
+        call(cov, out, out, out, var, var, none, none, var, 0, _jit.SELF)
         own.append((out, var))
     (cov1, var1), (cov2, var2) = own[0], own[-1]
     t = torch.empty_like(k.nngp)
@@ -99,6 +99,6 @@ def run(layers: Sequence, k: Kernel) -> tuple[Kernel, int] | None:
     pairs = (none, none) if k.pairs is None else k.pairs
     call(
         k.nngp, k.ntk if ntk_kind == 1 else t, t, t if theta is None else theta, var1, var2,
-        *pairs, var1, ntk_kind, loops.OUTER if k.pairs is None else loops.PAIRS,
+        *pairs, var1, ntk_kind, _jit.OUTER if k.pairs is None else _jit.PAIRS,
     )  # fmt: skip
     return state.replace(nngp=t, ntk=theta, cov1=cov1, cov2=cov2), len(ops)

@@ -54,9 +54,13 @@ __all__ = [
     "ERF",
 ]  # fmt: skip
 
-# The modes and activation kinds of `_jit_loops.chain` (kept here: that module needs numba).
-_OUTER, _EACH = 0, 3
+# The modes and activation kinds of `_jit_loops.chain`, defined here (that module needs numba,
+# and imports them from here).
+OUTER, PAIRS, SELF, EACH = 0, 1, 2, 3
+"""`_jit_loops.chain`'s modes: a tile of rows against columns, packed pairs, the examples
+themselves, one variance pair per entry."""
 RELU, ERF = 4, 5
+"""The ``kind`` of an `ABReLU` and of an `Erf` step (0-3 are Dense's NTK rules)."""
 MIN_SLICE = 2**14
 """Entries of a slice below which `map_outer` leaves a tile with several slices to `map_block`'s
 blocks: each slice costs tens of microseconds of Python (8x8 images have 4096 pixel pairs)."""
@@ -219,7 +223,7 @@ def map_outer(
         v1 = v1.expand(shape[m:s] + (1,) * (n - s)).reshape(1, rows).contiguous().numpy()
         v2 = v2.expand((1,) * (s - m) + shape[s:]).reshape(1, cols).contiguous().numpy()
         views = [None if x is None else x[index].reshape(rows, cols) for x in arrays]
-        _call(op, *views, v1, v2, _OUTER)
+        _call(op, *views, v1, v2, OUTER)
     return True
 
 
@@ -240,5 +244,5 @@ def map_block(
         return _terms(op, v).expand(shape).contiguous().numpy().reshape(1, -1)
 
     arrays = [None if x is None else x.numpy().reshape(1, -1) for x in (k12, ntk, t_out, ntk_out)]
-    _call(op, *arrays, terms(k11), terms(k22), _EACH)
+    _call(op, *arrays, terms(k11), terms(k22), EACH)
     return True

@@ -14,16 +14,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._jit import EACH, OUTER, PAIRS, RELU  # the modes and kinds (one definition)
+
 _OPTIONS = {"nogil": True, "error_model": "numpy", "cache": True}
 LOOPS = ("chain",)
 """The compiled entry points (each cached on disk by numba)."""
 _CHUNK = 512  # entries per row chunk: the loop's buffers stay in the L1 cache
 
-OUTER, PAIRS, SELF, EACH = 0, 1, 2, 3
-"""The modes of `chain`: a tile of rows against columns, packed pairs, the examples themselves,
-one variance pair per entry."""
-RELU, ERF = 4, 5
-"""The ``kind`` of an `ABReLU` and of an `Erf` step (0-3 are Dense's NTK rules)."""
 
 
 @numba.njit(inline="always", error_model="numpy")
