@@ -148,27 +148,59 @@ SMALL_GRAM_CHANNELS = 16
 channels (`layers._jit_pixels`, when numba is installed) instead of a batched product."""
 
 
-def _pixel_gram(a: Tensor, b: Tensor, diagonal: bool) -> Tensor | None:
-    """The pixel-pair products of `layers._jit_pixels` (``(N, M, P, P)``, or ``(N, 1, P, P)``
-    with ``diagonal``), or None where the compiled loop does not apply."""
+def _pixel_loops(a: Tensor, b: Tensor):
+    """The compiled loops of `layers._jit_pixels` when they apply to inputs ``a`` and ``b``
+    (a few channels, plain CPU floats, no gradient), else None."""
     from .layers import _jit  # here: the layers import this module
 
-    c = a.shape[1]
     if (
-        c > SMALL_GRAM_CHANNELS
+        a.shape[1] > SMALL_GRAM_CHANNELS
         or a.device.type != "cpu"
         or a.dtype not in (torch.float32, torch.float64)
         or b.dtype != a.dtype
         or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
         or not _jit.compiled_enabled()
-        or (loops := _jit.load_locked("_jit_pixels")) is None
     ):
         return None
+    return _jit.load_locked("_jit_pixels")
+
+
+def _pixel_gram(a: Tensor, b: Tensor, diagonal: bool) -> Tensor | None:
+    """The pixel-pair products of `layers._jit_pixels` (``(N, M, P, P)``, or ``(N, 1, P, P)``
+    with ``diagonal``), or None where the compiled loop does not apply."""
+    if (loops := _pixel_loops(a, b)) is None:
+        return None
+    c = a.shape[1]
     fa, fb = a.reshape(len(a), c, -1).contiguous(), b.reshape(len(b), c, -1).contiguous()
     p = fa.shape[2]
     out = a.new_empty((len(a), 1 if diagonal else len(b), p, p))
     loops.pixel_gram(fa.numpy(), fb.numpy(), out.numpy(), diagonal)
     return out
+
+
+def _pixel_pairs(a: Tensor, b: Tensor | None) -> Tensor | None:
+    """The per-pixel products of `layers._jit_pixels` (``(N, M, P)``, or ``(T, P)`` for the
+    pairs i <= j of ``a`` when ``b`` is None), or None where the compiled loop does not
+    apply."""
+    if (loops := _pixel_loops(a, a if b is None else b)) is None:
+        return None
+    n, c = a.shape[:2]
+    fa = a.reshape(n, c, -1).contiguous()
+    fb = fa if b is None else b.reshape(len(b), c, -1).contiguous()
+    shape = (n * (n + 1) // 2,) if b is None else (n, len(b))
+    out = a.new_empty((*shape, fa.shape[2]))
+    loops.pixel_pairs(fa.numpy(), fb.numpy(), out.reshape(-1, fa.shape[2]).numpy(), b is None)
+    return out
+
+
+def _triangle(a: Tensor, layout: str) -> Tensor:
+    """K0(a_i, a_j) * C for the pairs i <= j in row-major order (`torch.triu_indices`), per
+    pixel for spatial inputs: ``(T, *S)``, or ``(T, *S, *S)`` in the full layout."""
+    out = _pixel_pairs(a, None) if layout == "diagonal" else None
+    if out is None:
+        i, j = torch.triu_indices(len(a), len(a), device=a.device)
+        return _cross(a, a, layout)[i, j]
+    return out.reshape(len(out), *a.shape[2:])
 
 
 def _variances(x: Tensor, layout: str) -> Tensor:
@@ -193,6 +225,8 @@ def _cross(a: Tensor, b: Tensor, layout: str) -> Tensor:
     spatial = a.shape[2:]
     fa, fb = a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1)
     if layout == "diagonal":
+        if (out := _pixel_pairs(a, b)) is not None:  # compiled: the bits of `_triangle`
+            return out.reshape(len(a), len(b), *spatial)
         if a.shape[1] <= SMALL_CHANNELS:  # a few channels: products beat a batched matmul
             out = fa[:, None, 0] * fb[None, :, 0]
             for c in range(1, a.shape[1]):
@@ -234,7 +268,7 @@ def _input_state(
         return Kernel(var_a, ntk, var_a, var_a, batch_diagonal=True, **common)
     if b is None:
         i, j = torch.triu_indices(len(a), len(a), device=a.device)
-        nngp = _cross(a, a, layout)[i, j].div_(d)
+        nngp = _triangle(a, layout).div_(d)
         nngp[i == j] = var_a
         if same is not None:
             t = (same[i, j] & (i != j)).nonzero().squeeze(1)

@@ -16,9 +16,11 @@ same data with torch on one thread, and each writes its own part of the output.
 from __future__ import annotations
 
 import contextlib
+import os
+import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -105,9 +107,47 @@ def torch_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(old)
 
 
-def _one_torch_thread() -> None:
-    # OpenMP's and MKL's thread counts are per OS thread: set them in each worker explicitly.
+_pool_lock = threading.Lock()
+_pool: list = []  # [ThreadPoolExecutor, its number of threads], once made
+_local = threading.local()  # .threads: what `piece_threads` says in this thread
+_END = object()  # what a helper reports when it stops taking pieces
+
+
+def piece_threads() -> int:
+    """The threads a piece of `run_parallel` running in this thread may use for parallel work
+    of its own: all of the call's when it is the call's only piece (a kernel of one tile),
+    else 1 (the other threads run the other pieces); 1 outside `run_parallel`."""
+    return getattr(_local, "threads", 1)
+
+
+def _start_helper() -> None:
+    # OpenMP's and MKL's thread counts are per OS thread: set them in each helper explicitly.
     torch.set_num_threads(1)
+
+
+def _submit(n: int, fn: Callable[[], None]) -> list[Future]:
+    """``fn`` started on ``n`` threads of the process's helper pool, made (or remade larger) on
+    first need and kept: starting threads for every call cost 0.5-3 ms, and a helper started
+    late runs its first piece late.  Submitting under the lock: a pool replaced by a larger
+    one is shut down, and takes no new work."""
+    with _pool_lock:
+        if not _pool or _pool[1] < n:
+            if _pool:
+                _pool[0].shutdown(wait=False)  # its threads end when idle
+            pool = ThreadPoolExecutor(n, "widelimits", initializer=_start_helper)
+            _pool[:] = [pool, n]
+        return [_pool[0].submit(fn) for _ in range(n)]
+
+
+def _forget_pool() -> None:
+    # a forked child has none of the parent's threads: it makes its own pool when needed
+    global _pool_lock
+    _pool_lock = threading.Lock()
+    _pool.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def run_parallel(
@@ -116,13 +156,19 @@ def run_parallel(
     threads: int,
     done: Callable[[], None] | None = None,
 ) -> None:
-    """Call ``work(k)`` for ``k`` in ``range(count)`` on ``threads`` Python threads.
+    """Call ``work(k)`` for ``k`` in ``range(count)`` on ``threads`` threads: this one and
+    ``threads - 1`` helpers of a pool kept for the process, each taking the next piece when it
+    is free.
 
     Each call runs with torch on one thread; the calls must be independent (each writes its own
     part of the output) so their order does not matter.  ``done()`` is called from this thread
     after each finished call (a progress bar).  The first exception raised by a call is raised
     here with its original traceback, after the calls already running have finished; the
-    others are not started.  With one thread, or a single piece of work, the calls run here.
+    others are not started.  With one thread, or a single piece of work, the calls run here
+    (and a single piece may split its own work over the threads: `piece_threads`).  Nested
+    calls cannot deadlock: when this thread has run out of pieces, the helpers that have not
+    started (the pool may be busy with the pieces of an enclosing call) are cancelled, and
+    only those running are waited for.
 
     A single piece of work runs on one torch thread as well: on a busy 2-core machine, a
     512 x 512 FC tile on two torch threads took 3x to 7x as long as on one (measured), and
@@ -130,33 +176,67 @@ def run_parallel(
     """
     tick = done or (lambda: None)
     workers = min(threads, count)
+    outer = piece_threads()
     with torch_threads(1):
-        if workers == 1:
-            for k in range(count):
-                work(k)
-                tick()
-            return
-        failed = threading.Event()
-
-        def guarded(k: int) -> None:  # after a failure the queued calls return at once
-            if failed.is_set():
-                return
+        if workers <= 1:
+            _local.threads = threads if count == 1 else 1
             try:
-                work(k)
-            except BaseException:
-                failed.set()
-                raise
-
-        pool = ThreadPoolExecutor(workers, "widelimits", initializer=_one_torch_thread)
-        futures = [pool.submit(guarded, k) for k in range(count)]
-        try:
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in finished:
-                    future.result()  # raises a worker's exception with its traceback
+                for k in range(count):
+                    work(k)
                     tick()
-        finally:
-            for future in futures:
-                future.cancel()
-            pool.shutdown(wait=True)
+            finally:
+                _local.threads = outer
+            return
+        pieces, taking, failed = iter(range(count)), threading.Lock(), threading.Event()
+        finished: queue.SimpleQueue = queue.SimpleQueue()
+
+        def take() -> int | None:
+            with taking:
+                return None if failed.is_set() else next(pieces, None)
+
+        def pieces_here(report: Callable[[int], None]) -> None:
+            here = piece_threads()
+            _local.threads = 1
+            try:
+                while (k := take()) is not None:
+                    try:
+                        work(k)
+                    except BaseException:
+                        failed.set()  # the pieces not started are not started
+                        raise
+                    report(k)
+            finally:
+                _local.threads = here
+
+        def helper() -> None:
+            try:
+                pieces_here(finished.put)
+            finally:
+                finished.put(_END)
+
+        ended = 0
+
+        def drain(block: bool) -> None:  # tick for the helpers' finished pieces
+            nonlocal ended
+            while ended < workers - 1:
+                try:
+                    item = finished.get(block=block)
+                except queue.Empty:
+                    return
+                if item is _END:
+                    ended += 1
+                else:
+                    tick()
+
+        futures = _submit(workers - 1, helper)
+        error = None
+        try:
+            pieces_here(lambda k: (tick(), drain(block=False)))
+        except BaseException as e:
+            error = e
+        ended += sum(f.cancel() for f in futures)  # helpers not started never will be
+        drain(block=True)  # every helper that started has stopped
+        errors = [error] + [None if f.cancelled() else f.exception() for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first

@@ -51,16 +51,19 @@ from .._switches import Switch
 
 __all__ = [
     "compiled_enabled", "constants", "loops", "map_block", "map_outer", "set_compiled", "RELU",
-    "ERF",
+    "ERF", "WINDOW",
 ]  # fmt: skip
 
 # The modes and activation kinds of `_jit_loops.chain`, defined here (that module needs numba,
 # and imports them from here).
-OUTER, PAIRS, SELF, EACH = 0, 1, 2, 3
-"""`_jit_loops.chain`'s modes: a tile of rows against columns, packed pairs, the examples
-themselves, one variance pair per entry."""
-RELU, ERF = 4, 5
-"""The ``kind`` of an `ABReLU` and of an `Erf` step (0-3 are Dense's NTK rules)."""
+OUTER, TRIANGLE, SELF, EACH = 0, 1, 2, 3
+"""`_jit_loops.chain`'s modes: a tile of rows against columns, the packed pairs of a diagonal
+tile, the examples themselves, one variance pair per entry."""
+RELU, ERF, WINDOW = 4, 5, 6
+"""The ``kind`` of an `ABReLU`, an `Erf` and a pixel map (a convolution's window sum, Flatten's
+mean) step (0-3 are Dense's NTK rules)."""
+CHUNK = 512
+"""Entries of a chunk of `_jit_loops.chain`: its buffers stay in the L1 cache."""
 MIN_SLICE = 2**14
 """Entries of a slice below which `map_outer` leaves a tile with several slices to `map_block`'s
 blocks: each slice costs tens of microseconds of Python (8x8 images have 4096 pixel pairs)."""
@@ -177,9 +180,13 @@ def _call(op, k12, ntk, t_out, ntk_out, v1, v2, mode) -> None:
     ops = np.array([op], dtype=consts.dtype)
     idx = np.zeros(1, np.int64)
     has_ntk = ntk_out is not None
+    v1, v2 = v1.reshape(1, 1, -1), v2.reshape(1, 1, -1)  # one activation, one pixel
+    arrays = [None if x is None else x.reshape(-1) for x in (k12, ntk, t_out, ntk_out)]
+    k12, ntk, t_out, ntk_out = arrays
     loops().chain(
-        k12, ntk if has_ntk else k12, t_out, ntk_out if has_ntk else t_out, ops, v1, v2, idx,
-        idx, v1, consts, tiny, 1 if has_ntk else 0, mode,
+        k12, ntk if has_ntk else k12, t_out, ntk_out if has_ntk else t_out, ops, v1, v2, v1,
+        consts, tiny, 1 if has_ntk else 0, mode, len(v1[0, 0]) if mode == OUTER else 1, idx, idx,
+        consts, 1, CHUNK, 0, len(v1[0, 0]),
     )  # fmt: skip
 
 

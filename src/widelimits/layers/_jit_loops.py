@@ -14,12 +14,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._jit import EACH, OUTER, PAIRS, RELU  # the modes and kinds (one definition)
+from ._jit import EACH, OUTER, RELU, TRIANGLE, WINDOW  # the modes and kinds (one definition)
 
 _OPTIONS = {"nogil": True, "error_model": "numpy", "cache": True}
 LOOPS = ("chain",)
 """The compiled entry points (each cached on disk by numba)."""
-_CHUNK = 512  # entries per row chunk: the loop's buffers stay in the L1 cache
 
 
 
@@ -88,90 +87,166 @@ def _variance_term(kind, op, v, k):
 
 
 @numba.njit(**_OPTIONS)
-def chain(k12, ntk, t_out, ntk_out, ops, v1, v2, idx1, idx2, var_out, k, tiny, ntk_kind, mode):
-    """A run of layers (`_chain`), in chunks of a row: a chunk's covariances and NTK stay in
-    small buffers through every layer, so the tile is read and written once for the whole run
-    instead of once per layer.  The loop computes in buffers of its own and copies them out,
-    so the outputs may be the inputs' memory (`_reuse`): where arrays a loop reads and writes
-    might overlap, LLVM checks at run time and falls back to scalar code when they do (measured
-    6x slower in place).
+def chain(
+    k12, ntk, t_out, ntk_out, ops, v1, v2, var_out, k, tiny, ntk_kind, mode, rows, wptr, widx,
+    wcount, pixels, width, first_row, end_row,
+):  # fmt: skip
+    """A run of layers (`_chain`), a chunk of ``width`` pairs of examples at a time: a chunk's
+    covariances and NTK stay in small buffers through every layer, so the tile is read and
+    written once for the whole run instead of once per layer.  The loop computes in buffers of
+    its own and copies them out, so the outputs may be the inputs' memory (`_reuse`): where
+    arrays a loop reads and writes might overlap, LLVM checks at run time and falls back to
+    scalar code when they do (measured 6x slower in place).
 
-    ``ops`` (L, 6) holds one row per layer, ``(kind, x, y, n, ...)``:
+    The arrays are flat: ``k12``, ``ntk`` hold ``pixels`` entries per pair of examples (1 for
+    flat tiles; the per-pixel layout's pixels), pair after pair.  In the buffers a chunk's
+    entries are pixel-major, ``[p * width + j]``, so that every step is a vectorised loop over
+    the chunk's pairs.  ``ops`` (L, 6) holds one row per layer, ``(kind, x, y, n, p, o)``:
 
     - kind 0-3, a Dense with ``x, y = w2, b2``: K' = w2 K + b2 and Theta' = w2 Theta, plus K'
       (kind 1, NTK parametrization), plus n K (kind 2, standard), plus n K + 1 (kind 3,
       standard with a bias); kind 0 is a frozen layer;
     - kind RELU, an `ABReLU` with ``x, y = c, d`` (see `_relu_entry`); kind ERF, an `Erf`
-      (see `_erf_entry`).  ``a`` counts the activations before the layer.
+      (see `_erf_entry`).  ``a`` counts the activations before the layer;
+    - kind WINDOW, a linear map of the pixels (a convolution's window sum, Flatten's mean):
+      K'[q] = x sum_e wcount[e] K[widx[e]] + y over e from wptr[o + q] to wptr[o + q + 1], for
+      the ``p`` output pixels q; Theta' likewise, plus K' when ``n`` is 1 (a trainable layer).
 
-    The activations' variance terms (`_variance_term` of k11 and k22) by ``mode``: OUTER,
-    ``k12`` is an (R, C) tile whose terms are ``v1[a, r]`` and ``v2[a, j]``; PAIRS, ``k12``
-    is one row of packed pairs (`Kernel`'s ``pairs``), terms ``v1[a, idx1[j]]`` and
-    ``v2[a, idx2[j]]``; EACH, one row with terms ``v1[a, j]`` and ``v2[a, j]``; SELF, one row of
-    the examples' own variances, each its own k11 and k22, whose terms are written to
-    ``var_out[a, j]`` for the tiles.  ``ntk_kind``: 0 no NTK, 1 ``ntk`` is like ``k12``, 2 the
-    NTK starts at zero.
+    The pairs, and the activations' variance terms (`_variance_term` of k11 and k22), by
+    ``mode``: OUTER, ``rows`` examples r against the columns c, terms ``v1[a, p, r]`` and
+    ``v2[a, p, c]``; TRIANGLE, the same for the pairs r <= c of ``rows`` examples in
+    row-major order (`Kernel`'s packed ``pairs``); EACH, pair t has terms ``v1[a, p, t]`` and
+    ``v2[a, p, t]``; SELF, the examples' own variances, each its own k11 and k22, whose terms
+    are written to ``var_out[a, p, t]`` for the tiles.  ``ntk_kind``: 0 no NTK, 1 ``ntk`` is
+    like ``k12``, 2 the NTK starts at zero.  Only the rows ``first_row:end_row`` are done (all
+    of them: 0, ``rows``), so that threads can share a tile.
     """
     zero, one = k[15], k[11]
-    width = min(k12.shape[1], _CHUNK)
-    kb = np.empty(width, k12.dtype)
-    tb = np.empty(width, k12.dtype)
-    kk = np.empty(width, k12.dtype)
-    for r in range(k12.shape[0]):
-        for c0 in range(0, k12.shape[1], width):
-            cols = min(width, k12.shape[1] - c0)
-            for j in range(cols):
-                kb[j] = k12[r, c0 + j]
-                tb[j] = ntk[r, c0 + j] if ntk_kind == 1 else zero
+    p0 = pixels
+    pairs = k12.shape[0] // p0
+    if pairs == 0:
+        return
+    segments, n = (rows, pairs // rows) if mode == OUTER else (1, pairs)
+    if mode == TRIANGLE:
+        segments, n = rows, rows
+    most = p0
+    for layer in range(ops.shape[0]):
+        if int(ops[layer, 0]) == WINDOW:
+            most = max(most, int(ops[layer, 4]))
+    w = min(width, n)
+    kb = np.empty(w * most, k12.dtype)
+    tb = np.empty(w * most, k12.dtype)
+    kk = np.empty(w * most, k12.dtype)
+    k2 = np.empty(w * most, k12.dtype)
+    t2 = np.empty(w * most, k12.dtype)
+    for r in range(first_row, min(end_row, segments)):
+        # the pair index of (r, c) is base + c
+        base = r * n if mode == OUTER else 0
+        if mode == TRIANGLE:
+            base = r * n - r * (r - 1) // 2 - r
+        for c0 in range(r if mode == TRIANGLE else 0, n, w):
+            cols = min(w, n - c0)
+            t0 = base + c0
+            for p in range(p0):  # pixel-major: entry (pair j, pixel p) at p * w + j
+                kp, tp = kb[p * w : p * w + cols], tb[p * w : p * w + cols]
+                kr = k12[t0 * p0 + p : (t0 + cols) * p0 : p0]
+                if ntk_kind == 1:
+                    tr = ntk[t0 * p0 + p : (t0 + cols) * p0 : p0]
+                    for j in range(cols):
+                        kp[j] = kr[j]
+                        tp[j] = tr[j]
+                else:
+                    for j in range(cols):
+                        kp[j] = kr[j]
+                        tp[j] = zero
             a = 0
+            size = p0
             for layer in range(ops.shape[0]):
                 op = ops[layer]
-                kind, x, y, n = int(op[0]), op[1], op[2], op[3]
-                if kind >= RELU:
-                    # the product of the two variance terms, clamped at 0 as the torch form does
-                    if mode == OUTER:
-                        for j in range(cols):
-                            kk[j] = max(v1[a, r] * v2[a, c0 + j], zero)
-                    elif mode == PAIRS:
-                        for j in range(cols):
-                            kk[j] = max(v1[a, idx1[c0 + j]] * v2[a, idx2[c0 + j]], zero)
-                    elif mode == EACH:
-                        for j in range(cols):
-                            kk[j] = max(v1[a, c0 + j] * v2[a, c0 + j], zero)
-                    else:
-                        for j in range(cols):
-                            u = _variance_term(kind, op, kb[j], k)
-                            var_out[a, c0 + j] = u
-                            kk[j] = u * u
-                    if kind == RELU:
-                        for j in range(cols):
-                            t, tdot = _relu_entry(kb[j], kk[j], x, y, k, tiny)
-                            kb[j] = t
-                            tb[j] = tdot * tb[j]
-                    else:
-                        for j in range(cols):
-                            t, tdot = _erf_entry(kb[j], kk[j], op, k)
-                            kb[j] = t
-                            tb[j] = tdot * tb[j]
+                kind, x, y, m = int(op[0]), op[1], op[2], op[3]
+                if kind >= RELU and kind != WINDOW:
+                    for p in range(size):
+                        # views of pixel p's entries: indexing them from 0 leaves no negative
+                        # index to wrap around, which would keep LLVM from vectorising
+                        kp, tp = kb[p * w : p * w + cols], tb[p * w : p * w + cols]
+                        kkp = kk[p * w : p * w + cols]
+                        # the product of the two variance terms, clamped at 0 as the torch
+                        # form does
+                        if mode == OUTER or mode == TRIANGLE:
+                            u1 = v1[a, p, r]
+                            u2 = v2[a, p, c0 : c0 + cols]
+                            for j in range(cols):
+                                kkp[j] = max(u1 * u2[j], zero)
+                        elif mode == EACH:
+                            u1 = v1[a, p, t0 : t0 + cols]
+                            u2 = v2[a, p, t0 : t0 + cols]
+                            for j in range(cols):
+                                kkp[j] = max(u1[j] * u2[j], zero)
+                        else:
+                            vo = var_out[a, p, t0 : t0 + cols]
+                            for j in range(cols):
+                                u = _variance_term(kind, op, kp[j], k)
+                                vo[j] = u
+                                kkp[j] = u * u
+                        if kind == RELU:
+                            for j in range(cols):
+                                t, tdot = _relu_entry(kp[j], kkp[j], x, y, k, tiny)
+                                kp[j] = t
+                                tp[j] = tdot * tp[j]
+                        else:
+                            for j in range(cols):
+                                t, tdot = _erf_entry(kp[j], kkp[j], op, k)
+                                kp[j] = t
+                                tp[j] = tdot * tp[j]
                     a += 1
-                elif kind == 0:
-                    for j in range(cols):
-                        kb[j] = x * kb[j] + y
-                        tb[j] = x * tb[j]
-                elif kind == 1:
-                    for j in range(cols):
-                        kb[j] = x * kb[j] + y
-                        tb[j] = kb[j] + x * tb[j]
+                elif kind == WINDOW:
+                    out, first = int(op[4]), int(op[5])
+                    for q in range(out):
+                        kq, tq = k2[q * w : q * w + cols], t2[q * w : q * w + cols]
+                        kq[:] = zero
+                        tq[:] = zero
+                        for e in range(wptr[first + q], wptr[first + q + 1]):
+                            i, c = widx[e] * w, wcount[e]
+                            ki, ti = kb[i : i + cols], tb[i : i + cols]
+                            for j in range(cols):
+                                kq[j] += c * ki[j]
+                                tq[j] += c * ti[j]
+                        if m == one:
+                            for j in range(cols):
+                                kq[j] = x * kq[j] + y
+                                tq[j] = kq[j] + x * tq[j]
+                        else:
+                            for j in range(cols):
+                                kq[j] = x * kq[j] + y
+                                tq[j] = x * tq[j]
+                    kb, k2 = k2, kb
+                    tb, t2 = t2, tb
+                    size = out
                 else:
                     plus = one if kind == 3 else zero
-                    for j in range(cols):
-                        tb[j] = n * kb[j] + x * tb[j] + plus
-                        kb[j] = x * kb[j] + y
-            for j in range(cols):
-                t_out[r, c0 + j] = kb[j]
-            if ntk_kind != 0:
+                    for p in range(size):
+                        kp, tp = kb[p * w : p * w + cols], tb[p * w : p * w + cols]
+                        if kind == 0:
+                            for j in range(cols):
+                                kp[j] = x * kp[j] + y
+                                tp[j] = x * tp[j]
+                        elif kind == 1:
+                            for j in range(cols):
+                                kp[j] = x * kp[j] + y
+                                tp[j] = kp[j] + x * tp[j]
+                        else:
+                            for j in range(cols):
+                                tp[j] = m * kp[j] + x * tp[j] + plus
+                                kp[j] = x * kp[j] + y
+            for p in range(size):
+                kp, tp = kb[p * w : p * w + cols], tb[p * w : p * w + cols]
+                ko = t_out[t0 * size + p : (t0 + cols) * size : size]
                 for j in range(cols):
-                    ntk_out[r, c0 + j] = tb[j]
+                    ko[j] = kp[j]
+                if ntk_kind != 0:
+                    to = ntk_out[t0 * size + p : (t0 + cols) * size : size]
+                    for j in range(cols):
+                        to[j] = tp[j]
 
 
 def warm_up() -> None:
@@ -179,7 +254,8 @@ def warm_up() -> None:
     once, before any tile thread calls it."""
     for dtype in (np.float32, np.float64):
         k = np.array([0.5] * 16, dtype)  # stands in for the constants; values do not matter
-        one, m = dtype(1), np.ones((2, 2), dtype)
+        one, m = dtype(1), np.ones(4, dtype)
         idx = np.zeros(1, np.int64)
-        chain(m, m, m.copy(), m.copy(), np.zeros((1, 6), dtype), m, m, idx, idx, m.copy(), k, one,
-              1, OUTER)  # fmt: skip
+        v = np.ones((1, 1, 2), dtype)
+        chain(m, m, m.copy(), m.copy(), np.zeros((1, 6), dtype), v, v, v.copy(), k, one, 1, OUTER,
+              2, idx, idx, np.ones(1, dtype), 1, 2, 0, 2)  # fmt: skip

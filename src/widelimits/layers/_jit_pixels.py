@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 _OPTIONS = {"nogil": True, "error_model": "numpy", "cache": True}
-LOOPS = ("pixel_gram",)
+LOOPS = ("pixel_gram", "pixel_pairs")
 """The compiled entry points (each cached on disk by numba)."""
 
 
@@ -39,8 +39,30 @@ def pixel_gram(a, b, out, diagonal):
                         row[q] += x * b[m, c, q]
 
 
+@numba.njit(**_OPTIONS)
+def pixel_pairs(a, b, out, triangle):
+    """``out[t, p] = sum_c a[i, c, p] b[j, c, p]`` (channels in ascending order: the same bits
+    for a pair in any tile) for ``a`` (N, C, P) and ``b`` (M, C, P), the per-pixel covariances:
+    pair t = i M + j of every (i, j), or with ``triangle`` (``b`` is ``a``) the pairs i <= j in
+    row-major order (a diagonal tile's packed pairs, `Kernel`'s ``pairs``), into ``out``
+    (pairs, P)."""
+    channels, pixels = a.shape[1], a.shape[2]
+    t = 0
+    for i in range(a.shape[0]):
+        for j in range(i if triangle else 0, b.shape[0]):
+            row, x, y = out[t], a[i, 0], b[j, 0]
+            for p in range(pixels):
+                row[p] = x[p] * y[p]
+            for c in range(1, channels):
+                x, y = a[i, c], b[j, c]
+                for p in range(pixels):
+                    row[p] += x[p] * y[p]
+            t += 1
+
+
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the loop for float32 and float64, once."""
+    """Compile (or load from numba's cache) the loops for float32 and float64, once."""
     for dtype in (np.float32, np.float64):
         a = np.ones((1, 2, 3), dtype)
         pixel_gram(a, a, np.empty((1, 1, 3, 3), dtype), False)
+        pixel_pairs(a, a, np.empty((1, 3), dtype), True)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .._numerics import angle, correlation, sine
 from ..kernel import Kernel
+from ._chain import Step
 from ._concat import Concatenated
 from ._fused import can_fuse, layer_map
 from ._jit import ERF, RELU, map_block, map_outer
@@ -65,13 +66,13 @@ class Activation(Layer):
         of numbers, or ``None`` (the default) when it has no compiled form."""
         return None
 
-    def chain_op(self, k):
+    def chain_op(self, k, size):
         # a step of `widelimits.layers._chain`'s compiled runs, on Gaussian inputs only (else
         # kernel_fn raises its own error)
         op = self.compiled_op()
         if op is None or (self.requires_gaussian and not k.is_gaussian):
             return None
-        return op, {"is_gaussian": False}
+        return Step(op, {"is_gaussian": False})
 
     def map_tile(
         self,

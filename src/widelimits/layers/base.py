@@ -16,6 +16,7 @@ import math
 import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from torch import Tensor, nn
 
 from ..kernel import Kernel
 from ..limits.scaling import Scaling
+
+if TYPE_CHECKING:
+    from ._chain import Step
 
 __all__ = ["Layer", "BuildContext", "SpatialFeatures", "check_number"]
 
@@ -154,10 +158,11 @@ class Layer:
     def build_module(self, in_features: Features, ctx: BuildContext) -> tuple[nn.Module, Features]:
         raise NotImplementedError
 
-    def chain_op(self, k: Kernel) -> tuple[tuple, dict] | None:
-        """This layer as one step of a compiled run over flat tiles (`widelimits.layers._chain`),
-        given the state before it: the step's code and the changes it makes to the state's
-        flags (`Kernel.replace` arguments); or ``None`` (the default): the layer runs on its own."""
+    def chain_op(self, k: Kernel, size: tuple[int, ...]) -> Step | None:
+        """This layer as one step of a compiled run over flat or per-pixel tiles
+        (`widelimits.layers._chain`), given the state before it (whose flags are current, its
+        tensors those of the run's start) and the spatial shape ``size`` before it (``()`` when
+        flat); or ``None`` (the default): the layer runs on its own."""
         return None
 
     def children(self) -> Sequence[Layer]:

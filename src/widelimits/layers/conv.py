@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
+import scipy.sparse
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
 from ..kernel import Kernel
-from . import _reuse
+from . import _jit, _reuse
+from ._chain import PixelMap, Step
 from ._spatial import (
     Padding,
     Scratch,
@@ -126,6 +130,31 @@ class Conv(WeightLayer):
             return self.affine_kernel(k, window_sum, taps=taps)
         return self._fused_kernel(k, d, full, window, stride, paddings, taps)
 
+    def chain_op(self, k: Kernel, size: tuple[int, ...]) -> Step | None:
+        """On the per-pixel layout, the window sum as a map of the pixels (`window_weights`)
+        for `widelimits.layers._chain`'s compiled runs, where `_fused_kernel` applies (NTK
+        parametrization, float scales); None otherwise, or when the layer must raise its own
+        error."""
+        plain = type(self).kernel_fn is Conv.kernel_fn  # not a subclass's own map
+        if not plain or k.layout != "diagonal" or self.parametrization != "ntk":
+            return None
+        if any(isinstance(v, Tensor) for v in (self.W_std, self.b_std)):
+            return None
+        try:
+            window, stride, paddings = self._geometry(len(size))
+            geometry = zip(size, window, stride, paddings, strict=True)
+            out = [pads(n, w, s, p)[2] for n, w, s, p in geometry]
+        except ValueError:
+            return None
+        if min(out, default=0) < 1 or math.prod(out) > 4 * math.prod(size):
+            return None  # kernel_fn checks the output's size and raises where it must
+        pixels = window_map(size, window, stride, paddings)
+        w2 = float(self.W_std) ** 2 / math.prod(window)
+        b2 = 0.0 if self.b_std is None else float(self.b_std) ** 2
+        op = (_jit.WINDOW, w2, b2, float(self.has_parameters), 0.0, 0.0)
+        changes = {"is_gaussian": True, "width": self.finite_width}
+        return Step(op, changes, pixels)
+
     def _fused_kernel(
         self, k: Kernel, d: int, full: bool, window, stride, paddings, taps: int
     ) -> Kernel:
@@ -224,6 +253,24 @@ class Conv(WeightLayer):
             return conv, SpatialFeatures(out, size)
         padding = self.padding if isinstance(self.padding, str) else paddings
         return nn.Sequential(SpatialPad(window, stride, padding), conv), SpatialFeatures(out, size)
+
+
+@functools.lru_cache(maxsize=64)
+def window_map(size: tuple[int, ...], window, stride, paddings) -> PixelMap:
+    """The per-pixel window sum of a convolution as a map of the pixels: how often each input
+    pixel enters each output pixel's sum (0 or 1, more when a circular padding wraps a small
+    image onto itself).  The sum is separable (an offset moves each axis on its own), so the
+    map is the Kronecker product of one map per axis, each computed by `conv_window_sum` on
+    the unit vectors of that axis: it is that sum whatever the padding."""
+    weights, out = scipy.sparse.csr_matrix(np.ones((1, 1))), []
+    for n, w, s, p in zip(size, window, stride, paddings, strict=True):
+        unit = torch.eye(n, dtype=torch.float64)
+        axis = conv_window_sum(unit, 1, False, (w,), (s,), (p,)).numpy()  # (n, n_out)
+        weights = scipy.sparse.kron(weights, scipy.sparse.csr_matrix(axis), format="csr")
+        out.append(axis.shape[1])
+    by_output = weights.T.tocsr()  # row q: the input pixels of output pixel q
+    by_output.sort_indices()
+    return PixelMap(by_output.indptr, by_output.indices, by_output.data, tuple(out))
 
 
 def conv_module_class(d: int, name: str, classes: tuple | None = None) -> type[nn.Module]:

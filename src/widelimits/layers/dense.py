@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..kernel import Kernel
+from ._chain import Step
 from ._spatial import check_fits
 from .base import BuildContext, Layer, SpatialFeatures, check_number
 
@@ -238,11 +239,11 @@ class Dense(WeightLayer):
 
     _RULES = {"frozen": 0, "ntk": 1, "standard": 2}
 
-    def chain_op(self, k: Kernel) -> tuple[tuple, dict] | None:
+    def chain_op(self, k: Kernel, size: tuple[int, ...]) -> Step | None:
         """``(rule, w2, b2, n)`` for `widelimits.layers._chain` (rule 0 frozen, 1 NTK
         parametrization, 2 standard, 3 standard with a bias; n the standard rule's count) and
         the flags of the state after it, or None when a hyperparameter needs a gradient or the
-        layer must raise its own error."""
+        layer must raise its own error.  The same map for every pixel of a per-pixel tile."""
         hyper = [v for v in (self.W_std, self.b_std) if isinstance(v, Tensor)]
         if any(v.requires_grad or v.ndim > 0 for v in hyper):
             return None
@@ -253,7 +254,7 @@ class Dense(WeightLayer):
         code = self._RULES[rule] + (rule == "standard" and self.b_std is not None)
         b2 = 0.0 if self.b_std is None else float(self.b_std) ** 2
         op = (code, float(self.W_std) ** 2, b2, float(n), 0.0, 0.0)
-        return op, {"is_gaussian": True, "width": self.finite_width}
+        return Step(op, {"is_gaussian": True, "width": self.finite_width})
 
     def build_module(self, in_features, ctx: BuildContext) -> tuple[nn.Module, int]:
         if isinstance(in_features, tuple):

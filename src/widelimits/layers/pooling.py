@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..kernel import Kernel, pixel_diagonal
-from . import _reuse
+from . import _jit, _reuse
+from ._chain import PixelMap, Step
 from ._concat import per_branch
 from ._spatial import (
     Padding,
@@ -294,6 +297,12 @@ class GlobalSumPoolModule(nn.Module):
         return x.sum(dim=tuple(range(2, x.ndim)))
 
 
+@functools.lru_cache(maxsize=16)
+def _mean_map(pixels: int) -> PixelMap:
+    """The sum over ``pixels`` pixels, as a map of the pixels to one."""
+    return PixelMap.from_matrix(np.ones((pixels, 1)), ())
+
+
 class Flatten(Layer):
     r"""``(N, C, *S) -> (N, C * P)`` features (P pixels); flat inputs pass unchanged.
 
@@ -309,6 +318,17 @@ class Flatten(Layer):
         if not isinstance(k, Kernel):
             raise TypeError("Flatten got several branches; merge them first")
         return per_branch(k, self._flatten_kernel)
+
+    def chain_op(self, k: Kernel, size: tuple[int, ...]) -> Step | None:
+        """On the per-pixel layout, the mean over pixels as a map of the pixels for
+        `widelimits.layers._chain`'s compiled runs (the run goes on flat); None otherwise."""
+        if k.layout != "diagonal" or not size:
+            return None
+        pixels = math.prod(size)
+        op = (_jit.WINDOW, 1.0 / pixels, 0.0, 0.0, 0.0, 0.0)
+        width = None if k.width is None else k.width * pixels
+        changes = {"layout": "none", "width": width, "is_gaussian": k.is_gaussian and pixels == 1}
+        return Step(op, changes, _mean_map(pixels))
 
     def _flatten_kernel(self, k: Kernel) -> Kernel:
         if k.layout == "none":
