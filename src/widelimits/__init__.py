@@ -7,7 +7,13 @@ Write an architecture once from layers; get its closed-form NNGP and NTK kernels
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import finite, limits, linear, predict
+from . import (  # _openmp first: it may set GOMP_SPINCOUNT before torch loads
+    _openmp,  # noqa: F401
+    finite,
+    limits,
+    linear,
+    predict,
+)
 from ._inputs import LayoutWarning
 from .from_module import from_module
 from .kernel import Kernel

@@ -58,6 +58,9 @@ __all__ = ["Step", "run"]
 
 PIXEL_CHUNK = 8192
 """Entries of a chunk of a per-pixel run: its five buffers stay in the L2 cache."""
+MIN_WIDTH = 32
+"""Pairs in a chunk at the least: the loop's vector loops run over a chunk's pairs, and 8 of
+them took 1.7x as long as 32 (21 convolutions on 32x32 images)."""
 BANDS_PER_THREAD = 4
 MIN_BAND_ENTRIES = 2**16
 """Tiles with fewer entries are never shared by threads (`_bands`)."""
@@ -184,7 +187,7 @@ def run(layers: Sequence, k: Kernel) -> tuple[Kernel, int] | None:
     maps = (ptr.astype(np.int64), index.astype(np.int64), weight.astype(consts.dtype))
     pixels = math.prod(k.cov1.shape[1:])
     biggest = max([pixels] + [int(op[4]) for op in ops if op[0] == _jit.WINDOW])
-    width = max(8, (_jit.CHUNK if biggest == 1 else PIXEL_CHUNK) // biggest)
+    width = max(MIN_WIDTH, (_jit.CHUNK if biggest == 1 else PIXEL_CHUNK) // biggest)
 
     def call(k12, ntk, t, theta, v1, v2, ntk_kind, mode, rows=None):
         def flat(x):

@@ -213,11 +213,12 @@ def width_sweep(
 ) -> dict:  # fmt: skip
     """Run a sweep (module docstring); returns a JSON-serializable dict.
 
-    ``threads``: the trainings run on this many Python threads, each training on one torch
-    thread (default: torch's thread count).  A training's small operations on several torch
-    threads each wait for the slowest thread: beside one busy process the demo's sweep took
-    5.5 min that way, against about half a minute idle.  The trainings are independent and
-    built before any starts, so the result does not depend on ``threads``.
+    ``threads``: the trainings, and then the mean-field limit models, run on this many Python
+    threads, each on one torch thread (default: torch's thread count).  A training's small
+    operations on several torch threads each wait for the slowest thread: beside one busy
+    process the demo's sweep took 5.5 min that way, against about half a minute idle.  The
+    trainings are independent and built before any starts, so the result does not depend on
+    ``threads``.
 
     ``progress``: bars on stderr for the finite networks and then the limit models, with a
     status line when the limit phase starts (True: always; None: bars only when stderr is a
@@ -300,7 +301,7 @@ def width_sweep(
         with progress_bar(total=sum(runs_per.values()), progress=progress, desc="limit models",
                           unit="run") as bar:  # fmt: skip
             limits = _limit_distances(config, net, scalings, data, steps, logits, inits, dtype,
-                                      bar)  # fmt: skip
+                                      bar, threads)  # fmt: skip
     return {"config": asdict(config) | {"scalings": names}, "steps": steps, "runs": runs,
             "exponents": exponents, "limits": limits}  # fmt: skip
 
@@ -337,33 +338,58 @@ def _limit_kind(scaling) -> str | None:
     return None
 
 
-def _limit_distances(config, net, scalings, data, steps, logits, inits, dtype, bar) -> dict:
+def _particle_runs(config, net, scalings, data, steps, logits, inits, dtype, bar, threads):
+    """The mean-field particle models' test logits per recorded step: ``{key: logits}`` for
+    each IC-MF network (the particles driven by the loss at f + g, one run per frozen draw g)
+    and ``{"MF": logits}`` (one run serves every MF network).  The runs are independent and
+    built before any starts, so they go over ``threads`` threads, each on one torch thread
+    (`widelimits._threads.run_parallel`; beside one busy process their small operations on two
+    torch threads made them 17x slower), and the result does not depend on ``threads``."""
+    x_tr = data[0]
+    runs = []  # (key, model, trajectories it serves)
+    for name, scaling in scalings.items():
+        kind = _limit_kind(scaling)
+        for key in [k for k in logits if k[0] == name] if kind == "IC-MF" else []:
+            particles = mean_field_limit(net, x_tr.shape[1], config.limit_particles,
+                                         seed=10_007, dtype=dtype)  # fmt: skip
+            model = InitCorrected(particles, inits[key])
+            model.initial = _Zero()  # the limit's own logits start at exactly 0
+            runs.append((key, model, 1))
+        if kind == "MF" and all(key != "MF" for key, _, _ in runs):
+            served = sum(1 for k in logits if _limit_kind(scalings[k[0]]) == "MF")
+            model = mean_field_limit(net, x_tr.shape[1], config.limit_particles,
+                                     seed=10_007, dtype=dtype)  # fmt: skip
+            runs.append(("MF", model, served))
+    out: dict = {}
+    finished: list[int] = []
+
+    def train(i: int) -> None:
+        key, model, served = runs[i]
+        out[key] = _train(model, data, config.lr, steps, x_tr[:2])["logits"]
+        finished.append(served)
+
+    run_parallel(train, len(runs), threads, done=lambda: bar.update(finished.pop()))
+    return out
+
+
+def _limit_distances(
+    config, net, scalings, data, steps, logits, inits, dtype, bar, threads=1
+) -> dict:
     """Mean |f_width - f_limit| on the test set per recorded step, per scaling and width;
     ``bar`` advances by one per network whose limit trajectory is done."""
     x_tr, y_tr, x_te, _ = data
     out: dict[str, dict] = {}
-    mf_logits = None
+    bar.set_postfix_str("mean-field particles")
+    particles = _particle_runs(config, net, scalings, data, steps, logits, inits, dtype, bar,
+                               threads)  # fmt: skip
     for name, scaling in scalings.items():
         kind = _limit_kind(scaling)
         bar.set_postfix_str(name)
-        if kind == "IC-MF":  # the particles driven by the loss at f + g: one run per draw g
-            limit = {}
-            for key in logits:
-                if key[0] == name:
-                    particles = mean_field_limit(net, x_tr.shape[1], config.limit_particles,
-                                                 seed=10_007, dtype=dtype)  # fmt: skip
-                    model = InitCorrected(particles, inits[key])
-                    model.initial = _Zero()  # the limit's own logits start at exactly 0
-                    limit[key] = _train(model, data, config.lr, steps, x_tr[:2])["logits"]
-                    bar.update()
+        if kind == "IC-MF":
+            limit = {key: particles[key] for key in logits if key[0] == name}
             kind = "IC-MF limit (mean-field particles + the network's frozen GP draw)"
         elif kind == "MF":
-            if mf_logits is None:
-                model = mean_field_limit(net, x_tr.shape[1], config.limit_particles,
-                                         seed=10_007, dtype=dtype)  # fmt: skip
-                mf_logits = _train(model, data, config.lr, steps, x_tr[:2])["logits"]
-            limit = {key: mf_logits for key in logits if key[0] == name}
-            bar.update(len(limit))
+            limit = {key: particles["MF"] for key in logits if key[0] == name}
             kind = "mean-field limit (antithetic particles)"
         elif kind == "NTK":
             x_all = torch.cat([x_tr, x_te]).double()
