@@ -76,13 +76,6 @@ class PixelMap(NamedTuple):
     weight: np.ndarray
     size: tuple[int, ...]
 
-    @classmethod
-    def from_matrix(cls, weights: np.ndarray, size: tuple[int, ...]) -> PixelMap:
-        """The map of a dense matrix ``(P_in, P_out)`` (zeros skipped)."""
-        q, p = np.nonzero(weights.T)  # by output pixel, then input pixel
-        ptr = np.searchsorted(q, np.arange(weights.shape[1] + 1))
-        return cls(ptr, p, weights.T[q, p], size)
-
 
 class Step(NamedTuple):
     """One layer as a step of a compiled run (`widelimits.layers.base.Layer.chain_op`)."""

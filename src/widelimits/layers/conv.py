@@ -131,7 +131,7 @@ class Conv(WeightLayer):
         return self._fused_kernel(k, d, full, window, stride, paddings, taps)
 
     def chain_op(self, k: Kernel, size: tuple[int, ...]) -> Step | None:
-        """On the per-pixel layout, the window sum as a map of the pixels (`window_weights`)
+        """On the per-pixel layout, the window sum as a map of the pixels (`window_map`)
         for `widelimits.layers._chain`'s compiled runs, where `_fused_kernel` applies (NTK
         parametrization, float scales); None otherwise, or when the layer must raise its own
         error."""

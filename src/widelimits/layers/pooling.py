@@ -300,7 +300,7 @@ class GlobalSumPoolModule(nn.Module):
 @functools.lru_cache(maxsize=16)
 def _mean_map(pixels: int) -> PixelMap:
     """The sum over ``pixels`` pixels, as a map of the pixels to one."""
-    return PixelMap.from_matrix(np.ones((pixels, 1)), ())
+    return PixelMap(np.array([0, pixels]), np.arange(pixels), np.ones(pixels), ())
 
 
 class Flatten(Layer):
