@@ -260,3 +260,60 @@ def test_single_network_output_covariance_converges_with_width():
     assert errors[0] > errors[1] > errors[2], errors
     slope = math.log(errors[2] / errors[0]) / math.log(widths[2] / widths[0])
     assert -0.8 < slope < -0.3, (errors, slope)
+
+
+# --- samples on several threads -----------------------------------------------------------------
+
+
+def _same(a, b) -> bool:
+    return all(
+        (x is None and y is None) or torch.equal(x, y)
+        for x, y in ((a.nngp, b.nngp), (a.ntk, b.ntk), (a.nngp_stderr, b.nngp_stderr),
+                     (a.ntk_stderr, b.ntk_stderr))
+    ) and a.n_samples == b.n_samples  # fmt: skip
+
+
+def _global_rng_factory(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)  # the usual way to seed a model: torch's global generator
+    return torch.nn.Sequential(
+        torch.nn.Linear(3, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2)
+    ).double()
+
+
+@pytest.mark.parametrize(
+    "net, width",
+    [
+        pytest.param(_deep(), 64, id="described"),
+        pytest.param(_global_rng_factory, None, id="factory-global-rng"),
+        pytest.param(wl.Serial(wl.Dense(), wl.ReLU(), wl.Dropout(0.3), wl.Dense(1)), 32,
+                     id="dropout"),
+    ],
+)  # fmt: skip
+def test_thread_count_never_changes_the_estimates(net, width):
+    """Samples run several at once, each on one torch thread; the networks are built in seed
+    order in the caller's thread (a factory may seed torch's global generator), and networks
+    drawing random numbers as they run go one at a time: the same bits on 1, 2 and 3 threads,
+    at every step of the running estimate."""
+    x = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for t in (1, 2, 3):
+        torch.manual_seed(11)  # Dropout's masks come from torch's global generator
+        runs[t] = list(wl.finite.monte_carlo_kernels(net, x, n_samples=5, width=width, threads=t))
+    assert [k.n_samples for k in runs[1]] == [2, 3, 4, 5]
+    for t in (2, 3):
+        assert all(_same(a, b) for a, b in zip(runs[1], runs[t], strict=True))
+
+
+def test_a_running_estimate_can_be_stopped_early():
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    estimates = wl.finite.monte_carlo_kernels(_deep(), x, n_samples=50, width=16, threads=2)
+    first = next(estimates)
+    estimates.close()
+    assert first.n_samples == 2 and torch.isfinite(first.ntk).all()
+
+
+@pytest.mark.parametrize("threads, error", [(0, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_bad_threads_are_refused(threads, error):
+    x = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(error, match="threads"):
+        monte_carlo_kernel(_deep(), x, n_samples=3, width=8, threads=threads)

@@ -4,6 +4,15 @@ One sample of the NNGP is the output covariance :math:`f(x_1) f(x_2)^\top / O` o
 O outputs; one sample of the NTK is its empirical NTK (traced over outputs).  Their averages
 converge to the infinite-width kernels as the width grows, up to an :math:`O(1/\mathrm{width})`
 bias.
+
+The samples are independent: ``threads`` of them are computed at once, each on one torch thread
+(`widelimits._threads.run_parallel`; torch's own threads, waiting for each other at the end of
+every operation, collapse on a busy machine).  The networks are built one after another in the
+caller's thread, in seed order (a factory may use torch's global generator), and the running
+estimates add the samples in that order, so the result does not depend on ``threads``.
+Networks that draw random numbers while they run (Dropout in training mode, ``stochastic``)
+are sampled one at a time, each built just before it runs, so that their draws follow the same
+sequence whatever ``threads`` is.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .._threads import check_threads, piece_threads, run_parallel
 from ._functional import FunctionalModel
 from .checks import as_outputs, watched_call
 from .ntk import empirical_ntk
@@ -91,12 +101,15 @@ def monte_carlo_kernels(
     seed: int = 0,
     dtype: torch.dtype | None = None,
     progress: bool | None = None,
+    threads: int | None = None,
     **ntk_options,
 ) -> Iterator[MonteCarloKernel]:
     """Running Monte Carlo estimates, one after each of ``n_samples`` random networks.
 
     ``net`` is a widelimits description (built at hidden ``width``) or any factory
-    ``seed -> nn.Module``; network ``s`` uses seed ``seed + s``.  ``ntk_options`` go to
+    ``seed -> nn.Module``; network ``s`` uses seed ``seed + s``.  ``threads``: how many
+    networks are sampled at once, each on one torch thread (default: torch's thread count; see
+    the module docstring); the estimates are the same for any value.  ``ntk_options`` go to
     `empirical_ntk` (e.g. ``implementation``, ``params``).  A described network with Dropout
     gets ``stochastic=True`` (each example its own mask, as its analytic kernel assumes); a
     factory's model with Dropout in training mode needs it passed explicitly.
@@ -110,6 +123,7 @@ def monte_carlo_kernels(
         )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {seed!r}")
+    threads = check_threads(threads)
     if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
         raise ValueError(f"width must be a positive integer, got {width!r}")
     for name, x in (("x1", x1), ("x2", x2)):
@@ -124,29 +138,56 @@ def monte_carlo_kernels(
     make = _model_factory(net, x1, width, dtype)
     described = hasattr(net, "build")
     nngp, ntk = _Running(), _Running()
-    bar = progress_bar(range(n_samples), progress=progress, default=n_samples >= 50,
-                       desc="Monte Carlo", leave=False)  # fmt: skip
-    for s in bar:
+
+    def build(s: int) -> nn.Module:
         model = make(seed + s)
         if not isinstance(model, nn.Module):
             raise TypeError(f"net(seed) must return a torch.nn.Module, got {type(model).__name__}")
+        return model
+
+    def sample(model: nn.Module, s: int) -> tuple[Tensor | None, Tensor | None]:
+        k_nngp = k_ntk = None
         if "nngp" in get:
             f1 = _outputs(model, x1, "x1", watched=s == 0)
             f2 = f1 if x2 is None else _outputs(model, x2, "x2", watched=s == 0)
-            nngp.add(f1 @ f2.T / f1.shape[1])
+            k_nngp = f1 @ f2.T / f1.shape[1]
         if "ntk" in get:
             options = dict(ntk_options)
             if described:  # widelimits' Dropout: independent masks per example, by design
                 options.setdefault("stochastic", _draws_randomness(model))
-            ntk.add(empirical_ntk(model, x1, x2, **options))
-        if s >= 1:
-            yield MonteCarloKernel(
-                nngp=nngp.mean,
-                ntk=ntk.mean,
-                nngp_stderr=nngp.stderr() if nngp.n else None,
-                ntk_stderr=ntk.stderr() if ntk.n else None,
-                n_samples=s + 1,
-            )
+            options.setdefault("threads", piece_threads())  # a sample alone: all threads
+            k_ntk = empirical_ntk(model, x1, x2, **options)
+        return k_nngp, k_ntk
+
+    first = build(0)
+    # Networks drawing random numbers as they run: one at a time (module docstring).
+    step = 1 if ntk_options.get("stochastic") or _draws_randomness(first) else threads
+    bar = progress_bar(total=n_samples, progress=progress, default=n_samples >= 50,
+                       desc="Monte Carlo", leave=False)  # fmt: skip
+    with bar:
+        for start in range(0, n_samples, step):
+            batch = range(start, min(start + step, n_samples))
+            models = [first if s == 0 else build(s) for s in batch]  # in seed order, here
+            samples: list = [None] * len(batch)
+
+            def work(i: int, models=models, batch=batch, samples=samples) -> None:
+                samples[i] = sample(models[i], batch[i])
+
+            run_parallel(work, len(batch), step)
+            for s, (k_nngp, k_ntk) in zip(batch, samples, strict=True):
+                if k_nngp is not None:
+                    nngp.add(k_nngp)
+                if k_ntk is not None:
+                    ntk.add(k_ntk)
+                bar.update()
+                if s >= 1:
+                    yield MonteCarloKernel(
+                        nngp=nngp.mean,
+                        ntk=ntk.mean,
+                        nngp_stderr=nngp.stderr() if nngp.n else None,
+                        ntk_stderr=ntk.stderr() if ntk.n else None,
+                        n_samples=s + 1,
+                    )
 
 
 def monte_carlo_kernel(net, x1: Tensor, x2: Tensor | None = None, **kwargs) -> MonteCarloKernel:
