@@ -7,6 +7,7 @@ power to reject wrong kernels).  Tolerances: `widelimits.testing` module docstri
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -275,6 +276,7 @@ def _same(a, b) -> bool:
 
 def _global_rng_factory(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)  # the usual way to seed a model: torch's global generator
+    time.sleep(0.005)  # two such factories run at once would interleave their draws here
     return torch.nn.Sequential(
         torch.nn.Linear(3, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2)
     ).double()
