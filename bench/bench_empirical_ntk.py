@@ -30,6 +30,8 @@ job), all in one run; the median of ``--repeats`` calls after a warm-up, one-thr
 calls interleaved.  Targets (as the kernel's): under one-core and all-cores load the default
 within 1.3x of one thread under the same load, under the bursty load within 2x; idle, the
 default at least 1.7x faster than one thread where there is enough work (1000 inputs).
+``--contention --monte-carlo``: the same for `monte_carlo_kernel` over 8 networks of that shape
+(NNGP and NTK), whose samples run several at once.
 
 Each of our measurements runs in a fresh process: one warm-up call on 2 inputs, one call whose
 peak resident-set growth is recorded (VmHWM reset through /proc/self/clear_refs just before),
@@ -217,12 +219,30 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def contention(repeats: int, kinds: list[str], sizes: list[int]) -> dict:
-    """``threads=1`` against the default, beside each competing load in turn (one run)."""
-    from widelimits.finite import empirical_ntk
+MONTE_CARLO_SAMPLES = 8
+
+
+def contention(repeats: int, kinds: list[str], sizes: list[int], monte_carlo: bool) -> dict:
+    """``threads=1`` against the default, beside each competing load in turn (one run): the
+    empirical NTK of the MLP, or (``monte_carlo``) a Monte Carlo kernel over 8 networks of the
+    same shape built from a widelimits description, NNGP and NTK."""
+    import widelimits as wl
+    from widelimits.finite import empirical_ntk, monte_carlo_kernel
 
     model = mlp(1)
-    print("empirical NTK (auto = structured) of the MLP 3072-512-512-1, float32, x2=None")
+    net = wl.Serial(wl.Dense(), wl.ReLU(), wl.Dense(), wl.ReLU(), wl.Dense(1))
+
+    def compute(x: torch.Tensor, threads: int | None):
+        if monte_carlo:
+            return monte_carlo_kernel(net, x, n_samples=MONTE_CARLO_SAMPLES, width=512,
+                                      threads=threads)  # fmt: skip
+        return empirical_ntk(model, x, threads=threads)
+
+    if monte_carlo:
+        print(f"Monte Carlo NNGP + NTK over {MONTE_CARLO_SAMPLES} networks 3072-512-512-1 "
+              "(widelimits description), float32, x2=None")  # fmt: skip
+    else:
+        print("empirical NTK (auto = structured) of the MLP 3072-512-512-1, float32, x2=None")
     print(f"torch {torch.__version__}, default {torch.get_num_threads()} threads; median of "
           f"{repeats} after a warm-up; {describe_machine_load()} before the run\n")  # fmt: skip
     print("load          n    one_t    default  def/1t  1t/def  target")
@@ -234,10 +254,10 @@ def contention(repeats: int, kinds: list[str], sizes: list[int]) -> dict:
                 one, default = [], []
 
                 def one_thread(x=x):
-                    return empirical_ntk(model, x, threads=1)
+                    return compute(x, 1)
 
                 def default_settings(x=x):
-                    return empirical_ntk(model, x)
+                    return compute(x, None)
 
                 one_thread(), default_settings()  # warm-up
                 for _ in range(repeats):  # interleaved: a drifting load hits both alike
@@ -330,6 +350,8 @@ def main() -> None:
     parser.add_argument("--attention", action="store_true", help="also part (d), an encoder")
     parser.add_argument("--contention", action="store_true",
                         help="one thread vs the default under competing loads")  # fmt: skip
+    parser.add_argument("--monte-carlo", action="store_true",
+                        help="contention: Monte Carlo kernels instead of one empirical NTK")
     parser.add_argument("--loads", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 400, 1000])
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
@@ -339,7 +361,7 @@ def main() -> None:
         case, impl, outputs, n = args.child
         return child(case, impl, outputs, int(n), args.repeats, args.save)
     if args.contention:
-        rows = contention(args.repeats, args.loads, args.sizes)
+        rows = contention(args.repeats, args.loads, args.sizes, args.monte_carlo)
         print("\n" + json.dumps(rows))
         return None
 
