@@ -220,5 +220,8 @@ def run(layers: Sequence, k: Kernel) -> tuple[Kernel, int] | None:
             ntk_kind, mode, bands[b],
         )  # fmt: skip
 
-    _threads.run_parallel(band, len(bands), _threads.piece_threads())
+    if len(bands) == 1:
+        band(0)
+    else:
+        _threads.run_parallel(band, len(bands), _threads.piece_threads())
     return state.replace(nngp=t, ntk=theta, cov1=cov1, cov2=cov2), len(ops)
