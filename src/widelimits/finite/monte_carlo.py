@@ -108,11 +108,12 @@ def monte_carlo_kernels(
 
     ``net`` is a widelimits description (built at hidden ``width``) or any factory
     ``seed -> nn.Module``; network ``s`` uses seed ``seed + s``.  ``threads``: how many
-    networks are sampled at once, each on one torch thread (default: torch's thread count; see
-    the module docstring); the estimates are the same for any value.  ``ntk_options`` go to
-    `empirical_ntk` (e.g. ``implementation``, ``params``).  A described network with Dropout
-    gets ``stochastic=True`` (each example its own mask, as its analytic kernel assumes); a
-    factory's model with Dropout in training mode needs it passed explicitly.
+    networks are sampled at once, each on one torch thread (default: torch's thread count, 1
+    for inputs on a GPU; see the module docstring); the estimates are the same for any value.
+    ``ntk_options`` go to `empirical_ntk` (e.g. ``implementation``, ``params``).  A described
+    network with Dropout gets ``stochastic=True`` (each example its own mask, as its analytic
+    kernel assumes); a factory's model with Dropout in training mode needs it passed
+    explicitly.
     """
     from .._progress import progress_bar
 
@@ -123,7 +124,8 @@ def monte_carlo_kernels(
         )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {seed!r}")
-    threads = check_threads(threads)
+    # a GPU parallelises inside each network: one at a time there unless asked otherwise
+    threads = 1 if threads is None and x1.device.type != "cpu" else check_threads(threads)
     if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
         raise ValueError(f"width must be a positive integer, got {width!r}")
     for name, x in (("x1", x1), ("x2", x2)):
