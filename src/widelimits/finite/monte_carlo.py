@@ -124,13 +124,13 @@ def monte_carlo_kernels(
         )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {seed!r}")
-    # a GPU parallelises inside each network: one at a time there unless asked otherwise
-    threads = 1 if threads is None and x1.device.type != "cpu" else check_threads(threads)
     if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
         raise ValueError(f"width must be a positive integer, got {width!r}")
     for name, x in (("x1", x1), ("x2", x2)):
         if x is not None and not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    # a GPU parallelises inside each network: one at a time there unless asked otherwise
+    threads = 1 if threads is None and x1.device.type != "cpu" else check_threads(threads)
     get = (get,) if isinstance(get, str) else tuple(get)
     if not get or not set(get) <= {"nngp", "ntk"}:
         raise ValueError(f"get must name 'nngp' and/or 'ntk', got {get}")
