@@ -11,3 +11,25 @@ def _one_thread():
     # (much more on a busy machine): see widelimits.testing.single_thread.
     with single_thread():
         yield
+
+
+@pytest.fixture
+def chain_calls(monkeypatch):
+    """Every call of the compiled loop `widelimits.layers._jit_loops.chain` from here on, as a
+    dict of its arguments by name (``mode``, ``rows``, ``k12``, ``t_out``, ...); the loop still
+    runs.  Skips the test without numba."""
+    import inspect
+
+    pytest.importorskip("numba")
+    from widelimits.layers import _jit_loops
+
+    original = _jit_loops.chain
+    signature = inspect.signature(original.py_func)
+    calls: list[dict] = []
+
+    def spy(*args):
+        calls.append(signature.bind(*args).arguments)
+        return original(*args)
+
+    monkeypatch.setattr(_jit_loops, "chain", spy)
+    return calls

@@ -183,21 +183,14 @@ def test_random_fc_networks_chain_equals_eager(spec, n1, n2, tile, seed):
     assert _scaled(got.ntk, ref.ntk) < TOL
 
 
-def test_chain_runs_and_switches_off(monkeypatch):
+def test_chain_runs_and_switches_off(chain_calls):
     """The run is compiled by default; gradients, fused(False) and set_compiled(False) take
     the layer-by-layer path, each giving the same kernel."""
-    calls = []
-    original = _jit_loops.chain
-
-    def spy(*args):
-        calls.append(args[11])  # the mode
-        return original(*args)
-
-    monkeypatch.setattr(_jit_loops, "chain", spy)
+    calls = chain_calls
     net = wl.Serial(wl.Dense(b_std=0.1), wl.ReLU(), wl.Dense(), wl.ReLU(), wl.Dense())
     x = torch.randn(9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     k = net.kernel(x, tile_size=4)
-    assert {_jit.OUTER, _jit.TRIANGLE, _jit.SELF} <= set(calls)
+    assert {_jit.OUTER, _jit.TRIANGLE, _jit.SELF} <= {call["mode"] for call in calls}
     for switch in (lambda: fused(False), lambda: _jit.COMPILED(False)):
         calls.clear()
         with switch():
@@ -278,22 +271,15 @@ def test_outer_split(shape, s11, s22, split):
     assert _jit._outer_split(shape, s11, s22) == split
 
 
-def test_pixel_pairs_take_the_outer_path(monkeypatch):
+def test_pixel_pairs_take_the_outer_path(chain_calls):
     """A pooling CNN's pixel-pair tiles go through the compiled outer loop, slice by slice, and
     equal the eager kernel."""
-    calls = []
-    original = _jit_loops.chain
-
-    def spy(*args):
-        calls.append((args[11], args[12], args[0].shape))  # the mode, rows and entries
-        return original(*args)
-
-    monkeypatch.setattr(_jit_loops, "chain", spy)
     net = wl.Serial(wl.Conv(None, 3), wl.ReLU(), wl.Conv(None, 3), wl.ReLU(), wl.GlobalAvgPool(),
                     wl.Dense(1))  # fmt: skip
     x = torch.randn(5, 2, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     k = net.kernel(x, tile_size=2)
-    assert (_jit.OUTER, 12, (144,)) in calls  # (H W) x (H W) pixel pairs of a pair
+    seen = [(c["mode"], c["rows"], c["k12"].shape) for c in chain_calls]
+    assert (_jit.OUTER, 12, (144,)) in seen  # (H W) x (H W) pixel pairs of a pair
     ref = _eager(net, x, tile_size=2)
     assert _scaled(k.nngp, ref.nngp) < TOL and _scaled(k.ntk, ref.ntk) < TOL
 
